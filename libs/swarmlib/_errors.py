@@ -1,0 +1,100 @@
+"""Domain errors and the one table that maps them to gRPC status codes.
+
+Services raise these from deep code; the server interceptor (see ``_server``) turns them into a
+gRPC status with the exception's message, so a client always learns *what to fix*.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class SwarmError(Exception):
+    """Base of every error the services report to a client."""
+
+
+class InvalidArgumentError(SwarmError):
+    """The request is malformed; the message says which field and what is allowed."""
+
+
+class NotFoundError(SwarmError):
+    """A named run, candidate or instance does not exist."""
+
+
+class ConfigError(SwarmError):
+    """Configuration (environment or instances file) is missing or malformed."""
+
+
+class QuorumNotReachedError(SwarmError):
+    """Too few instances answered for the run to go on."""
+
+
+class StageError(SwarmError):
+    """A downstream stage (collator, assessor, refiner) failed or was unreachable."""
+
+
+class ResourceExhaustedError(SwarmError):
+    """A bound (queue, budget, concurrency) was hit; retry later or ask for less."""
+
+
+class SandboxUnavailableError(SwarmError):
+    """The sandbox cannot run here (no bubblewrap, no user namespaces)."""
+
+
+class LLMError(SwarmError):
+    """An LLM instance call failed; subclasses say how."""
+
+
+class LLMHTTPError(LLMError):
+    """The instance answered with an HTTP error status."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class LLMTimeoutError(LLMError):
+    """The instance did not answer within its deadline."""
+
+
+class LLMConnectError(LLMError):
+    """The instance could not be reached."""
+
+
+class LLMMalformedError(LLMError):
+    """The instance sent something that is not a valid (streamed) chat completion."""
+
+
+class LLMEmptyError(LLMError):
+    """The instance answered with no content."""
+
+
+_STATUS: dict[type[SwarmError], grpc.StatusCode] = {
+    SwarmError: grpc.StatusCode.INTERNAL,
+    InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    QuorumNotReachedError: grpc.StatusCode.UNAVAILABLE,
+    StageError: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    SandboxUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
+    LLMError: grpc.StatusCode.UNAVAILABLE,
+    LLMHTTPError: grpc.StatusCode.UNAVAILABLE,
+    LLMTimeoutError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    LLMConnectError: grpc.StatusCode.UNAVAILABLE,
+    LLMMalformedError: grpc.StatusCode.UNAVAILABLE,
+    LLMEmptyError: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_for(exc: SwarmError) -> grpc.StatusCode:
+    """The gRPC status of a domain error: its own class's entry, else its nearest mapped base."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def mapped_error_types() -> frozenset[type[SwarmError]]:
+    """Every class with an explicit entry (tests check that no domain error is left out)."""
+    return frozenset(_STATUS)

@@ -11,7 +11,7 @@ def open_channel(target: str, tracer_provider: TracerProvider) -> grpc.aio.Chann
     """An insecure ``grpc.aio`` channel to ``target`` with OpenTelemetry client interceptors."""
     return grpc.aio.insecure_channel(
         target,
-        interceptors=aio_client_interceptors(tracer_provider=tracer_provider),
+        interceptors=aio_client_interceptors(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),

@@ -48,9 +48,10 @@ class LLMError(SwarmError):
 class LLMHTTPError(LLMError):
     """The instance answered with an HTTP error status."""
 
-    def __init__(self, message: str, status_code: int) -> None:
+    def __init__(self, message: str, status_code: int, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after = retry_after
 
 
 class LLMTimeoutError(LLMError):

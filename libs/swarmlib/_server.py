@@ -117,7 +117,10 @@ async def build_server(
     ``address`` like ``127.0.0.1:0`` binds an ephemeral port (tests); the bound port is returned.
     """
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(tracer_provider=tracer_provider), ErrorMappingInterceptor()],
+        interceptors=[
+            aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
+            ErrorMappingInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),

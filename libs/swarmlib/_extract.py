@@ -1,0 +1,169 @@
+"""Turn a model's reply into a runnable Python program.
+
+Replies come in three shapes: fenced markdown (often with prose and a usage example around the
+code), bare code with prose before or after it, and completion-style bodies that continue the
+task's own code (HumanEval prompts). Chat replies also drop imports and helpers that the task
+already defined; those are taken from the task so the program runs on its own.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_PY_LANGS = {"", "python", "py", "python3", "py3"}
+_STOP_LINES = ("\nif __name__", "\nprint(", "\nassert ", "\n# Test", "\n# Example", "\n# test", "\n# example")
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _defined_names(code: str) -> set[str]:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def _used_names(code: str) -> set[str]:
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
+        node.value.id for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+    }
+
+
+def task_code(task: str) -> str:
+    """The Python code in a task: the task itself when it parses, else its fenced blocks."""
+    if _parses(task) and _defined_names(task):
+        return task
+    blocks = [body for lang, body in _FENCE.findall(task) if lang.lower() in _PY_LANGS and _parses(body)]
+    return "\n".join(blocks)
+
+
+def entry_points(task: str) -> list[str]:
+    """Functions the task asks for: those it defines (HumanEval style) or names in ``name(...)`` form."""
+    code = task_code(task)
+    if code:
+        tree = ast.parse(code)
+        defs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+        if defs:
+            return defs
+    named = re.findall(r"\b(?:function|method|def)\s+`?([A-Za-z_]\w*)\s*\(", task)
+    return list(dict.fromkeys(named))
+
+
+def _fenced_blocks(reply: str) -> list[str]:
+    return [body for lang, body in _FENCE.findall(reply) if lang.lower() in _PY_LANGS]
+
+
+def _best_block(blocks: list[str], wanted: list[str]) -> str:
+    """Prefer the block that defines what the task wants, then any parsing block with a def."""
+    parsing = [b for b in blocks if _parses(b)]
+    for block in parsing:
+        if wanted and any(name in _defined_names(block) for name in wanted):
+            return block
+    with_defs = [b for b in parsing if re.search(r"^\s*(def|class)\s", b, re.MULTILINE)]
+    if with_defs:
+        return max(with_defs, key=len)
+    return max(parsing or blocks, key=len)
+
+
+def _longest_code_span(reply: str) -> str:
+    """From prose with unfenced code: the longest run of lines that parses and defines something."""
+    lines = reply.splitlines()
+    best = ""
+    starts = [i for i, line in enumerate(lines) if re.match(r"(def|class|import|from|@)\b", line)]
+    for start in starts:
+        for end in range(len(lines), start, -1):
+            chunk = "\n".join(lines[start:end])
+            if len(chunk) <= len(best):
+                break
+            if _parses(chunk) and _defined_names(chunk):
+                best = chunk
+                break
+    return best
+
+
+def _cut_at_stop_lines(code: str) -> str:
+    cut = len(code)
+    for stop in _STOP_LINES:
+        index = code.find(stop)
+        if index != -1:
+            cut = min(cut, index)
+    return code[:cut]
+
+
+def _as_completion(reply: str, prompt_code: str, wanted: list[str]) -> str | None:
+    """A reply that continues the task's code (an indented body) becomes task + body."""
+    if not prompt_code or not reply.strip():
+        return None
+    if any(name in _defined_names(reply) for name in wanted):
+        return None
+    first = next((line for line in reply.splitlines() if line.strip()), "")
+    if not first.startswith((" ", "\t")):
+        return None
+    joined = prompt_code.rstrip("\n") + "\n" + reply
+    joined = _cut_at_stop_lines(joined)
+    return joined if _parses(joined) else None
+
+
+def _add_missing_from_task(code: str, prompt_code: str) -> str:
+    """Prepend the task's imports and top-level helpers that the code uses but does not define."""
+    if not prompt_code or not _parses(code):
+        return code
+    tree = ast.parse(prompt_code)
+    defined = _defined_names(code)
+    used = _used_names(code)
+    needed: list[str] = []
+    for node in tree.body:
+        segment = ast.get_source_segment(prompt_code, node)
+        if segment is None:
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+            if names & used and not names <= defined:
+                needed.append(segment)
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in used and node.name not in defined:
+            needed.append(segment)
+    if not needed:
+        return code
+    return "\n".join(needed) + "\n\n" + code
+
+
+def extract_code(reply: str, task: str = "") -> str:
+    """The runnable program in ``reply`` for ``task``; empty when the reply holds no code."""
+    prompt_code = task_code(task)
+    wanted = entry_points(task)
+    completion = _as_completion(reply, prompt_code, wanted)
+    if completion is not None:
+        return completion.strip() + "\n"
+    blocks = _fenced_blocks(reply)
+    if blocks:
+        code = _best_block(blocks, wanted)
+    elif _parses(reply) and _defined_names(reply):
+        code = reply
+    else:
+        code = _longest_code_span(reply)
+    code = textwrap.dedent(code).strip()
+    if not code:
+        return ""
+    return _add_missing_from_task(code, prompt_code).strip() + "\n"

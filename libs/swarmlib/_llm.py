@@ -1,0 +1,300 @@
+"""OpenAI-compatible chat client on httpx: streamed SSE, deadlines, retries, token usage.
+
+Every failure becomes one of the ``LLM*Error`` domain errors so callers (the orchestrator's
+fallback logic, the refiner) decide on a category, never on an httpx or JSON exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from ._errors import (
+    LLMConnectError,
+    LLMEmptyError,
+    LLMError,
+    LLMHTTPError,
+    LLMMalformedError,
+    LLMTimeoutError,
+)
+
+PURPOSE_HEADER = "X-Swarm-Purpose"
+RUN_HEADER = "X-Swarm-Run-Id"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach one instance; ``api_key`` is resolved by the caller from env."""
+
+    name: str
+    base_url: str
+    model: str
+    api_key: str = ""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry on 429, 5xx and connection errors with capped exponential backoff and jitter."""
+
+    attempts: int = 3
+    base_delay: float = 0.25
+    max_delay: float = 4.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return float(backoff * (0.5 + random.random() / 2))
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A finished completion with its accounting."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    finish_reason: str
+    usage_reported: bool
+    attempts: int = 1
+
+
+@dataclass
+class _StreamState:
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    done: bool = False
+
+
+def _retryable_status(code: int) -> bool:
+    return code == 429 or 500 <= code < 600
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count (4 characters a token) for servers that report no usage."""
+    return max(1, len(text) // 4) if text else 0
+
+
+class ChatClient:
+    """Calls ``POST {base_url}/chat/completions`` with ``stream: true`` and parses the SSE."""
+
+    def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy | None = None) -> None:
+        self._http = http
+        self._retry = retry or RetryPolicy()
+
+    async def complete(
+        self,
+        endpoint: Endpoint,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        timeout: float,
+        temperature: float = 0.7,
+        seed: int | None = None,
+        max_tokens: int = 1024,
+        purpose: str = "solve",
+        run_id: str = "",
+    ) -> ChatResult:
+        """One completion within ``timeout`` seconds in total, retries included."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._with_retries(
+                    endpoint, messages, temperature, seed, max_tokens, purpose, run_id, started
+                )
+        except TimeoutError:
+            raise LLMTimeoutError(f"{endpoint.name}: no complete answer within {timeout:.1f}s") from None
+
+    async def _with_retries(
+        self,
+        endpoint: Endpoint,
+        messages: Sequence[Mapping[str, str]],
+        temperature: float,
+        seed: int | None,
+        max_tokens: int,
+        purpose: str,
+        run_id: str,
+        started: float,
+    ) -> ChatResult:
+        body: dict[str, object] = {
+            "model": endpoint.model,
+            "messages": list(messages),
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if seed is not None:
+            body["seed"] = seed
+        headers = {PURPOSE_HEADER: purpose, "Accept": "text/event-stream"}
+        if run_id:
+            headers[RUN_HEADER] = run_id
+        if endpoint.api_key:
+            headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                state = await self._stream_once(endpoint, url, body, headers)
+            except LLMHTTPError as exc:
+                if attempt >= self._retry.attempts or not _retryable_status(exc.status_code):
+                    raise
+                await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
+                continue
+            except LLMConnectError:
+                if attempt >= self._retry.attempts:
+                    raise
+                await asyncio.sleep(self._retry.delay(attempt, None))
+                continue
+            text = "".join(state.parts)
+            if not text.strip():
+                raise LLMEmptyError(f"{endpoint.name}: answered with no content")
+            reported = state.prompt_tokens is not None and state.completion_tokens is not None
+            prompt_chars = sum(len(m.get("content", "")) for m in messages)
+            return ChatResult(
+                text=text,
+                prompt_tokens=state.prompt_tokens if state.prompt_tokens is not None else prompt_chars // 4,
+                completion_tokens=(
+                    state.completion_tokens if state.completion_tokens is not None else estimate_tokens(text)
+                ),
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                finish_reason=state.finish_reason,
+                usage_reported=reported,
+                attempts=attempt,
+            )
+
+    async def _stream_once(
+        self, endpoint: Endpoint, url: str, body: Mapping[str, object], headers: Mapping[str, str]
+    ) -> _StreamState:
+        try:
+            async with self._http.stream("POST", url, json=body, headers=headers) as response:
+                if response.status_code != 200:
+                    detail = (await response.aread()).decode("utf-8", "replace")[:300]
+                    raise LLMHTTPError(
+                        f"{endpoint.name}: HTTP {response.status_code}: {detail.strip() or response.reason_phrase}",
+                        response.status_code,
+                        _retry_after(response),
+                    )
+                content_type = response.headers.get("content-type", "")
+                if "application/json" in content_type:
+                    return _parse_whole(endpoint, await response.aread())
+                state = _StreamState()
+                async for line in response.aiter_lines():
+                    _parse_sse_line(endpoint, line, state)
+                    if state.done:
+                        break
+        except LLMError:
+            raise
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise LLMConnectError(f"{endpoint.name}: cannot connect to {url}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise LLMTimeoutError(f"{endpoint.name}: read timed out: {exc}") from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise LLMMalformedError(f"{endpoint.name}: connection broke mid-stream: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise LLMConnectError(f"{endpoint.name}: {type(exc).__name__}: {exc}") from exc
+        if not state.done and not state.finish_reason:
+            raise LLMMalformedError(f"{endpoint.name}: stream ended before [DONE] (truncated answer)")
+        return state
+
+
+def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
+    line = line.strip()
+    if not line or line.startswith(":") or line.startswith(("event:", "id:", "retry:")):
+        return
+    if not line.startswith("data:"):
+        raise LLMMalformedError(f"{endpoint.name}: not an SSE line: {line[:80]!r}")
+    data = line[5:].strip()
+    if data == "[DONE]":
+        state.done = True
+        return
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        raise LLMMalformedError(f"{endpoint.name}: invalid JSON in stream: {data[:80]!r}") from None
+    if not isinstance(chunk, dict):
+        raise LLMMalformedError(f"{endpoint.name}: stream chunk is not an object: {data[:80]!r}")
+    if "error" in chunk:
+        raise LLMMalformedError(f"{endpoint.name}: error in stream: {str(chunk['error'])[:200]}")
+    usage = chunk.get("usage")
+    if isinstance(usage, dict):
+        state.prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
+        state.completion_tokens = _int_or_none(usage.get("completion_tokens"))
+    choices = chunk.get("choices")
+    if choices is None:
+        if usage is None:
+            raise LLMMalformedError(f"{endpoint.name}: stream chunk has no choices: {data[:80]!r}")
+        return
+    if not isinstance(choices, list):
+        raise LLMMalformedError(f"{endpoint.name}: choices is not a list")
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise LLMMalformedError(f"{endpoint.name}: choice is not an object")
+        delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise LLMMalformedError(f"{endpoint.name}: delta is not an object")
+        content = delta.get("content")
+        if content is not None and not isinstance(content, str):
+            raise LLMMalformedError(f"{endpoint.name}: delta content is not text")
+        if content:
+            state.parts.append(content)
+        if choice.get("finish_reason"):
+            state.finish_reason = str(choice["finish_reason"])
+
+
+def _parse_whole(endpoint: Endpoint, raw: bytes) -> _StreamState:
+    """Servers that ignore ``stream: true`` answer with one JSON body; accept that too."""
+    try:
+        body = json.loads(raw)
+        choice = body["choices"][0]
+        content = choice["message"]["content"] or ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise LLMMalformedError(f"{endpoint.name}: not a chat completion: {raw[:80]!r}") from None
+    usage = body.get("usage") or {}
+    return _StreamState(
+        parts=[content],
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+        prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
+        completion_tokens=_int_or_none(usage.get("completion_tokens")),
+        done=True,
+    )
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def list_models(http: httpx.AsyncClient, endpoint: Endpoint, timeout: float = 3.0) -> list[str]:
+    """Health check: ``GET {base_url}/models``; returns the model ids or raises an ``LLMError``."""
+    headers = {"Authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
+    try:
+        response = await http.get(endpoint.base_url.rstrip("/") + "/models", headers=headers, timeout=timeout)
+    except httpx.TimeoutException as exc:
+        raise LLMTimeoutError(f"{endpoint.name}: /models timed out") from exc
+    except httpx.HTTPError as exc:
+        raise LLMConnectError(f"{endpoint.name}: /models unreachable: {exc}") from exc
+    if response.status_code != 200:
+        raise LLMHTTPError(f"{endpoint.name}: /models answered HTTP {response.status_code}", response.status_code)
+    try:
+        return [str(m["id"]) for m in response.json()["data"]]
+    except (ValueError, KeyError, TypeError):
+        raise LLMMalformedError(f"{endpoint.name}: /models answer is not a model list") from None

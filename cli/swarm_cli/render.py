@@ -1,0 +1,97 @@
+"""Human-readable output: live progress lines, the ranking table, consensus and the answer."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from swarm.v1 import orchestrator_pb2 as pb
+
+_KIND = {
+    pb.FAILURE_KIND_HTTP_ERROR: "http error",
+    pb.FAILURE_KIND_TIMEOUT: "timeout",
+    pb.FAILURE_KIND_CONNECT: "unreachable",
+    pb.FAILURE_KIND_MALFORMED: "malformed stream",
+    pb.FAILURE_KIND_EMPTY: "empty answer",
+    pb.FAILURE_KIND_UNHEALTHY: "unhealthy",
+}
+
+
+def progress_line(event: pb.RunSwarmResponse) -> str | None:
+    """One line per event, or None for the final event (rendered separately)."""
+    which = event.WhichOneof("event")
+    if which == "accepted":
+        run = event.accepted
+        return f"run {run.id}: {run.swarm_size} instances (quorum {run.quorum})"
+    if which == "instance_started":
+        e = event.instance_started
+        retry = " (fallback)" if e.attempt > 1 else ""
+        return f"  slot {e.slot + 1}: {e.instance} generating{retry} ..."
+    if which == "instance_finished":
+        f = event.instance_finished
+        return (
+            f"  slot {f.slot + 1}: {f.instance} answered in {f.latency_ms / 1000:.1f}s "
+            f"({f.usage.completion_tokens} tokens) -> {f.candidate_id}"
+        )
+    if which == "instance_failed":
+        x = event.instance_failed
+        then = "; retrying on another instance" if x.will_retry else ""
+        return f"  slot {x.slot + 1}: {x.instance} failed ({_KIND.get(x.kind, 'error')}): {x.reason}{then}"
+    if which == "collated":
+        c = event.collated.consensus
+        agreed = "yes" if c.reached else "no"
+        return f"collated: {event.collated.cluster_count} cluster(s), consensus {agreed} ({c.share:.0%})"
+    if which == "assessed":
+        a = event.assessed
+        return f"assessed: {a.tests_found} test(s) found in the task; best {a.best_candidate_id} ({a.best_overall:.3f})"
+    if which == "refined":
+        return f"refined: {event.refined.reason}"
+    return None
+
+
+def ranking_table(run: pb.Run) -> str:
+    header = f"{'rank':>4}  {'cand':<5} {'instance':<12} {'overall':>7} {'correct':>7} {'complete':>8} {'style':>5} {'consens':>7} {'tests':>6}"  # noqa: E501
+    lines = [header, "-" * len(header)]
+    for c in run.candidates:
+        s = c.scores
+        rank = str(c.rank) if c.rank else "-"
+        tests = f"{s.tests_passed}/{s.tests_total}" if s.tests_total else "-"
+        lines.append(
+            f"{rank:>4}  {c.id:<5} {c.instance[:12]:<12} {s.overall:>7.3f} {s.correctness:>7.2f} "
+            f"{s.completeness:>8.2f} {s.style:>5.2f} {s.consensus:>7.2f} {tests:>6}"
+        )
+    return "\n".join(lines)
+
+
+def render_run(run: pb.Run, out: TextIO) -> None:
+    """The full result of a run, as `swarm run` and `swarm runs show` print it."""
+    status = pb.RunStatus.Name(run.status).removeprefix("RUN_STATUS_").lower()
+    print(f"\nrun {run.id}: {status}", file=out)
+    if run.error:
+        print(f"error: {run.error}", file=out)
+    for failure in run.failures:
+        print(f"  failed: {failure.instance} (slot {failure.slot + 1}): {failure.reason}", file=out)
+    if run.candidates:
+        print("\nranking:", file=out)
+        print(ranking_table(run), file=out)
+    if run.HasField("consensus") and run.clusters:
+        c = run.consensus
+        verdict = "reached" if c.reached else "not reached"
+        print(
+            f"\nconsensus {verdict}: {c.share:.0%} of responses in the largest of {c.cluster_count} cluster(s)",
+            file=out,
+        )
+    if run.analysis:
+        print(f"\nanalysis:\n{run.analysis}", file=out)
+    if run.HasField("refinement"):
+        print(f"\nrefinement: {run.refinement.reason}", file=out)
+    if run.HasField("final"):
+        origin = "refined" if run.final.origin == pb.CANDIDATE_ORIGIN_REFINED else "swarm"
+        print(f"\nfinal answer ({run.final.candidate_id}, {origin}, overall {run.final.overall:.3f}):", file=out)
+        print("```python", file=out)
+        print(run.final.code.rstrip(), file=out)
+        print("```", file=out)
+    usage = run.usage
+    print(
+        f"\ntokens: {usage.prompt_tokens} in / {usage.completion_tokens} out, cost ${usage.cost_usd:.4f}",
+        file=out,
+    )

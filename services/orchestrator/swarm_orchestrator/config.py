@@ -1,0 +1,69 @@
+"""Orchestrator configuration, built once from the environment at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swarmlib import ConfigError, InstanceSpec, env_bool, env_float, env_int, env_str, load_instances
+
+MAX_SWARM_SIZE = 16
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    """Everything the orchestrator needs; passed down, never read from globals."""
+
+    address: str
+    collator_target: str
+    assessor_target: str
+    refiner_target: str
+    database_url: str
+    instances: tuple[InstanceSpec, ...]
+    max_task_chars: int = 20_000
+    instance_timeout_s: float = 120.0
+    stage_timeout_s: float = 120.0
+    quorum_fraction: float = 0.5
+    max_tokens: int = 1024
+    unhealthy_after: int = 3
+    health_interval_s: float = 30.0
+    refine: bool = True
+    llm_retry_attempts: int = 2
+    llm_retry_base_delay_s: float = 0.25
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OrchestratorConfig:
+        home = Path(env_str(env, "SWARM_HOME", ".swarm"))
+        default_db = f"sqlite+aiosqlite:///{home / 'swarm.db'}"
+        quorum = env_float(env, "SWARM_QUORUM_FRACTION", 0.5, minimum=0.0)
+        if not 0.0 < quorum <= 1.0:
+            raise ConfigError(f"SWARM_QUORUM_FRACTION={quorum} must be in (0, 1]")
+        database_url = env_str(env, "SWARM_DATABASE_URL", default_db)
+        if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ConfigError(
+                f"SWARM_DATABASE_URL={database_url!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+            )
+        instances = load_instances(env)
+        return cls(
+            address=env_str(env, "SWARM_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
+            collator_target=env_str(env, "SWARM_COLLATOR_TARGET", "127.0.0.1:50052"),
+            assessor_target=env_str(env, "SWARM_ASSESSOR_TARGET", "127.0.0.1:50053"),
+            refiner_target=env_str(env, "SWARM_REFINER_TARGET", "127.0.0.1:50054"),
+            database_url=database_url,
+            instances=instances,
+            max_task_chars=env_int(env, "SWARM_MAX_TASK_CHARS", 20_000, minimum=1),
+            instance_timeout_s=env_float(env, "SWARM_INSTANCE_TIMEOUT_S", 120.0, minimum=0.1),
+            stage_timeout_s=env_float(env, "SWARM_STAGE_TIMEOUT_S", 120.0, minimum=0.1),
+            quorum_fraction=quorum,
+            max_tokens=env_int(env, "SWARM_MAX_TOKENS", 1024, minimum=16),
+            unhealthy_after=env_int(env, "SWARM_UNHEALTHY_AFTER", 3, minimum=1),
+            health_interval_s=env_float(env, "SWARM_HEALTH_INTERVAL_S", 30.0, minimum=0.1),
+            refine=env_bool(env, "SWARM_REFINE", True),
+            llm_retry_attempts=env_int(env, "SWARM_LLM_RETRY_ATTEMPTS", 2, minimum=1),
+            llm_retry_base_delay_s=env_float(env, "SWARM_LLM_RETRY_BASE_DELAY_S", 0.25, minimum=0.0),
+            secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
+            telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
+        )

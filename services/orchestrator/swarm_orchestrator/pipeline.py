@@ -1,0 +1,290 @@
+"""One swarm run from acceptance to answer: fan-out, collate, assess, rank, refine, store."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from swarm.v1 import (
+    assessor_pb2,
+    assessor_pb2_grpc,
+    collator_pb2,
+    collator_pb2_grpc,
+    common_pb2,
+    orchestrator_pb2 as pb,
+    refiner_pb2,
+    refiner_pb2_grpc,
+)
+from swarmlib import QuorumNotReachedError, StageError, SwarmError, assessment_score, ranking_score
+
+from .config import OrchestratorConfig
+from .fanout import Fanout, FanoutSettings
+from .pool import InstancePool
+from .store import RunStore
+
+log = logging.getLogger(__name__)
+Emit = Callable[[pb.RunSwarmResponse], Awaitable[None]]
+
+
+class Stages:
+    """Stubs of the downstream services, one channel each."""
+
+    def __init__(
+        self,
+        collator: collator_pb2_grpc.CollatorServiceStub,
+        assessor: assessor_pb2_grpc.AssessorServiceStub,
+        refiner: refiner_pb2_grpc.RefinerServiceStub,
+    ) -> None:
+        self.collator = collator
+        self.assessor = assessor
+        self.refiner = refiner
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _stage_error(stage: str, exc: grpc.aio.AioRpcError) -> StageError:
+    return StageError(f"{stage} failed: {exc.code().name}: {exc.details()}")
+
+
+def _code_of(candidate: pb.Candidate) -> common_pb2.CandidateCode:
+    return common_pb2.CandidateCode(id=candidate.id, text=candidate.text, code=candidate.code)
+
+
+def _instance_ref(pool: InstancePool, name: str) -> common_pb2.InstanceRef:
+    spec = pool.spec(name)
+    return common_pb2.InstanceRef(
+        name=spec.name,
+        base_url=spec.base_url,
+        model=spec.model,
+        api_key_env=spec.api_key_env,
+        temperature=spec.temperature,
+        seed=spec.seed,
+        price_input_per_mtok=spec.price_input_per_mtok,
+        price_output_per_mtok=spec.price_output_per_mtok,
+    )
+
+
+def _rank_key(candidate: pb.Candidate) -> tuple[float, int, float]:
+    return (-candidate.scores.overall, -candidate.scores.tests_passed, candidate.latency_ms)
+
+
+def _add_usage(total: common_pb2.Usage, usage: common_pb2.Usage) -> None:
+    total.prompt_tokens += usage.prompt_tokens
+    total.completion_tokens += usage.completion_tokens
+    total.cost_usd += usage.cost_usd
+
+
+class Pipeline:
+    """Runs accepted runs; every step is streamed through ``emit`` and stored."""
+
+    def __init__(
+        self, config: OrchestratorConfig, pool: InstancePool, fanout: Fanout, stages: Stages, store: RunStore
+    ) -> None:
+        self._config = config
+        self._pool = pool
+        self._fanout = fanout
+        self._stages = stages
+        self._store = store
+
+    async def execute(
+        self, run: pb.Run, allowed: list[str], refine: bool, timeout_s: float, emit: Emit
+    ) -> tuple[pb.Run, SwarmError | None]:
+        """Drive ``run`` (already stored as RUNNING) to its end and store the outcome.
+
+        Returns the run and, when it failed, the domain error to report to the caller.
+        """
+        error: SwarmError | None = None
+        try:
+            await self._execute(run, allowed, refine, timeout_s, emit)
+            run.status = pb.RUN_STATUS_SUCCEEDED
+        except (QuorumNotReachedError, StageError) as exc:
+            run.status = pb.RUN_STATUS_FAILED
+            run.error = str(exc)
+            error = exc
+        except BaseException as exc:
+            run.status = pb.RUN_STATUS_FAILED
+            run.error = f"run interrupted: {type(exc).__name__}: {exc}"
+            run.finished_at.FromDatetime(_now())
+            await asyncio.shield(self._store.finish_run(run))
+            raise
+        run.finished_at.FromDatetime(_now())
+        await self._store.finish_run(run)
+        return run, error
+
+    async def _execute(self, run: pb.Run, allowed: list[str], refine: bool, timeout_s: float, emit: Emit) -> None:
+        async def record(event: pb.RunSwarmResponse) -> None:
+            if event.HasField("instance_failed"):
+                await self._store.add_failure(run.id, event.instance_failed)
+            await emit(event)
+
+        settings = FanoutSettings(
+            run_id=run.id, task=run.task, timeout_s=timeout_s, max_tokens=self._config.max_tokens, allowed=allowed
+        )
+        result = await self._fanout.run(settings, run.swarm_size, record)
+        run.failures.extend(result.failures)
+        for candidate in result.candidates:
+            _add_usage(run.usage, candidate.usage)
+            await self._store.add_candidate(run.id, candidate)
+        if len(result.candidates) < run.quorum:
+            failed = sorted({f.instance for f in result.failures})
+            raise QuorumNotReachedError(
+                f"quorum not reached: {len(result.candidates)} of {run.swarm_size} responses arrived, "
+                f"{run.quorum} needed; failing instances: {', '.join(failed) or 'none'} "
+                f"(see the failures of run {run.id})"
+            )
+        candidates = list(result.candidates)
+        await self._collate(run, candidates, emit)
+        await self._assess(run, candidates, emit)
+        candidates.sort(key=_rank_key)
+        best = candidates[0]
+        final = best
+        dropped: pb.Candidate | None = None
+        if refine:
+            refined, kept = await self._refine(run, candidates, emit)
+            if refined is not None and kept:
+                final = refined
+                candidates.insert(0, refined)
+            else:
+                dropped = refined
+        for rank, candidate in enumerate(candidates, start=1):
+            candidate.rank = rank
+        run.candidates.extend(candidates)
+        if dropped is not None:
+            run.candidates.append(dropped)  # kept for the record, unranked (rank 0)
+        run.final.CopyFrom(
+            pb.FinalAnswer(
+                candidate_id=final.id,
+                code=final.code,
+                text=final.text,
+                overall=final.scores.overall,
+                origin=final.origin,
+            )
+        )
+
+    async def _collate(self, run: pb.Run, candidates: list[pb.Candidate], emit: Emit) -> None:
+        """Clusters and consensus; a collator outage degrades the run instead of failing it."""
+        request = collator_pb2.CollateRequest(run_id=run.id, candidates=[_code_of(c) for c in candidates])
+        try:
+            response = await self._stages.collator.Collate(request, timeout=self._config.stage_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("run %s: collation unavailable: %s", run.id, exc.details())
+            run.analysis = f"collation unavailable ({exc.code().name}: {exc.details()}); ranked without consensus"
+            await emit(pb.RunSwarmResponse(collated=pb.Collated(cluster_count=0, consensus=run.consensus)))
+            return
+        by_id = {c.id: c for c in candidates}
+        for similarity in response.similarities:
+            candidate = by_id[similarity.candidate_id]
+            candidate.scores.consensus = similarity.centrality
+            candidate.cluster_id = similarity.cluster_id
+        run.consensus.CopyFrom(response.consensus)
+        run.clusters.extend(response.clusters)
+        run.analysis = response.analysis
+        await emit(
+            pb.RunSwarmResponse(
+                collated=pb.Collated(cluster_count=len(response.clusters), consensus=response.consensus)
+            )
+        )
+
+    async def _assess(self, run: pb.Run, candidates: list[pb.Candidate], emit: Emit) -> None:
+        response = await self._assess_codes(run, [_code_of(c) for c in candidates])
+        run.tests_found = response.tests_found
+        by_id = {a.candidate_id: a for a in response.assessments}
+        for candidate in candidates:
+            assessment = by_id[candidate.id]
+            consensus = candidate.scores.consensus
+            candidate.scores.CopyFrom(assessment.scores)
+            candidate.scores.consensus = consensus
+            candidate.scores.overall = ranking_score(assessment.scores.overall, consensus)
+            candidate.tests.extend(assessment.tests)
+            candidate.error = assessment.error
+        best = min(candidates, key=_rank_key)
+        await emit(
+            pb.RunSwarmResponse(
+                assessed=pb.Assessed(
+                    tests_found=response.tests_found, best_candidate_id=best.id, best_overall=best.scores.overall
+                )
+            )
+        )
+
+    async def _assess_codes(self, run: pb.Run, codes: list[common_pb2.CandidateCode]) -> assessor_pb2.AssessResponse:
+        request = assessor_pb2.AssessRequest(run_id=run.id, task=run.task, candidates=codes)
+        try:
+            response: assessor_pb2.AssessResponse = await self._stages.assessor.Assess(
+                request, timeout=self._config.stage_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _stage_error("assessment", exc) from exc
+        return response
+
+    def _refiner_instance(self, best: pb.Candidate) -> str | None:
+        if best.instance in self._pool.names and self._pool.is_healthy(best.instance):
+            return best.instance
+        healthy = [n for n in self._pool.names if self._pool.is_healthy(n)]
+        return healthy[0] if healthy else None
+
+    async def _refine(self, run: pb.Run, ranked: list[pb.Candidate], emit: Emit) -> tuple[pb.Candidate | None, bool]:
+        """Ask for an improved answer; keep it only if it assesses at least as well as the best."""
+        best = ranked[0]
+        instance = self._refiner_instance(best)
+        if instance is None:
+            await self._refined(run, emit, kept=False, overall=0.0, reason="skipped: no healthy instance")
+            return None, False
+        request = refiner_pb2.RefineRequest(
+            run_id=run.id,
+            task=run.task,
+            analysis=run.analysis,
+            instance=_instance_ref(self._pool, instance),
+            max_tokens=self._config.max_tokens,
+            top=[refiner_pb2.RefineInput(candidate=_code_of(c), scores=c.scores, tests=c.tests) for c in ranked[:3]],
+        )
+        try:
+            refined = await self._stages.refiner.Refine(request, timeout=self._config.stage_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            reason = f"skipped: refiner failed ({exc.code().name}: {exc.details()})"
+            await self._refined(run, emit, kept=False, overall=0.0, reason=reason)
+            return None, False
+        _add_usage(run.usage, refined.usage)
+        if not refined.code.strip():
+            await self._refined(run, emit, kept=False, overall=0.0, reason="dropped: the reply held no code")
+            return None, False
+        candidate = pb.Candidate(
+            id="r1",
+            origin=pb.CANDIDATE_ORIGIN_REFINED,
+            instance=instance,
+            model=self._pool.spec(instance).model,
+            text=refined.text,
+            code=refined.code,
+            usage=refined.usage,
+            latency_ms=refined.latency_ms,
+            cluster_id=-1,
+        )
+        try:
+            response = await self._assess_codes(run, [_code_of(candidate)])
+        except StageError as exc:
+            await self._refined(run, emit, kept=False, overall=0.0, reason=f"dropped: {exc}")
+            return None, False
+        assessment = response.assessments[0]
+        candidate.scores.CopyFrom(assessment.scores)
+        candidate.tests.extend(assessment.tests)
+        candidate.error = assessment.error
+        await self._store.add_candidate(run.id, candidate)
+        best_assessed = assessment_score(best.scores.correctness, best.scores.completeness, best.scores.style)
+        refined_assessed = assessment.scores.overall
+        not_worse = refined_assessed >= best_assessed and assessment.scores.tests_passed >= best.scores.tests_passed
+        if not not_worse:
+            reason = f"dropped: assessed {refined_assessed:.3f} < best {best.id} {best_assessed:.3f}"
+            await self._refined(run, emit, kept=False, overall=refined_assessed, reason=reason)
+            return candidate, False
+        reason = f"kept: assessed {refined_assessed:.3f} >= best {best.id} {best_assessed:.3f}"
+        await self._refined(run, emit, kept=True, overall=refined_assessed, reason=reason)
+        return candidate, True
+
+    async def _refined(self, run: pb.Run, emit: Emit, *, kept: bool, overall: float, reason: str) -> None:
+        run.refinement.CopyFrom(pb.Refined(kept=kept, overall=overall, reason=reason))
+        await emit(pb.RunSwarmResponse(refined=run.refinement))

@@ -1,0 +1,55 @@
+"""Wires the orchestrator: store, instance pool, LLM client, stage channels, gRPC server."""
+
+from __future__ import annotations
+
+import httpx
+
+from swarm.v1 import assessor_pb2_grpc, collator_pb2_grpc, orchestrator_pb2_grpc, refiner_pb2_grpc
+from swarmlib import ChatClient, RetryPolicy, SwarmServer, build_server, configure_tracing, open_channel
+
+from .config import OrchestratorConfig
+from .fanout import Fanout
+from .pipeline import Pipeline, Stages
+from .pool import InstancePool
+from .service import OrchestratorServicer
+from .store import RunStore
+
+SERVICE_NAME = "swarm.v1.OrchestratorService"
+
+
+async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
+    """Build the orchestrator bound to ``config.address`` (port 0 picks a free port)."""
+    tracer_provider = configure_tracing("swarm-orchestrator", config.telemetry_env)
+    store = await RunStore.open(config.database_url)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(config.instance_timeout_s, connect=5.0))
+    client = ChatClient(http, RetryPolicy(attempts=config.llm_retry_attempts, base_delay=config.llm_retry_base_delay_s))
+    pool = InstancePool(config.instances, dict(config.secrets), config.unhealthy_after)
+    channels = [
+        open_channel(target, tracer_provider)
+        for target in (config.collator_target, config.assessor_target, config.refiner_target)
+    ]
+    stages = Stages(
+        collator_pb2_grpc.CollatorServiceStub(channels[0]),
+        assessor_pb2_grpc.AssessorServiceStub(channels[1]),
+        refiner_pb2_grpc.RefinerServiceStub(channels[2]),
+    )
+    pipeline = Pipeline(config, pool, Fanout(pool, client), stages, store)
+    servicer = OrchestratorServicer(config, pool, pipeline, store)
+    server, port = await build_server(
+        service_names=[SERVICE_NAME],
+        register=lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
+        address=config.address,
+        tracer_provider=tracer_provider,
+    )
+    pool.start_checks(http, config.health_interval_s)
+
+    async def close() -> None:
+        await servicer.cancel_running()
+        await pool.stop_checks()
+        for channel in channels:
+            await channel.close()
+        await http.aclose()
+        await store.close()
+
+    server.on_stop(close)
+    return server, port

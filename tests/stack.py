@@ -1,0 +1,96 @@
+"""Start the real services in-process on ephemeral ports, wired to each other over real channels."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+
+from swarm.v1 import orchestrator_pb2_grpc
+from swarm_assessor.config import AssessorConfig
+from swarm_assessor.server import create_server as create_assessor
+from swarm_collator.config import CollatorConfig
+from swarm_collator.server import create_server as create_collator
+from swarm_orchestrator.config import OrchestratorConfig
+from swarm_orchestrator.server import create_server as create_orchestrator
+from swarm_refiner.config import RefinerConfig
+from swarm_refiner.server import create_server as create_refiner
+from swarmlib import SwarmServer
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Targets of the three downstream services."""
+
+    collator: str
+    assessor: str
+    refiner: str
+
+
+@asynccontextmanager
+async def stage_servers(env: Mapping[str, str] | None = None) -> AsyncIterator[Stages]:
+    """Collator, assessor and refiner on 127.0.0.1:0 (the collator loads the real embedding model)."""
+    env = dict(env or {})
+    servers: list[SwarmServer] = []
+    try:
+        collator, c_port = await create_collator(CollatorConfig.from_env({**env, "SWARM_COLLATOR_ADDR": "127.0.0.1:0"}))
+        servers.append(collator)
+        assessor, a_port = await create_assessor(AssessorConfig.from_env({**env, "SWARM_ASSESSOR_ADDR": "127.0.0.1:0"}))
+        servers.append(assessor)
+        refiner, r_port = await create_refiner(RefinerConfig.from_env({**env, "SWARM_REFINER_ADDR": "127.0.0.1:0"}))
+        servers.append(refiner)
+        for server in servers:
+            await server.start()
+        yield Stages(f"127.0.0.1:{c_port}", f"127.0.0.1:{a_port}", f"127.0.0.1:{r_port}")
+    finally:
+        for server in reversed(servers):
+            await server.stop(0.5)
+
+
+def instances_json(urls: Sequence[tuple[str, str]], model: str = "qwen") -> str:
+    """``SWARM_INSTANCES`` for (name, base_url) pairs, differing by seed and temperature."""
+    return json.dumps(
+        [
+            {"name": name, "base_url": url, "model": model, "temperature": 0.2 + 0.3 * i, "seed": 100 * (i + 1)}
+            for i, (name, url) in enumerate(urls)
+        ]
+    )
+
+
+@dataclass
+class Orchestrator:
+    server: SwarmServer
+    target: str
+    channel: grpc.aio.Channel
+    stub: orchestrator_pb2_grpc.OrchestratorServiceStub
+
+
+@asynccontextmanager
+async def orchestrator(
+    stages: Stages, instances: str, database_url: str, **overrides: str
+) -> AsyncIterator[Orchestrator]:
+    """An orchestrator on 127.0.0.1:0 over the given stages, instances and database."""
+    env = {
+        "SWARM_ORCHESTRATOR_ADDR": "127.0.0.1:0",
+        "SWARM_COLLATOR_TARGET": stages.collator,
+        "SWARM_ASSESSOR_TARGET": stages.assessor,
+        "SWARM_REFINER_TARGET": stages.refiner,
+        "SWARM_INSTANCES": instances,
+        "SWARM_DATABASE_URL": database_url,
+        "SWARM_INSTANCE_TIMEOUT_S": "3",
+        "SWARM_LLM_RETRY_BASE_DELAY_S": "0.01",
+        "SWARM_STAGE_TIMEOUT_S": "60",
+        **overrides,
+    }
+    server, port = await create_orchestrator(OrchestratorConfig.from_env(env))
+    await server.start()
+    target = f"127.0.0.1:{port}"
+    channel = grpc.aio.insecure_channel(target)
+    try:
+        yield Orchestrator(server, target, channel, orchestrator_pb2_grpc.OrchestratorServiceStub(channel))
+    finally:
+        await channel.close()
+        await server.stop(0.5)

@@ -1,0 +1,79 @@
+"""Assessor settings, read once from the environment at start-up and passed down frozen.
+
+Every limit here bounds what one untrusted program may consume, so bad values stop the service
+at start-up instead of silently weakening the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from swarmlib import ConfigError, env_float, env_int, env_str
+
+_PREFIX = "SWARM_ASSESSOR_"
+
+
+def _default_concurrency() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class AssessorConfig:
+    """Limits and paths of the assessor; defaults suit a developer laptop."""
+
+    address: str = "127.0.0.1:50053"
+    timeout_s: float = 5.0
+    max_timeout_s: float = 60.0
+    test_timeout_s: float = 2.0
+    memory_mb: int = 512
+    max_processes: int = 64
+    output_cap_bytes: int = 64 * 1024
+    max_concurrency: int = field(default_factory=_default_concurrency)
+    max_candidates: int = 32
+    max_code_bytes: int = 256 * 1024
+    bwrap_path: str = "/usr/bin/bwrap"
+    grace_s: float = 5.0
+    telemetry_env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (bool(self.address.strip()), "SWARM_ASSESSOR_ADDR must not be empty"),
+            (self.timeout_s > 0, f"SWARM_ASSESSOR_TIMEOUT_S={self.timeout_s} must be > 0"),
+            (
+                self.max_timeout_s >= self.timeout_s,
+                f"SWARM_ASSESSOR_MAX_TIMEOUT_S={self.max_timeout_s} must be >= the default timeout {self.timeout_s}",
+            ),
+            (self.test_timeout_s > 0, f"SWARM_ASSESSOR_TEST_TIMEOUT_S={self.test_timeout_s} must be > 0"),
+            (self.memory_mb >= 64, f"SWARM_ASSESSOR_MEMORY_MB={self.memory_mb} must be >= 64 (Python needs it)"),
+            (self.max_processes >= 1, f"SWARM_ASSESSOR_MAX_PROCESSES={self.max_processes} must be >= 1"),
+            (self.output_cap_bytes >= 1024, f"SWARM_ASSESSOR_OUTPUT_CAP_BYTES={self.output_cap_bytes} must be >= 1024"),
+            (self.max_concurrency >= 1, f"SWARM_ASSESSOR_MAX_CONCURRENCY={self.max_concurrency} must be >= 1"),
+            (self.max_candidates >= 1, f"SWARM_ASSESSOR_MAX_CANDIDATES={self.max_candidates} must be >= 1"),
+            (self.max_code_bytes >= 1, f"SWARM_ASSESSOR_MAX_CODE_BYTES={self.max_code_bytes} must be >= 1"),
+            (bool(self.bwrap_path.strip()), "SWARM_ASSESSOR_BWRAP must not be empty"),
+            (self.grace_s >= 0, f"SWARM_ASSESSOR_GRACE_S={self.grace_s} must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AssessorConfig:
+        """Build the config from ``env`` (``os.environ`` in production, a dict in tests)."""
+        return cls(
+            address=env_str(env, f"{_PREFIX}ADDR", cls.address),
+            timeout_s=env_float(env, f"{_PREFIX}TIMEOUT_S", cls.timeout_s),
+            max_timeout_s=env_float(env, f"{_PREFIX}MAX_TIMEOUT_S", cls.max_timeout_s),
+            test_timeout_s=env_float(env, f"{_PREFIX}TEST_TIMEOUT_S", cls.test_timeout_s),
+            memory_mb=env_int(env, f"{_PREFIX}MEMORY_MB", cls.memory_mb),
+            max_processes=env_int(env, f"{_PREFIX}MAX_PROCESSES", cls.max_processes),
+            output_cap_bytes=env_int(env, f"{_PREFIX}OUTPUT_CAP_BYTES", cls.output_cap_bytes),
+            max_concurrency=env_int(env, f"{_PREFIX}MAX_CONCURRENCY", _default_concurrency()),
+            max_candidates=env_int(env, f"{_PREFIX}MAX_CANDIDATES", cls.max_candidates),
+            max_code_bytes=env_int(env, f"{_PREFIX}MAX_CODE_BYTES", cls.max_code_bytes),
+            bwrap_path=env_str(env, f"{_PREFIX}BWRAP", cls.bwrap_path),
+            grace_s=env_float(env, f"{_PREFIX}GRACE_S", cls.grace_s),
+            telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
+        )

@@ -1,0 +1,120 @@
+"""Find the executable checks a task already states: doctest examples and ``assert`` lines.
+
+Users write tests in the task's own words; taking them from there means the assessor judges
+every candidate by the same yardstick the user had in mind, with no model-written tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import re
+from dataclasses import dataclass
+
+_NAME_CAP = 100
+_MAX_ASSERT_LINES = 12
+_FENCE_LINE = re.compile(r"^\s*```")
+
+
+@dataclass(frozen=True)
+class TaskTest:
+    """One check: ``source`` runs in the candidate's namespace; doctests compare to ``want``."""
+
+    name: str
+    kind: str  # "doctest" or "assert"
+    source: str
+    want: str = ""
+    exc_msg: str | None = None
+
+
+def _clip(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _NAME_CAP else flat[: _NAME_CAP - 1] + "…"
+
+
+def _canonical(source: str) -> str:
+    try:
+        return ast.unparse(ast.parse(source))
+    except (SyntaxError, ValueError):
+        return " ".join(source.split())
+
+
+def _doctest_examples(task: str) -> list[doctest.Example]:
+    """All ``>>>`` examples; paragraphs with inconsistent indentation are parsed one by one."""
+    parser = doctest.DocTestParser()
+    try:
+        return parser.get_examples(task)
+    except ValueError:
+        pass
+    examples: list[doctest.Example] = []
+    for block in re.split(r"\n\s*\n", task):
+        try:
+            examples.extend(parser.get_examples(block))
+        except ValueError:
+            continue
+    return examples
+
+
+def _assert_statements(task: str) -> list[str]:
+    """``assert`` statements anywhere in the text (prose or fenced), joined across lines if needed."""
+    lines = [line for line in task.splitlines() if not _FENCE_LINE.match(line)]
+    found: list[str] = []
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped.startswith("assert ") and not stripped.startswith("assert("):
+            continue
+        for end in range(index + 1, min(len(lines), index + _MAX_ASSERT_LINES) + 1):
+            chunk = "\n".join(part.strip() for part in lines[index:end])
+            try:
+                tree = ast.parse(chunk)
+            except SyntaxError:
+                continue
+            if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
+                found.append(ast.unparse(tree.body[0]))
+            break
+    return found
+
+
+def _clean_want(want: str) -> str:
+    """Drop a docstring's closing quotes that the parser reads as expected output (raw task text)."""
+    lines = want.strip().splitlines()
+    while lines and lines[-1].strip() in {'"""', "'''", "```"}:
+        lines.pop()
+    if lines:
+        for quotes in ('"""', "'''"):
+            if lines[-1].rstrip().endswith(quotes):
+                lines[-1] = lines[-1].rstrip()[: -len(quotes)].rstrip()
+    return "\n".join(lines).strip()
+
+
+def tests_from_task(task: str) -> list[TaskTest]:
+    """The task's tests, doctests first, without duplicates (an assert restating a doctest counts once)."""
+    tests: list[TaskTest] = []
+    seen: set[str] = set()
+    for example in _doctest_examples(task):
+        source = example.source.strip()
+        want = _clean_want(example.want)
+        key = _canonical(f"assert ({source}) == ({want})") if want else _canonical(source)
+        if example.exc_msg is not None:
+            key = f"raises {_canonical(source)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        number = len(tests) + 1
+        if example.exc_msg is not None:
+            exc_type = example.exc_msg.split(":", 1)[0].strip()
+            name = f"doctest {number}: {source} raises {exc_type}"
+        elif want:
+            name = f"doctest {number}: {source} == {want}"
+        else:
+            name = f"doctest {number}: {source}"
+        tests.append(TaskTest(_clip(name), "doctest", source, want, example.exc_msg))
+    for statement in _assert_statements(task):
+        key = _canonical(statement)
+        if key in seen:
+            continue
+        seen.add(key)
+        number = len(tests) + 1
+        shown = statement.removeprefix("assert ").strip()
+        tests.append(TaskTest(_clip(f"assert {number}: {shown}"), "assert", statement))
+    return tests

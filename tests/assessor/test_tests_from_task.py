@@ -1,0 +1,59 @@
+"""Finding tests in prose and HumanEval-style tasks."""
+
+from __future__ import annotations
+
+from swarm_assessor.tests_from_task import tests_from_task as find_tests
+
+HUMANEVAL = '''from typing import List
+
+
+def has_close_elements(numbers: List[float], threshold: float) -> bool:
+    """ Check if in given list of numbers, are any two numbers closer to each other than
+    given threshold.
+    >>> has_close_elements([1.0, 2.0, 3.0], 0.5)
+    False
+    >>> has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3)
+    True
+    """
+'''
+
+
+def test_humaneval_doctests() -> None:
+    tests = find_tests(HUMANEVAL)
+    assert [t.name for t in tests] == [
+        "doctest 1: has_close_elements([1.0, 2.0, 3.0], 0.5) == False",
+        "doctest 2: has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3) == True",
+    ]
+    assert all(t.kind == "doctest" for t in tests)
+    assert tests[1].want == "True"
+
+
+def test_prose_with_fenced_asserts_and_dedupe() -> None:
+    task = (
+        "Write `add(a, b)`.\n\n>>> add(1, 2)\n3\n\n```python\nassert add(1, 2) == 3\n"
+        "assert add(-1, 1) == 0\nassert add(-1, 1) == 0\nassert add(\n    2, 2\n) == 4\n```\n"
+    )
+    tests = find_tests(task)
+    assert [t.name for t in tests] == [
+        "doctest 1: add(1, 2) == 3",
+        "assert 2: add(-1, 1) == 0",
+        "assert 3: add(2, 2) == 4",
+    ]
+
+
+def test_empty_expected_output_and_exceptions() -> None:
+    task = ">>> x = setup()\n>>> check(x)\nTraceback (most recent call last):\n    ...\nValueError: bad\n"
+    tests = find_tests(task)
+    assert tests[0].name == "doctest 1: x = setup()"
+    assert tests[0].want == ""
+    assert tests[1].exc_msg is not None
+    assert tests[1].name == "doctest 2: check(x) raises ValueError"
+
+
+def test_no_tests_in_plain_prose() -> None:
+    assert find_tests("Write a program that prints the primes below 100.") == []
+
+
+def test_inconsistent_indentation_is_tolerated() -> None:
+    task = "Example:\n    >>> f(1)\n    2\n\nAnother:\n  >>> f(2)\n  3\n"
+    assert len(find_tests(task)) == 2

@@ -1,0 +1,424 @@
+"""Static checks on the Kubernetes manifests in k8s/ and the service image in deploy/Dockerfile.
+
+Nothing here talks to a cluster or a Docker daemon: the YAML is parsed and the Dockerfile is
+read as text, so these run wherever the unit tests run.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is not installed; the manifest checks need it to parse k8s/*.yaml")
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+
+# service -> (gRPC port, pyproject extra)
+SERVICES: dict[str, int] = {"orchestrator": 50051, "collator": 50052, "assessor": 50053, "refiner": 50054}
+TORCH_ONLY = ("torch", "sentence-transformers", "faiss")
+
+Manifest = dict[str, Any]
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    assert isinstance(value, dict), f"expected a mapping, got {type(value).__name__}: {value!r}"
+    return value
+
+
+def _as_list(value: object) -> list[Any]:
+    assert isinstance(value, list), f"expected a list, got {type(value).__name__}: {value!r}"
+    return value
+
+
+def _manifest_files() -> list[Path]:
+    return sorted(p for p in K8S.glob("*.y*ml") if p.name != "kustomization.yaml")
+
+
+def _load_all() -> list[tuple[Path, Manifest]]:
+    docs: list[tuple[Path, Manifest]] = []
+    for path in _manifest_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                docs.append((path, _as_dict(doc)))
+    return docs
+
+
+DOCS = _load_all()
+
+
+def _of_kind(kind: str) -> list[Manifest]:
+    return [doc for _, doc in DOCS if doc.get("kind") == kind]
+
+
+def _name(doc: Manifest) -> str:
+    return str(_as_dict(doc["metadata"])["name"])
+
+
+def _pod_spec(deployment: Manifest) -> dict[str, Any]:
+    return _as_dict(_as_dict(_as_dict(deployment["spec"])["template"])["spec"])
+
+
+def _containers(deployment: Manifest) -> list[dict[str, Any]]:
+    return [_as_dict(c) for c in _as_list(_pod_spec(deployment)["containers"])]
+
+
+def _service_deployments() -> list[Manifest]:
+    return [d for d in _of_kind("Deployment") if _name(d) in SERVICES]
+
+
+def _deployment_ids() -> list[str]:
+    return [_name(d) for d in _service_deployments()]
+
+
+def _configmap_data(name: str) -> dict[str, Any]:
+    for cm in _of_kind("ConfigMap"):
+        if _name(cm) == name:
+            return _as_dict(cm.get("data", {}))
+    raise AssertionError(f"ConfigMap {name!r} referenced by envFrom is not defined in k8s/")
+
+
+def _env_names(container: dict[str, Any]) -> set[str]:
+    """Variable names a container gets from ``env`` and from ``envFrom`` ConfigMaps defined here."""
+    names = {str(_as_dict(e)["name"]) for e in _as_list(container.get("env", []))}
+    for source in _as_list(container.get("envFrom", [])):
+        ref = _as_dict(source).get("configMapRef")
+        if ref is not None:
+            names |= set(_configmap_data(str(_as_dict(ref)["name"])))
+    return names
+
+
+# --------------------------------------------------------------------------------------------- YAML
+
+
+def test_every_manifest_parses_and_has_kind_and_name() -> None:
+    assert _manifest_files(), "no manifests in k8s/"
+    for path, doc in DOCS:
+        assert doc.get("apiVersion") and doc.get("kind"), f"{path.name}: document without apiVersion/kind"
+        assert _name(doc), f"{path.name}: {doc['kind']} without metadata.name"
+
+
+def test_every_service_has_a_deployment_and_a_service() -> None:
+    deployments = {_name(d) for d in _of_kind("Deployment")}
+    services = {_name(s) for s in _of_kind("Service")}
+    for service in (*SERVICES, "jaeger"):
+        assert service in deployments, f"no Deployment {service!r}"
+        assert service in services, f"no Service {service!r}"
+
+
+def test_namespaced_objects_live_in_the_swarm_namespace() -> None:
+    assert [_name(ns) for ns in _of_kind("Namespace")] == ["swarm"]
+    for path, doc in DOCS:
+        if doc["kind"] != "Namespace":
+            assert _as_dict(doc["metadata"]).get("namespace") == "swarm", f"{path.name}: {_name(doc)} not in swarm"
+
+
+@pytest.mark.parametrize("name", _deployment_ids())
+def test_grpc_probes_target_the_container_grpc_port(name: str) -> None:
+    deployment = next(d for d in _service_deployments() if _name(d) == name)
+    (container,) = _containers(deployment)
+    ports = {str(p["name"]): int(p["containerPort"]) for p in map(_as_dict, _as_list(container["ports"]))}
+    assert ports == {"grpc": SERVICES[name]}, f"{name}: expected one port named grpc on {SERVICES[name]}"
+    for probe_kind in ("livenessProbe", "readinessProbe"):
+        probe = _as_dict(container.get(probe_kind))
+        grpc_probe = _as_dict(probe.get("grpc"))
+        assert grpc_probe["port"] == SERVICES[name], f"{name}: {probe_kind} must use the native gRPC probe on grpc"
+        assert "exec" not in probe and "httpGet" not in probe and "tcpSocket" not in probe
+    startup = container.get("startupProbe")
+    if startup is not None:
+        assert _as_dict(_as_dict(startup).get("grpc"))["port"] == SERVICES[name]
+
+
+@pytest.mark.parametrize("name", _deployment_ids())
+def test_bind_address_matches_the_port(name: str) -> None:
+    deployment = next(d for d in _service_deployments() if _name(d) == name)
+    (container,) = _containers(deployment)
+    env = {str(e["name"]): e.get("value") for e in map(_as_dict, _as_list(container.get("env", [])))}
+    assert env.get(f"SWARM_{name.upper()}_ADDR") == f"0.0.0.0:{SERVICES[name]}"
+
+
+def test_every_container_has_requests_and_limits() -> None:
+    for deployment in _of_kind("Deployment"):
+        for container in _containers(deployment):
+            resources = _as_dict(container.get("resources"))
+            for section in ("requests", "limits"):
+                values = _as_dict(resources.get(section))
+                assert {"cpu", "memory"} <= set(values), f"{_name(deployment)}: {section} needs cpu and memory"
+
+
+def _memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    match = re.fullmatch(r"(\d+)([KMG]i?)?", quantity)
+    assert match, f"unparsed memory quantity {quantity!r}"
+    return int(match[1]) * units.get(match[2] or "", 1)
+
+
+def test_collator_gets_the_most_memory() -> None:
+    def limit(name: str) -> int:
+        deployment = next(d for d in _service_deployments() if _name(d) == name)
+        (container,) = _containers(deployment)
+        return _memory_bytes(str(_as_dict(_as_dict(container["resources"])["limits"])["memory"]))
+
+    collator = limit("collator")
+    assert all(collator > limit(other) for other in SERVICES if other != "collator")
+
+
+def test_run_as_non_root_wherever_set() -> None:
+    for deployment in _of_kind("Deployment"):
+        pod = _pod_spec(deployment)
+        contexts = [pod.get("securityContext", {}), *(c.get("securityContext", {}) for c in _containers(deployment))]
+        for context in map(_as_dict, contexts):
+            if "runAsNonRoot" in context:
+                assert context["runAsNonRoot"] is True, f"{_name(deployment)}: runAsNonRoot must be true"
+            if "runAsUser" in context:
+                assert context["runAsUser"] != 0, f"{_name(deployment)}: runs as uid 0"
+            assert context.get("privileged") is not True, f"{_name(deployment)}: privileged container"
+        for container in _containers(deployment):
+            assert _as_dict(container.get("securityContext", {})).get("allowPrivilegeEscalation") is False
+    for deployment in _service_deployments():
+        assert _as_dict(_pod_spec(deployment)["securityContext"]).get("runAsNonRoot") is True
+
+
+def test_only_the_assessor_relaxes_the_sandbox_profile() -> None:
+    for deployment in _service_deployments():
+        pod = _pod_spec(deployment)
+        (container,) = _containers(deployment)
+        ctx = _as_dict(container.get("securityContext", {}))
+        pod_seccomp = _as_dict(_as_dict(pod["securityContext"]).get("seccompProfile", {})).get("type")
+        if _name(deployment) == "assessor":
+            # bwrap: namespaces need Unconfined seccomp; --proc needs Unmasked /proc, which needs hostUsers: false.
+            assert _as_dict(ctx["seccompProfile"])["type"] == "Unconfined"
+            assert ctx.get("procMount") == "Unmasked"
+            assert pod.get("hostUsers") is False
+            assert "add" not in _as_dict(ctx.get("capabilities", {})), "bwrap needs no added capabilities"
+        else:
+            assert pod_seccomp == "RuntimeDefault"
+            assert "procMount" not in ctx
+            assert _as_dict(ctx["capabilities"])["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("name", _deployment_ids())
+def test_opentelemetry_env(name: str) -> None:
+    deployment = next(d for d in _service_deployments() if _name(d) == name)
+    (container,) = _containers(deployment)
+    names = _env_names(container)
+    assert {"OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT"} <= names
+    endpoint = str(_configmap_data("swarm-env")["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert endpoint.endswith(":4317"), "traces go to Jaeger's OTLP gRPC port"
+    jaeger = next(s for s in _of_kind("Service") if _name(s) == "jaeger")
+    assert {4317, 16686} <= {int(p["port"]) for p in map(_as_dict, _as_list(_as_dict(jaeger["spec"])["ports"]))}
+
+
+def test_orchestrator_wiring() -> None:
+    orchestrator = next(d for d in _service_deployments() if _name(d) == "orchestrator")
+    (container,) = _containers(orchestrator)
+    names = _env_names(container)
+    assert {"SWARM_COLLATOR_TARGET", "SWARM_ASSESSOR_TARGET", "SWARM_REFINER_TARGET", "SWARM_INSTANCES_FILE"} <= names
+    env = {str(e["name"]): e for e in map(_as_dict, _as_list(container["env"]))}
+    db_ref = _as_dict(_as_dict(env["SWARM_DATABASE_URL"]["valueFrom"])["secretKeyRef"])
+    secrets = {_name(s): s for s in _of_kind("Secret")}
+    assert db_ref["key"] in _as_dict(secrets[str(db_ref["name"])]["stringData"])
+    data = _configmap_data("swarm-env")
+    for service in ("collator", "assessor", "refiner"):
+        assert data[f"SWARM_{service.upper()}_TARGET"] == f"{service}:{SERVICES[service]}"
+
+
+def test_instances_file_names_only_keys_the_secret_template_provides() -> None:
+    import json
+
+    instances = json.loads(str(_configmap_data("swarm-instances")["instances.json"]))
+    assert isinstance(instances, list) and instances
+    keys = _as_dict(next(s for s in _of_kind("Secret") if _name(s) == "swarm-api-keys")["stringData"])
+    for entry in instances:
+        if entry.get("api_key_env"):
+            assert entry["api_key_env"] in keys
+    assert all(value == "" for value in keys.values()), "the Secret is a template: no real keys in git"
+
+
+# The variable each service passes to ``serve_until_terminated`` as its drain grace (seconds).
+GRACE_ENV = {
+    "orchestrator": "SWARM_SHUTDOWN_GRACE_S",
+    "collator": "SWARM_COLLATOR_SHUTDOWN_GRACE_S",
+    "assessor": "SWARM_ASSESSOR_GRACE_S",
+    "refiner": "SWARM_REFINER_GRACE",
+}
+
+
+@pytest.mark.parametrize("name", _deployment_ids())
+def test_termination_grace_covers_pre_stop_and_drain(name: str) -> None:
+    deployment = next(d for d in _service_deployments() if _name(d) == name)
+    termination = int(_pod_spec(deployment)["terminationGracePeriodSeconds"])
+    (container,) = _containers(deployment)
+    env = {str(e["name"]): e.get("value") for e in map(_as_dict, _as_list(container.get("env", [])))}
+    drain = float(str(env[GRACE_ENV[name]]))
+    pre_stop = _as_dict(_as_dict(container.get("lifecycle", {})).get("preStop", {}))
+    command = [str(c) for c in _as_list(_as_dict(pre_stop.get("exec", {"command": ["true"]}))["command"])]
+    sleep = float(command[1]) if command[0] == "sleep" else 0.0
+    # Leave at least 5 s after the drain for clean-up (DB engine, HTTP clients, sandboxes) before SIGKILL.
+    assert sleep + drain + 5 <= termination, f"{name}: {sleep}s preStop + {drain}s drain do not fit in {termination}s"
+
+
+def test_every_service_selects_a_deployment() -> None:
+    pod_labels = [
+        _as_dict(_as_dict(_as_dict(d["spec"])["template"])["metadata"])["labels"] for d in _of_kind("Deployment")
+    ]
+    for service in _of_kind("Service"):
+        spec = _as_dict(service["spec"])
+        selector = _as_dict(spec.get("selector"))
+        assert selector, f"Service {_name(service)} has no selector"
+        matches = [labels for labels in pod_labels if selector.items() <= _as_dict(labels).items()]
+        assert len(matches) == 1, f"Service {_name(service)} selects {len(matches)} Deployments"
+        for port in map(_as_dict, _as_list(spec["ports"])):
+            assert port.get("name"), f"Service {_name(service)}: unnamed port"
+        if _name(service) in SERVICES:
+            (port,) = map(_as_dict, _as_list(spec["ports"]))
+            assert (port["name"], port["port"]) == ("grpc", SERVICES[_name(service)])
+
+
+def test_deployment_selectors_match_their_templates() -> None:
+    for deployment in _of_kind("Deployment"):
+        spec = _as_dict(deployment["spec"])
+        selector = _as_dict(_as_dict(spec["selector"])["matchLabels"])
+        labels = _as_dict(_as_dict(_as_dict(spec["template"])["metadata"])["labels"])
+        assert selector.items() <= labels.items(), f"{_name(deployment)}: selector does not match its pods"
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = _as_dict(yaml.safe_load((K8S / "kustomization.yaml").read_text()))
+    resources = [str(r) for r in _as_list(kustomization["resources"])]
+    assert len(resources) == len(set(resources)), "duplicate resources"
+    assert sorted(resources) == sorted(p.name for p in _manifest_files())
+
+
+# ---------------------------------------------------------------------------------------- Dockerfile
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _instructions(text: str) -> Iterator[tuple[str, str]]:
+    """(KEYWORD, arguments) pairs with line continuations joined and comments dropped."""
+    logical = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not logical and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            logical += stripped[:-1] + " "
+            continue
+        logical += stripped
+        keyword, _, args = logical.partition(" ")
+        yield keyword.upper(), args.strip()
+        logical = ""
+
+
+def _stages() -> tuple[dict[str, str], list[Stage]]:
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for keyword, args in _instructions(DOCKERFILE.read_text()):
+        if keyword == "FROM":
+            match = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", args, flags=re.IGNORECASE)
+            assert match, f"unparsed FROM {args!r}"
+            stages.append(Stage(name=match[2] or str(len(stages)), base=match[1]))
+        elif not stages:
+            assert keyword == "ARG", f"only ARG may precede the first FROM, got {keyword}"
+            name, _, default = args.partition("=")
+            global_args[name] = default
+        else:
+            stages[-1].instructions.append((keyword, args))
+    return global_args, stages
+
+
+def _chain(service: str) -> list[Stage]:
+    """Every stage a build with ``--build-arg SERVICE=<service>`` needs (BuildKit skips the rest)."""
+    _, stages = _stages()
+    by_name = {s.name: s for s in stages}
+    needed: list[Stage] = []
+
+    def visit(name: str) -> None:
+        if name not in by_name or by_name[name] in needed:
+            return
+        stage = by_name[name]
+        needed.append(stage)
+        visit(stage.base.replace("${SERVICE}", service))
+        for keyword, args in stage.instructions:
+            if keyword == "COPY" and (match := re.search(r"--from=(\S+)", args)):
+                visit(match[1].replace("${SERVICE}", service))
+
+    visit(stages[-1].name)
+    return needed
+
+
+def _runs(service: str) -> str:
+    return "\n".join(args for stage in _chain(service) for keyword, args in stage.instructions if keyword == "RUN")
+
+
+def test_dockerfile_is_one_file_for_every_service() -> None:
+    global_args, stages = _stages()
+    assert "SERVICE" in global_args
+    assert {s.base for s in stages if s.base.startswith("python") or s.base == "${PYTHON_IMAGE}"}
+    assert global_args.get("PYTHON_IMAGE") == "python:3.11-slim"
+    final = stages[-1]
+    assert "${SERVICE}" in final.base
+    keywords = dict(final.instructions)
+    assert re.fullmatch(r"\d+(:\d+)?", keywords["USER"]) and not keywords["USER"].startswith("0"), "numeric non-root"
+    assert "python -m" in keywords["ENTRYPOINT"] and "swarm_${SWARM_SERVICE}" in keywords["ENTRYPOINT"]
+    assert "exec python" in keywords["ENTRYPOINT"], "python must be PID 1 to receive SIGTERM"
+    assert "SWARM_SERVICE=${SERVICE}" in keywords["ENV"]
+
+
+def test_dockerfile_generates_stubs_with_grpcio_tools() -> None:
+    for service in SERVICES:
+        runs = _runs(service)
+        assert "grpcio-tools==1.85.1" in runs
+        assert "grpc_tools.protoc" in runs and "--grpc_python_out=libs" in runs
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+def test_dockerfile_installs_only_the_service_extra(service: str) -> None:
+    chain = _chain(service)
+    build = next(s for s in chain if any(k == "RUN" and ".[${SERVICE}]" in a for k, a in s.instructions))
+    assert ("ARG", "SERVICE") in build.instructions, "SERVICE must be re-declared in the stage that uses it"
+    runs = _runs(service)
+    assert not re.search(r"\.\[[^$\]]", runs), "install only .[${SERVICE}], no hard-coded extras"
+    assert "-e ." not in runs, "no editable installs in images"
+    if service == "collator":
+        assert 'pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"' in runs
+        # The torch stage must be an ancestor (FROM chain) of the stage that installs the project.
+        _, stages = _stages()
+        by_name = {s.name: s for s in stages}
+        ancestors: list[Stage] = []
+        stage: Stage | None = by_name.get(build.base.replace("${SERVICE}", service))
+        while stage is not None:
+            ancestors.append(stage)
+            stage = by_name.get(stage.base.replace("${SERVICE}", service))
+        assert any("torch==2.13.0" in a for s in ancestors for k, a in s.instructions if k == "RUN"), (
+            "torch (CPU) must be installed before the project"
+        )
+    else:
+        assert "torch" not in runs, f"the {service} image must not install torch"
+    if service == "assessor":
+        assert "bubblewrap" in runs
+    else:
+        assert "bubblewrap" not in runs
+
+
+def test_only_the_collator_extra_pulls_torch() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras: dict[str, list[str]] = project["optional-dependencies"]
+    for requirement in (*project["dependencies"], *extras["orchestrator"], *extras["assessor"], *extras["refiner"]):
+        assert not requirement.startswith(TORCH_ONLY), f"{requirement} would put torch outside the collator"
+    assert any(r.startswith("torch==") for r in extras["collator"])

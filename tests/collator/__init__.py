@@ -1,0 +1,1 @@
+"""Collator service tests."""

@@ -37,7 +37,13 @@ class StackSettings:
     model: str
     first_instance_port: int
     threads: int
+    layout: str = "shared"
     host: str = "127.0.0.1"
+
+    @property
+    def servers(self) -> int:
+        """Model server processes: one shared by every instance, or one per instance."""
+        return 1 if self.layout == "shared" else self.instances
 
 
 @dataclass
@@ -52,7 +58,7 @@ def instances_document(settings: StackSettings, model_id: str) -> list[dict[str,
     return [
         {
             "name": f"qwen-{i + 1}",
-            "base_url": f"http://{settings.host}:{settings.first_instance_port + i}/v1",
+            "base_url": f"http://{settings.host}:{settings.first_instance_port + i % settings.servers}/v1",
             "model": model_id,
             "temperature": INSTANCE_TEMPERATURES[i % len(INSTANCE_TEMPERATURES)],
             "seed": 1000 * (i + 1),
@@ -98,6 +104,13 @@ class LocalStack:
                 await asyncio.sleep(0.3)
         raise self._fail(child, f"did not answer {url} in time")
 
+    async def _warm_up(self, base_url: str, model: str) -> None:
+        """One tiny generation so the first user request does not pay for paging the weights in."""
+        body = {"model": model, "messages": [{"role": "user", "content": "Say ok."}], "max_tokens": 4}
+        async with httpx.AsyncClient(timeout=60.0) as http:
+            with contextlib.suppress(httpx.HTTPError):
+                await http.post(f"{base_url}/chat/completions", json=body)
+
     async def _wait_grpc(self, child: Child, target: str, deadline: float) -> None:
         async with grpc.aio.insecure_channel(target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -119,17 +132,22 @@ class LocalStack:
         model_path = prepare_model(recipe, settings.home / "models")
         python = sys.executable
         instance_children = []
-        for i in range(settings.instances):
+        # A shared server decodes every instance's request in one batch (n_parallel slots, plus one
+        # for fallbacks); separate servers isolate failures but split the cores between processes.
+        parallel = settings.instances + 1 if settings.layout == "shared" else 2
+        for i in range(settings.servers):
             port = settings.first_instance_port + i
             child = await self._spawn(
-                f"qwen-{i + 1}",
+                "qwen-server" if settings.layout == "shared" else f"qwen-{i + 1}",
                 [python, "-m", "swarm_cli.qwen_server", "--model", str(model_path), "--alias", recipe.name,
-                 "--host", settings.host, "--port", str(port), "--threads", str(settings.threads)],
+                 "--host", settings.host, "--port", str(port), "--threads", str(settings.threads),
+                 "--parallel", str(parallel)],
                 base_env,
             )  # fmt: skip
             instance_children.append((child, f"http://{settings.host}:{port}/v1/models"))
         for child, url in instance_children:
             await self._wait_http(child, url, deadline)
+            await self._warm_up(url.removesuffix("/models"), recipe.name)
         instances_file = settings.home / "instances.json"
         instances_file.write_text(json.dumps(instances_document(settings, recipe.name), indent=2))
         targets = {name: f"{settings.host}:{port}" for name, port in SERVICE_PORTS.items()}

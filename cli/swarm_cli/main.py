@@ -141,7 +141,8 @@ def _up(args: argparse.Namespace) -> int:
         instances=args.instances,
         model=args.model,
         first_instance_port=args.instance_port,
-        threads=args.threads,
+        threads=args.threads or (os.cpu_count() or 1 if args.layout == "shared" else 1),
+        layout=args.layout,
     )
     return asyncio.run(run_stack(settings, dict(os.environ)))
 
@@ -202,7 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", choices=sorted(_recipes()))
     up.add_argument("--home", default=os.environ.get("SWARM_HOME", ".swarm"), help="state directory")
     up.add_argument("--instance-port", type=int, default=18081, help="port of the first instance")
-    up.add_argument("--threads", type=int, default=1, help="CPU threads per instance")
+    up.add_argument(
+        "--layout",
+        choices=["shared", "separate"],
+        default="shared",
+        help="shared: one model server batching every instance (fastest on few cores); separate: a process each",
+    )
+    up.add_argument(
+        "--threads", type=int, default=0, help="CPU threads per model server (default: all cores if shared, else 1)"
+    )
 
     model = sub.add_parser("model", help="local model files")
     model_sub = model.add_subparsers(dest="model_command", required=True)

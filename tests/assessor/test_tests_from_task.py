@@ -57,3 +57,18 @@ def test_no_tests_in_plain_prose() -> None:
 def test_inconsistent_indentation_is_tolerated() -> None:
     task = "Example:\n    >>> f(1)\n    2\n\nAnother:\n  >>> f(2)\n  3\n"
     assert len(find_tests(task)) == 2
+
+
+def test_checks_stated_in_prose_become_asserts() -> None:
+    task = "Write fib(n) returning the n-th Fibonacci number (fib(0) == 0, fib(1) == 1)."
+    assert [t.source for t in find_tests(task)] == ["assert fib(0) == 0", "assert fib(1) == 1"]
+
+
+def test_prose_definitions_with_variables_are_not_tests() -> None:
+    task = "By definition fib(n) == fib(n - 1) + fib(n - 2), and words(text) == the list of words."
+    assert find_tests(task) == []
+
+
+def test_a_prose_check_restating_a_doctest_counts_once() -> None:
+    task = "fib(10) == 55 as below.\n\n>>> fib(10)\n55\n"
+    assert len(find_tests(task)) == 1

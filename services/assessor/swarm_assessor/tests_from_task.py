@@ -75,6 +75,62 @@ def _assert_statements(task: str) -> list[str]:
     return found
 
 
+_STATED_CALL = re.compile(r"\b[A-Za-z_]\w*\([^()\n]*\)\s*==\s*")
+
+
+def _literal(node: ast.expr) -> bool:
+    try:
+        ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def _stated_equalities(task: str) -> list[str]:
+    """Checks stated in prose, such as "fib(0) == 0, fib(1) == 1", as ``assert`` statements.
+
+    Only calls whose arguments and expected value are all literals count, so a definition like
+    ``fib(n) == fib(n - 1) + fib(n - 2)`` is never mistaken for a test.
+    """
+    found: list[str] = []
+    for line in task.splitlines():
+        stripped = line.strip()
+        if stripped.startswith((">>>", "...", "assert")):
+            continue
+        for match in _STATED_CALL.finditer(line):
+            rest = line[match.end() :]
+            depth, end = 0, len(rest)
+            for index, char in enumerate(rest):
+                if char in "([{":
+                    depth += 1
+                elif char in ")]}":
+                    if depth == 0:
+                        end = index
+                        break
+                    depth -= 1
+                elif char in ",;" and depth == 0:
+                    end = index
+                    break
+            expression = f"{match.group(0)}{rest[:end].rstrip().rstrip('.')}"
+            try:
+                tree = ast.parse(expression, mode="eval")
+            except SyntaxError:
+                continue
+            compare = tree.body
+            if not (
+                isinstance(compare, ast.Compare)
+                and isinstance(compare.left, ast.Call)
+                and isinstance(compare.left.func, ast.Name)
+                and all(_literal(arg) for arg in compare.left.args)
+                and not compare.left.keywords
+                and len(compare.comparators) == 1
+                and _literal(compare.comparators[0])
+            ):
+                continue
+            found.append(f"assert {ast.unparse(compare)}")
+    return found
+
+
 def _clean_want(want: str) -> str:
     """Drop a docstring's closing quotes that the parser reads as expected output (raw task text)."""
     lines = want.strip().splitlines()
@@ -109,7 +165,7 @@ def tests_from_task(task: str) -> list[TaskTest]:
         else:
             name = f"doctest {number}: {source}"
         tests.append(TaskTest(_clip(name), "doctest", source, want, example.exc_msg))
-    for statement in _assert_statements(task):
+    for statement in _assert_statements(task) + _stated_equalities(task):
         key = _canonical(statement)
         if key in seen:
             continue

@@ -244,10 +244,10 @@ def test_instances_file_names_only_keys_the_secret_template_provides() -> None:
 
 # The variable each service passes to ``serve_until_terminated`` as its drain grace (seconds).
 GRACE_ENV = {
-    "orchestrator": "SWARM_SHUTDOWN_GRACE_S",
-    "collator": "SWARM_COLLATOR_SHUTDOWN_GRACE_S",
+    "orchestrator": "SWARM_ORCHESTRATOR_GRACE_S",
+    "collator": "SWARM_COLLATOR_GRACE_S",
     "assessor": "SWARM_ASSESSOR_GRACE_S",
-    "refiner": "SWARM_REFINER_GRACE",
+    "refiner": "SWARM_REFINER_GRACE_S",
 }
 
 

@@ -73,8 +73,8 @@ def test_config_defaults_and_overrides() -> None:
     assert (default.address, default.llm_timeout, default.default_max_tokens) == ("127.0.0.1:50054", 60.0, 768)
     custom = RefinerConfig.from_env({"SWARM_REFINER_ADDR": "0.0.0.0:9", "SWARM_REFINER_MAX_TOKENS": "100"})
     assert custom.address == "0.0.0.0:9" and custom.default_max_tokens == 100
-    with pytest.raises(ConfigError, match="SWARM_REFINER_LLM_TIMEOUT"):
-        RefinerConfig.from_env({"SWARM_REFINER_LLM_TIMEOUT": "soon"})
+    with pytest.raises(ConfigError, match="SWARM_REFINER_LLM_TIMEOUT_S"):
+        RefinerConfig.from_env({"SWARM_REFINER_LLM_TIMEOUT_S": "soon"})
 
 
 def test_config_resolves_api_keys_without_showing_them() -> None:

@@ -33,7 +33,7 @@ def reset_llm(llm: FakeLLMServer) -> None:
 
 @pytest.fixture(scope="module")
 async def stub() -> AsyncIterator[refiner_pb2_grpc.RefinerServiceStub]:
-    env = {"SWARM_REFINER_ADDR": "127.0.0.1:0", "SWARM_REFINER_LLM_TIMEOUT": "5", "REFINER_TEST_KEY": "sk-refine"}
+    env = {"SWARM_REFINER_ADDR": "127.0.0.1:0", "SWARM_REFINER_LLM_TIMEOUT_S": "5", "REFINER_TEST_KEY": "sk-refine"}
     server, port = await create_server(RefinerConfig.from_env(env))
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -83,6 +83,6 @@ class CollatorConfig:
             embedding_model_path=model_path,
             embedding_model_name=model_name,
             torch_threads=env_int(env, "SWARM_COLLATOR_TORCH_THREADS", 1, minimum=1),
-            shutdown_grace_s=env_float(env, "SWARM_COLLATOR_SHUTDOWN_GRACE_S", 5.0, minimum=0.0),
+            shutdown_grace_s=env_float(env, "SWARM_COLLATOR_GRACE_S", 5.0, minimum=0.0),
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

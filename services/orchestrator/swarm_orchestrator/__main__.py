@@ -16,7 +16,7 @@ async def _main() -> None:
     config = OrchestratorConfig.from_env(os.environ)
     server, port = await create_server(config)
     logging.getLogger("swarm_orchestrator").info("orchestrator listening on port %d", port)
-    await serve_until_terminated(server, env_float(os.environ, "SWARM_SHUTDOWN_GRACE_S", 10.0, minimum=0.0))
+    await serve_until_terminated(server, env_float(os.environ, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0))
 
 
 def main() -> None:

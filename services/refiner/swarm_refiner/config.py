@@ -29,10 +29,10 @@ class RefinerConfig:
     def from_env(cls, env: Mapping[str, str]) -> RefinerConfig:
         return cls(
             address=env_str(env, "SWARM_REFINER_ADDR", "127.0.0.1:50054"),
-            llm_timeout=env_float(env, "SWARM_REFINER_LLM_TIMEOUT", 60.0, minimum=0.1),
+            llm_timeout=env_float(env, "SWARM_REFINER_LLM_TIMEOUT_S", 60.0, minimum=0.1),
             default_max_tokens=env_int(env, "SWARM_REFINER_MAX_TOKENS", 768, minimum=1),
             llm_attempts=env_int(env, "SWARM_REFINER_LLM_ATTEMPTS", 3, minimum=1),
-            grace=env_float(env, "SWARM_REFINER_GRACE", 5.0, minimum=0.0),
+            grace=env_float(env, "SWARM_REFINER_GRACE_S", 5.0, minimum=0.0),
             env=types.MappingProxyType(dict(env)),
         )
 

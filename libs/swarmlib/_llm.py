@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
+from opentelemetry import propagate, trace
 
 from ._errors import (
     LLMConnectError,
@@ -26,6 +27,8 @@ from ._errors import (
 
 PURPOSE_HEADER = "X-Swarm-Purpose"
 RUN_HEADER = "X-Swarm-Run-Id"
+
+_tracer = trace.get_tracer(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,15 +116,25 @@ class ChatClient:
         purpose: str = "solve",
         run_id: str = "",
     ) -> ChatResult:
-        """One completion within ``timeout`` seconds in total, retries included."""
+        """One completion within ``timeout`` seconds in total, retries included.
+
+        The call is one ``llm.chat`` span (child of the caller's current span, e.g. the gRPC
+        handler's) and every HTTP attempt carries its W3C ``traceparent``, so a tracing-aware
+        model server joins the same trace.
+        """
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._with_retries(
-                    endpoint, messages, temperature, seed, max_tokens, purpose, run_id, started, timeout
-                )
-        except TimeoutError:
-            raise LLMTimeoutError(f"{endpoint.name}: no complete answer within {timeout:.1f}s") from None
+        attributes = {"swarm.purpose": purpose, "swarm.instance": endpoint.name, "gen_ai.request.model": endpoint.model}
+        with _tracer.start_as_current_span("llm.chat", kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await self._with_retries(
+                        endpoint, messages, temperature, seed, max_tokens, purpose, run_id, started, timeout
+                    )
+            except TimeoutError:
+                raise LLMTimeoutError(f"{endpoint.name}: no complete answer within {timeout:.1f}s") from None
+            span.set_attribute("gen_ai.usage.input_tokens", result.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", result.completion_tokens)
+            return result
 
     async def _with_retries(
         self,
@@ -150,6 +163,7 @@ class ChatClient:
             headers[RUN_HEADER] = run_id
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        propagate.inject(headers)
         url = endpoint.base_url.rstrip("/") + "/chat/completions"
         attempt = 0
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -11,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._errors import SwarmError, status_for
@@ -37,8 +38,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
+            # grpc.aio picks the streaming style by the handler's type: an async generator yields
+            # responses, a coroutine (health's Watch) writes them with ``context.write``.
+            inner = handler.unary_stream
+            wrapped = _wrap_stream(inner) if inspect.isasyncgenfunction(inner) else _wrap_unary(inner)
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream),
+                wrapped,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -118,7 +123,11 @@ async def build_server(
     """
     server = grpc.aio.server(
         interceptors=[
-            aio_server_interceptor(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
+            # Health checks are not traced: probes would flood the traces, and the interceptor only
+            # handles async-generator streams, not the coroutine-style Watch of the health servicer.
+            aio_server_interceptor(  # type: ignore[no-untyped-call]
+                tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
+            ),
             ErrorMappingInterceptor(),
         ],
         options=[

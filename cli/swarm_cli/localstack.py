@@ -72,8 +72,9 @@ def instances_document(settings: StackSettings, model_id: str) -> list[dict[str,
 class LocalStack:
     """Starts, watches and stops the children."""
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, service_ports: Mapping[str, int] = SERVICE_PORTS) -> None:
         self._settings = settings
+        self._service_ports = dict(service_ports)
         self._children: list[Child] = []
         self._logs = settings.home / "logs"
 
@@ -150,7 +151,7 @@ class LocalStack:
             await self._warm_up(url.removesuffix("/models"), recipe.name)
         instances_file = settings.home / "instances.json"
         instances_file.write_text(json.dumps(instances_document(settings, recipe.name), indent=2))
-        targets = {name: f"{settings.host}:{port}" for name, port in SERVICE_PORTS.items()}
+        targets = {name: f"{settings.host}:{port}" for name, port in self._service_ports.items()}
         env = {
             **base_env,
             "SWARM_HOME": str(settings.home),

@@ -150,7 +150,7 @@ async def test_failing_instances_fall_back_and_are_reported(stages: Stages, sqli
             (Behaviour.TRUNCATED, FIB_REPLY),
             (Behaviour.MALFORMED, FIB_REPLY),
         ) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_INSTANCE_TIMEOUT_S="1.5") as orch,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_INSTANCE_TIMEOUT_S="4") as orch,
     ):
         events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=5, skip_refine=True))
         assert error is None

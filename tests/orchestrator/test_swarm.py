@@ -198,6 +198,32 @@ async def test_quorum_not_reached_fails_with_reasons_and_is_stored(stages: Stage
         assert stored.status == pb.RUN_STATUS_FAILED and len(stored.failures) == len(run.failures)
 
 
+async def test_a_failed_run_keeps_the_answers_that_arrived(stages: Stages, database_url: str) -> None:
+    async with fakes((Behaviour.ANSWER, FIB_REPLY), (Behaviour.HTTP_500, FIB_REPLY)) as servers:
+        servers[0].enqueue(Behaviour.ANSWER, Behaviour.HTTP_500)  # answers slot 1, then fails the fallback
+        async with orchestrator(
+            stages, named(servers), database_url, SWARM_LLM_RETRY_ATTEMPTS="1", SWARM_QUORUM_FRACTION="1.0"
+        ) as orch:
+            events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+            assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
+            stored = (await orch.stub.GetRun(pb.GetRunRequest(run_id=events[0].run_id))).run
+    assert stored.status == pb.RUN_STATUS_FAILED and "1 of 2 responses arrived" in stored.error
+    assert [c.instance for c in stored.candidates] == ["fake-1"] and stored.candidates[0].code
+    assert [(f.instance, f.attempt) for f in stored.failures] == [("fake-2", 1), ("fake-1", 2)]
+
+
+async def test_refinement_only_uses_instances_the_run_allows(stages: Stages, sqlite_url: str) -> None:
+    good = solve_or_refine(FIB_REPLY, REFINED_FIB_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, good), (Behaviour.ANSWER, good)) as servers,
+        orchestrator(stages, named(servers), sqlite_url) as orch,
+    ):
+        _, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2, instances=["fake-2"]))
+        assert error is None
+        assert servers[0].chat_requests == []
+        assert {r.headers["x-swarm-purpose"] for r in servers[1].chat_requests} == {"solve", "refine"}
+
+
 async def test_repeatedly_failing_instance_is_marked_unhealthy_and_skipped(stages: Stages, sqlite_url: str) -> None:
     async with (
         fakes((Behaviour.ANSWER, FIB_REPLY), (Behaviour.HTTP_500, FIB_REPLY)) as servers,
@@ -225,7 +251,9 @@ async def test_repeatedly_failing_instance_is_marked_unhealthy_and_skipped(stage
         ({"task": "Write fib", "swarm_size": 17}, "use 1..16"),
         ({"task": "Write fib", "swarm_size": -1}, "use 1..16"),
         ({"task": "Write fib", "instances": ["nope"]}, "unknown instance(s) ['nope']"),
-        ({"task": "Write fib", "instance_timeout_seconds": -1}, "instance_timeout_seconds must be >= 0"),
+        ({"task": "Write fib", "instance_timeout_seconds": -1}, "instance_timeout_seconds is -1.0; use 0..3600"),
+        ({"task": "Write fib", "instance_timeout_seconds": float("nan")}, "instance_timeout_seconds is nan"),
+        ({"task": "Write fib", "instance_timeout_seconds": 1e9}, "use 0..3600"),
     ],
 )
 async def test_bad_input_is_rejected_before_anything_is_stored(

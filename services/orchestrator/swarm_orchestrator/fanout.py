@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarmlib import (
     ChatClient,
+    ConfigError,
     LLMConnectError,
     LLMEmptyError,
     LLMError,
@@ -23,7 +24,8 @@ from .prompts import solve_messages
 
 Emit = Callable[[pb.RunSwarmResponse], Awaitable[None]]
 
-_KINDS: dict[type[LLMError], pb.FailureKind] = {
+_KINDS: dict[type[LLMError | ConfigError], pb.FailureKind] = {
+    ConfigError: pb.FAILURE_KIND_CONNECT,
     LLMHTTPError: pb.FAILURE_KIND_HTTP_ERROR,
     LLMTimeoutError: pb.FAILURE_KIND_TIMEOUT,
     LLMConnectError: pb.FAILURE_KIND_CONNECT,
@@ -32,7 +34,7 @@ _KINDS: dict[type[LLMError], pb.FailureKind] = {
 }
 
 
-def failure_kind(exc: LLMError) -> pb.FailureKind:
+def failure_kind(exc: LLMError | ConfigError) -> pb.FailureKind:
     for cls in type(exc).__mro__:
         if cls in _KINDS:
             return _KINDS[cls]
@@ -63,16 +65,14 @@ class Fanout:
         self._pool = pool
         self._client = client
 
-    async def run(self, settings: FanoutSettings, size: int, emit: Emit) -> FanoutResult:
+    async def run(self, settings: FanoutSettings, size: int, emit: Emit, result: FanoutResult) -> None:
+        """Fill ``result`` as answers and failures arrive (the caller keeps it if this is interrupted)."""
         assignment = self._pool.assign(size, settings.allowed)
-        result = FanoutResult(candidates=[], failures=[])
         messages = solve_messages(settings.task)
-        slots = [
-            self._slot(slot, instance, settings, messages, emit, result) for slot, instance in enumerate(assignment)
-        ]
-        await asyncio.gather(*slots)
+        async with asyncio.TaskGroup() as group:
+            for slot, instance in enumerate(assignment):
+                group.create_task(self._slot(slot, instance, settings, messages, emit, result))
         result.candidates.sort(key=lambda c: int(c.id[1:]))
-        return result
 
     async def _slot(
         self,
@@ -88,19 +88,20 @@ class Fanout:
                 pb.RunSwarmResponse(instance_started=pb.InstanceStarted(slot=slot, instance=instance, attempt=attempt))
             )
             spec = self._pool.spec(instance)
-            self._pool.started(instance)
+            serving = instance
+            self._pool.started(serving)
             try:
                 answer = await self._client.complete(
                     self._pool.endpoint(instance),
                     messages,
                     timeout=settings.timeout_s,
                     temperature=spec.temperature,
-                    seed=spec.seed + 7919 * slot + 104729 * (attempt - 1),
+                    seed=spec.seed + 7919 * slot + 104729 * (attempt - 1) if spec.seed else None,
                     max_tokens=settings.max_tokens,
                     purpose="solve",
                     run_id=settings.run_id,
                 )
-            except LLMError as exc:
+            except (LLMError, ConfigError) as exc:
                 self._pool.failed(instance, str(exc))
                 fallback = self._pool.fallback_for(instance, settings.allowed) if attempt == 1 else None
                 failure = pb.InstanceFailure(
@@ -117,6 +118,8 @@ class Fanout:
                     return
                 instance = fallback
                 continue
+            finally:
+                self._pool.finished(serving)
             self._pool.succeeded(instance)
             usage = common_pb2.Usage(
                 prompt_tokens=answer.prompt_tokens,

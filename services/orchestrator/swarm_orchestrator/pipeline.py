@@ -22,7 +22,7 @@ from swarm.v1 import (
 from swarmlib import QuorumNotReachedError, StageError, SwarmError, assessment_score, ranking_score
 
 from .config import OrchestratorConfig
-from .fanout import Fanout, FanoutSettings
+from .fanout import Fanout, FanoutResult, FanoutSettings
 from .pool import InstancePool
 from .store import RunStore
 
@@ -56,22 +56,16 @@ def _code_of(candidate: pb.Candidate) -> common_pb2.CandidateCode:
     return common_pb2.CandidateCode(id=candidate.id, text=candidate.text, code=candidate.code)
 
 
-def _instance_ref(pool: InstancePool, name: str) -> common_pb2.InstanceRef:
-    spec = pool.spec(name)
-    return common_pb2.InstanceRef(
-        name=spec.name,
-        base_url=spec.base_url,
-        model=spec.model,
-        api_key_env=spec.api_key_env,
-        temperature=spec.temperature,
-        seed=spec.seed,
-        price_input_per_mtok=spec.price_input_per_mtok,
-        price_output_per_mtok=spec.price_output_per_mtok,
-    )
-
-
 def _rank_key(candidate: pb.Candidate) -> tuple[float, int, float]:
     return (-candidate.scores.overall, -candidate.scores.tests_passed, candidate.latency_ms)
+
+
+def _keep_gathered(run: pb.Run, gathered: FanoutResult) -> None:
+    """A failed run still records every answer and failure that arrived, unranked."""
+    if not run.candidates:
+        run.candidates.extend(gathered.candidates)
+    if not run.failures:
+        run.failures.extend(gathered.failures)
 
 
 def _add_usage(total: common_pb2.Usage, usage: common_pb2.Usage) -> None:
@@ -100,24 +94,29 @@ class Pipeline:
         Returns the run and, when it failed, the domain error to report to the caller.
         """
         error: SwarmError | None = None
+        gathered = FanoutResult(candidates=[], failures=[])
         try:
-            await self._execute(run, allowed, refine, timeout_s, emit)
+            await self._execute(run, allowed, refine, timeout_s, emit, gathered)
             run.status = pb.RUN_STATUS_SUCCEEDED
         except (QuorumNotReachedError, StageError) as exc:
             run.status = pb.RUN_STATUS_FAILED
             run.error = str(exc)
             error = exc
+            _keep_gathered(run, gathered)
         except BaseException as exc:
             run.status = pb.RUN_STATUS_FAILED
             run.error = f"run interrupted: {type(exc).__name__}: {exc}"
             run.finished_at.FromDatetime(_now())
+            _keep_gathered(run, gathered)
             await asyncio.shield(self._store.finish_run(run))
             raise
         run.finished_at.FromDatetime(_now())
         await self._store.finish_run(run)
         return run, error
 
-    async def _execute(self, run: pb.Run, allowed: list[str], refine: bool, timeout_s: float, emit: Emit) -> None:
+    async def _execute(
+        self, run: pb.Run, allowed: list[str], refine: bool, timeout_s: float, emit: Emit, result: FanoutResult
+    ) -> None:
         async def record(event: pb.RunSwarmResponse) -> None:
             if event.HasField("instance_failed"):
                 await self._store.add_failure(run.id, event.instance_failed)
@@ -126,7 +125,7 @@ class Pipeline:
         settings = FanoutSettings(
             run_id=run.id, task=run.task, timeout_s=timeout_s, max_tokens=self._config.max_tokens, allowed=allowed
         )
-        result = await self._fanout.run(settings, run.swarm_size, record)
+        await self._fanout.run(settings, run.swarm_size, record, result)
         run.failures.extend(result.failures)
         for candidate in result.candidates:
             _add_usage(run.usage, candidate.usage)
@@ -146,7 +145,7 @@ class Pipeline:
         final = best
         dropped: pb.Candidate | None = None
         if refine:
-            refined, kept = await self._refine(run, candidates, emit)
+            refined, kept = await self._refine(run, candidates, allowed, emit)
             if refined is not None and kept:
                 final = refined
                 candidates.insert(0, refined)
@@ -178,6 +177,13 @@ class Pipeline:
             await emit(pb.RunSwarmResponse(collated=pb.Collated(cluster_count=0, consensus=run.consensus)))
             return
         by_id = {c.id: c for c in candidates}
+        if sorted(s.candidate_id for s in response.similarities) != sorted(by_id):
+            run.analysis = (
+                "collation unusable (the collator did not describe every candidate); ranked without consensus"
+            )
+            log.warning("run %s: %s", run.id, run.analysis)
+            await emit(pb.RunSwarmResponse(collated=pb.Collated(cluster_count=0, consensus=run.consensus)))
+            return
         for similarity in response.similarities:
             candidate = by_id[similarity.candidate_id]
             candidate.scores.consensus = similarity.centrality
@@ -220,18 +226,24 @@ class Pipeline:
             )
         except grpc.aio.AioRpcError as exc:
             raise _stage_error("assessment", exc) from exc
+        missing = {c.id for c in codes} - {a.candidate_id for a in response.assessments}
+        if missing:
+            raise StageError(f"assessment failed: the assessor returned nothing for {sorted(missing)}")
         return response
 
-    def _refiner_instance(self, best: pb.Candidate) -> str | None:
-        if best.instance in self._pool.names and self._pool.is_healthy(best.instance):
+    def _refiner_instance(self, best: pb.Candidate, allowed: list[str]) -> str | None:
+        """The best candidate's instance, else another healthy one the run may use."""
+        if best.instance in allowed and self._pool.is_healthy(best.instance):
             return best.instance
-        healthy = [n for n in self._pool.names if self._pool.is_healthy(n)]
+        healthy = [n for n in allowed if self._pool.is_healthy(n)]
         return healthy[0] if healthy else None
 
-    async def _refine(self, run: pb.Run, ranked: list[pb.Candidate], emit: Emit) -> tuple[pb.Candidate | None, bool]:
+    async def _refine(
+        self, run: pb.Run, ranked: list[pb.Candidate], allowed: list[str], emit: Emit
+    ) -> tuple[pb.Candidate | None, bool]:
         """Ask for an improved answer; keep it only if it assesses at least as well as the best."""
         best = ranked[0]
-        instance = self._refiner_instance(best)
+        instance = self._refiner_instance(best, allowed)
         if instance is None:
             await self._refined(run, emit, kept=False, overall=0.0, reason="skipped: no healthy instance")
             return None, False
@@ -239,7 +251,7 @@ class Pipeline:
             run_id=run.id,
             task=run.task,
             analysis=run.analysis,
-            instance=_instance_ref(self._pool, instance),
+            instance=self._pool.instance_ref(instance),
             max_tokens=self._config.max_tokens,
             top=[refiner_pb2.RefineInput(candidate=_code_of(c), scores=c.scores, tests=c.tests) for c in ranked[:3]],
         )
@@ -271,6 +283,10 @@ class Pipeline:
             return None, False
         assessment = response.assessments[0]
         candidate.scores.CopyFrom(assessment.scores)
+        # Built from the top candidates, the refinement inherits the best one's agreement with the
+        # swarm, so its overall sits on the same scale as every other candidate's.
+        candidate.scores.consensus = best.scores.consensus
+        candidate.scores.overall = ranking_score(assessment.scores.overall, best.scores.consensus)
         candidate.tests.extend(assessment.tests)
         candidate.error = assessment.error
         await self._store.add_candidate(run.id, candidate)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from swarmlib import Endpoint, InstanceSpec, LLMError, list_models
+from swarm.v1 import common_pb2
+from swarmlib import ConfigError, Endpoint, InstanceSpec, LLMError, list_models
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ class InstanceHealth:
 class InstancePool:
     """Assigns slots round-robin over healthy instances and tracks failures.
 
-    An instance is marked unhealthy after ``unhealthy_after`` consecutive failures; the periodic
-    health check (``/v1/models``) or any later success brings it back.
+    An instance is marked unhealthy after ``unhealthy_after`` consecutive failures (answers and
+    ``/v1/models`` probes alike) and then gets no slots while any healthy instance remains; the
+    periodic probe brings it back as soon as it answers again.
     """
 
     def __init__(self, specs: tuple[InstanceSpec, ...], secrets: dict[str, str], unhealthy_after: int) -> None:
@@ -37,6 +39,7 @@ class InstancePool:
         self._secrets = secrets
         self._unhealthy_after = unhealthy_after
         self._checker: asyncio.Task[None] | None = None
+        self._cursor = 0
 
     @property
     def names(self) -> list[str]:
@@ -56,31 +59,39 @@ class InstancePool:
         return self._health[name].healthy
 
     def assign(self, size: int, allowed: list[str]) -> list[str]:
-        """Instance for each slot: healthy ones first, round-robin; unhealthy ones only if none is healthy."""
+        """Instance for each slot: healthy ones only (all of them if none is), round-robin.
+
+        The starting point rotates from run to run so that small swarms spread over every instance.
+        """
         healthy = [n for n in allowed if self._health[n].healthy]
         order = healthy or allowed
-        return [order[i % len(order)] for i in range(size)]
+        start = self._cursor % len(order)
+        self._cursor += size
+        return [order[(start + i) % len(order)] for i in range(size)]
 
     def fallback_for(self, failed: str, allowed: list[str]) -> str | None:
         """Another healthy instance for a retry, the least busy first; None when there is none."""
         others = [n for n in allowed if n != failed and self._health[n].healthy]
         if not others:
             return None
-        return min(others, key=lambda n: (self._health[n].in_flight, self._health[n].consecutive_failures))
+        return min(others, key=lambda n: (self._health[n].consecutive_failures, self._health[n].in_flight))
 
     def started(self, name: str) -> None:
         self._health[name].in_flight += 1
 
     def succeeded(self, name: str) -> None:
         state = self._health[name]
-        state.in_flight = max(0, state.in_flight - 1)
         state.consecutive_failures = 0
         state.healthy = True
         state.last_error = ""
 
-    def failed(self, name: str, reason: str) -> None:
+    def finished(self, name: str) -> None:
+        """The attempt is over, whatever its outcome (pairs with ``started``)."""
         state = self._health[name]
         state.in_flight = max(0, state.in_flight - 1)
+
+    def failed(self, name: str, reason: str) -> None:
+        state = self._health[name]
         state.consecutive_failures += 1
         state.last_error = reason
         if state.consecutive_failures >= self._unhealthy_after and state.healthy:
@@ -91,22 +102,30 @@ class InstancePool:
         """Probe every instance's ``/v1/models`` once; unhealthy ones that answer come back."""
 
         async def probe(name: str) -> None:
-            state = self._health[name]
             try:
                 await list_models(http, self.endpoint(name))
-            except LLMError as exc:
-                state.last_error = str(exc)
-                if not state.healthy:
-                    return
-                state.consecutive_failures = max(state.consecutive_failures, self._unhealthy_after)
-                state.healthy = False
+            except (LLMError, ConfigError) as exc:
+                self.failed(name, f"health check: {exc}")
                 return
-            if not state.healthy:
+            if not self._health[name].healthy:
                 log.info("instance %s healthy again", name)
-            state.healthy = True
-            state.consecutive_failures = 0
+            self.succeeded(name)
 
         await asyncio.gather(*(probe(name) for name in self._health))
+
+    def instance_ref(self, name: str) -> common_pb2.InstanceRef:
+        """The instance as the contracts describe it (no secret: only the key's variable name)."""
+        spec = self._health[name].spec
+        return common_pb2.InstanceRef(
+            name=spec.name,
+            base_url=spec.base_url,
+            model=spec.model,
+            api_key_env=spec.api_key_env,
+            temperature=spec.temperature,
+            seed=spec.seed,
+            price_input_per_mtok=spec.price_input_per_mtok,
+            price_output_per_mtok=spec.price_output_per_mtok,
+        )
 
     def start_checks(self, http: httpx.AsyncClient, interval: float) -> None:
         async def loop() -> None:

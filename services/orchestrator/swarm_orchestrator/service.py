@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import uuid
 from collections.abc import AsyncIterator
 
@@ -20,6 +21,7 @@ from .sizing import auto_swarm_size, quorum_for
 from .store import RunStore
 
 MAX_PAGE_SIZE = 100
+MAX_INSTANCE_TIMEOUT_S = 3600.0
 DEFAULT_PAGE_SIZE = 20
 
 
@@ -36,8 +38,11 @@ def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: lis
         raise InvalidArgumentError(
             f"swarm_size is {request.swarm_size}; use 1..{MAX_SWARM_SIZE}, or 0 to size the swarm by task complexity"
         )
-    if request.instance_timeout_seconds < 0:
-        raise InvalidArgumentError("instance_timeout_seconds must be >= 0 (0 uses the server default)")
+    timeout = request.instance_timeout_seconds
+    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_INSTANCE_TIMEOUT_S:
+        raise InvalidArgumentError(
+            f"instance_timeout_seconds is {timeout}; use 0..{MAX_INSTANCE_TIMEOUT_S:.0f} (0 uses the server default)"
+        )
     unknown = sorted({name for name in request.instances if name not in known})
     if unknown:
         raise InvalidArgumentError(f"unknown instance(s) {unknown}; configured instances: {known}")
@@ -76,7 +81,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             usage=common_pb2.Usage(),
         )
         run.created_at.FromDatetime(dt.datetime.now(dt.UTC))
-        await self._store.create_run(run)
+        try:
+            await self._store.create_run(run)
+        except asyncio.CancelledError:
+            # The caller went away mid-insert: the row may exist, so close it rather than leave it RUNNING.
+            run.status = pb.RUN_STATUS_FAILED
+            run.error = "cancelled by the client before the run started"
+            run.finished_at.FromDatetime(dt.datetime.now(dt.UTC))
+            await asyncio.shield(self._store.finish_run(run))
+            raise
         queue: asyncio.Queue[pb.RunSwarmResponse | None] = asyncio.Queue()
 
         def stamp(event: pb.RunSwarmResponse) -> pb.RunSwarmResponse:
@@ -101,10 +114,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
         accepted = pb.Run()
         accepted.CopyFrom(run)
-        yield stamp(pb.RunSwarmResponse(accepted=accepted))
+        # The run is driven by its own task, started before the first write to the client, so a
+        # client that goes away at any point from here on never leaves a RUNNING row behind.
         task = asyncio.create_task(drive(), name=f"run-{run.id}")
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+        yield stamp(pb.RunSwarmResponse(accepted=accepted))
         while (event := await queue.get()) is not None:
             yield event
         final, error = await task
@@ -128,19 +143,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> pb.ListInstancesResponse:
         statuses = []
         for state in self._pool.states():
-            spec = state.spec
             statuses.append(
                 pb.InstanceStatus(
-                    instance=common_pb2.InstanceRef(
-                        name=spec.name,
-                        base_url=spec.base_url,
-                        model=spec.model,
-                        api_key_env=spec.api_key_env,
-                        temperature=spec.temperature,
-                        seed=spec.seed,
-                        price_input_per_mtok=spec.price_input_per_mtok,
-                        price_output_per_mtok=spec.price_output_per_mtok,
-                    ),
+                    instance=self._pool.instance_ref(state.spec.name),
                     healthy=state.healthy,
                     consecutive_failures=state.consecutive_failures,
                     last_error=state.last_error,

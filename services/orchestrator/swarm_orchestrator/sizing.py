@@ -6,6 +6,7 @@ signals below are cheap proxies for how many ways a task can go wrong.
 
 from __future__ import annotations
 
+import math
 import re
 
 MIN_AUTO_SIZE = 3
@@ -39,5 +40,5 @@ def auto_swarm_size(task: str) -> int:
 
 def quorum_for(size: int, fraction: float) -> int:
     """Responses needed to go on: at least one, at least ``fraction`` of the swarm (rounded up)."""
-    needed = -(-size * fraction // 1)
-    return max(1, min(size, int(needed)))
+    needed = math.ceil(size * fraction - 1e-9)  # 10 x 0.7 is 7.000000000000001 in floating point
+    return max(1, min(size, needed))

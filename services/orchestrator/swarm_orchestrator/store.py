@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -64,6 +64,15 @@ def _to_json(message: Message) -> str:
     return str(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None))
 
 
+_M = TypeVar("_M", bound=Message)
+
+
+def _parse(document: str, message: _M) -> _M:
+    """Stored JSON back to a message; fields a newer or older contract dropped are ignored."""
+    json_format.Parse(document, message, ignore_unknown_fields=True)
+    return message
+
+
 def _encode_token(created: dt.datetime, run_id: str) -> str:
     return base64.urlsafe_b64encode(f"{created.isoformat()}|{run_id}".encode()).decode()
 
@@ -71,7 +80,10 @@ def _encode_token(created: dt.datetime, run_id: str) -> str:
 def _decode_token(token: str) -> tuple[dt.datetime, str]:
     try:
         created, run_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
-        return dt.datetime.fromisoformat(created), run_id
+        when = dt.datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("token time has no timezone")
+        return when.astimezone(dt.UTC), run_id
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgumentError(
             "page_token is not a token returned by ListRuns; omit it for the first page"
@@ -157,7 +169,7 @@ class RunStore:
             if row is None:
                 raise NotFoundError(f"run {run_id!r} does not exist; `swarm runs list` shows stored runs")
             if row.document:
-                return json_format.Parse(row.document, pb.Run())
+                return _parse(row.document, pb.Run())
             run = pb.Run(
                 id=row.id,
                 task=row.task,
@@ -167,14 +179,16 @@ class RunStore:
                 error=row.error,
             )
             run.created_at.FromDatetime(_aware(row.created_at))
-            candidates = await session.scalars(select(CandidateRow).where(CandidateRow.run_id == run_id))
+            candidates = await session.scalars(
+                select(CandidateRow).where(CandidateRow.run_id == run_id).order_by(CandidateRow.candidate_id)
+            )
             for candidate in candidates:
-                run.candidates.append(json_format.Parse(candidate.document, pb.Candidate()))
+                run.candidates.append(_parse(candidate.document, pb.Candidate()))
             failures = await session.scalars(
                 select(FailureRow).where(FailureRow.run_id == run_id).order_by(FailureRow.id)
             )
             for failure in failures:
-                run.failures.append(json_format.Parse(failure.document, pb.InstanceFailure()))
+                run.failures.append(_parse(failure.document, pb.InstanceFailure()))
             return run
 
     async def list_runs(self, page_size: int, page_token: str) -> tuple[list[pb.RunSummary], str]:

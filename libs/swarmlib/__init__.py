@@ -14,6 +14,7 @@ from ._errors import (
     LLMMalformedError,
     LLMTimeoutError,
     NotFoundError,
+    PermissionDeniedError,
     QuorumNotReachedError,
     ResourceExhaustedError,
     SandboxUnavailableError,
@@ -23,8 +24,11 @@ from ._errors import (
     status_for,
 )
 from ._extract import entry_points, extract_code, task_code
-from ._instances import InstanceSpec, load_instances, parse_instances
+from ._ids import check_candidate_ids
+from ._instances import InstanceSpec, load_instances, parse_instances, token_cost_usd
 from ._llm import PURPOSE_HEADER, RUN_HEADER, ChatClient, ChatResult, Endpoint, RetryPolicy, list_models
+from ._main import run_service
+from ._pyparse import compile_error, parse_python, unparse_python
 from ._scoring import assessment_score, ranking_score
 from ._server import SwarmServer, build_server, serve_until_terminated
 from ._telemetry import configure_tracing
@@ -45,6 +49,7 @@ __all__ = [
     "LLMMalformedError",
     "LLMTimeoutError",
     "NotFoundError",
+    "PermissionDeniedError",
     "QuorumNotReachedError",
     "ResourceExhaustedError",
     "RetryPolicy",
@@ -54,6 +59,8 @@ __all__ = [
     "SwarmServer",
     "assessment_score",
     "build_server",
+    "check_candidate_ids",
+    "compile_error",
     "configure_tracing",
     "entry_points",
     "env_bool",
@@ -66,8 +73,12 @@ __all__ = [
     "mapped_error_types",
     "open_channel",
     "parse_instances",
+    "parse_python",
     "ranking_score",
+    "run_service",
     "serve_until_terminated",
     "status_for",
     "task_code",
+    "token_cost_usd",
+    "unparse_python",
 ]

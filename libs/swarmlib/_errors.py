@@ -21,6 +21,10 @@ class NotFoundError(SwarmError):
     """A named run, candidate or instance does not exist."""
 
 
+class PermissionDeniedError(SwarmError):
+    """The caller may not use what it asked for (for example an instance whose key it named)."""
+
+
 class ConfigError(SwarmError):
     """Configuration (environment or instances file) is missing or malformed."""
 
@@ -74,6 +78,7 @@ _STATUS: dict[type[SwarmError], grpc.StatusCode] = {
     SwarmError: grpc.StatusCode.INTERNAL,
     InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     QuorumNotReachedError: grpc.StatusCode.UNAVAILABLE,
     StageError: grpc.StatusCode.UNAVAILABLE,

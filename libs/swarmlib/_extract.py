@@ -12,23 +12,20 @@ import ast
 import re
 import textwrap
 
+from ._pyparse import parse_python
+
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PY_LANGS = {"", "python", "py", "python3", "py3"}
 _STOP_LINES = ("\nif __name__", "\nprint(", "\nassert ", "\n# Test", "\n# Example", "\n# test", "\n# example")
 
 
 def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
+    return parse_python(code) is not None
 
 
 def _defined_names(code: str) -> set[str]:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = parse_python(code)
+    if tree is None:
         return set()
     names: set[str] = set()
     for node in tree.body:
@@ -42,9 +39,8 @@ def _defined_names(code: str) -> set[str]:
 
 
 def _used_names(code: str) -> set[str]:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = parse_python(code)
+    if tree is None:
         return set()
     return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
         node.value.id for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
@@ -61,9 +57,8 @@ def task_code(task: str) -> str:
 
 def entry_points(task: str) -> list[str]:
     """Functions the task asks for: those it defines (HumanEval style) or names in ``name(...)`` form."""
-    code = task_code(task)
-    if code:
-        tree = ast.parse(code)
+    tree = parse_python(task_code(task))
+    if tree is not None:
         defs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
         if defs:
             return defs
@@ -144,9 +139,9 @@ def _add_missing_from_task(code: str, prompt_code: str) -> str:
     Dependencies are followed transitively: a helper taken from the task may itself need an import
     or another helper of the task (``is_prime`` using ``math``), and the program must run alone.
     """
-    if not prompt_code or not _parses(code):
+    tree = parse_python(prompt_code) if prompt_code and _parses(code) else None
+    if tree is None:
         return code
-    tree = ast.parse(prompt_code)
     defined = _defined_names(code)
     chosen: set[int] = set()
     changed = True

@@ -16,6 +16,13 @@ from typing import Any
 from ._errors import ConfigError
 
 
+def token_cost_usd(
+    prompt_tokens: int, completion_tokens: int, price_input_per_mtok: float, price_output_per_mtok: float
+) -> float:
+    """The price of one call in USD from per-million-token prices (the one cost formula)."""
+    return (prompt_tokens * price_input_per_mtok + completion_tokens * price_output_per_mtok) / 1e6
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     """One OpenAI-compatible LLM endpoint with its sampling settings and prices."""
@@ -39,7 +46,7 @@ class InstanceSpec:
         return value
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.price_input_per_mtok + completion_tokens * self.price_output_per_mtok) / 1e6
+        return token_cost_usd(prompt_tokens, completion_tokens, self.price_input_per_mtok, self.price_output_per_mtok)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

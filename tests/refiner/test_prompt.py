@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from swarm.v1 import common_pb2, refiner_pb2
 from swarm_refiner import prompt
 from swarm_refiner.config import RefinerConfig
-from swarmlib import ConfigError
+from swarmlib import ConfigError, InstanceSpec
 
 
 def item(cid: str, code: str, output: str = "") -> refiner_pb2.RefineInput:
@@ -78,7 +80,13 @@ def test_config_defaults_and_overrides() -> None:
 
 
 def test_config_resolves_api_keys_without_showing_them() -> None:
-    config = RefinerConfig.from_env({"KEY": "sk-secret"})
+    # A key is only resolved for an instance the refiner itself has configured (same name,
+    # base_url and api_key_env); these two match the references below.
+    own = {
+        "": InstanceSpec(name="", base_url="", model="", api_key_env="KEY"),
+        "r": InstanceSpec(name="r", base_url="", model="", api_key_env="MISSING"),
+    }
+    config = dataclasses.replace(RefinerConfig.from_env({"KEY": "sk-secret"}), instances=own)
     assert config.api_key(common_pb2.InstanceRef(api_key_env="KEY")) == "sk-secret"
     assert config.api_key(common_pb2.InstanceRef()) == ""
     assert "sk-secret" not in repr(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -31,9 +32,24 @@ def reset_llm(llm: FakeLLMServer) -> None:
     llm.requests.clear()
 
 
+def configured_instances(llm: FakeLLMServer) -> str:
+    """The refiner's own instance list: only these may be sent a key from its environment."""
+    return json.dumps(
+        [
+            {"name": "qwen-a", "base_url": llm.base_url, "model": llm.model, "api_key_env": "REFINER_TEST_KEY"},
+            {"name": "remote", "base_url": llm.base_url, "model": "m", "api_key_env": "NOT_SET_ANYWHERE"},
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
-async def stub() -> AsyncIterator[refiner_pb2_grpc.RefinerServiceStub]:
-    env = {"SWARM_REFINER_ADDR": "127.0.0.1:0", "SWARM_REFINER_LLM_TIMEOUT_S": "5", "REFINER_TEST_KEY": "sk-refine"}
+async def stub(llm: FakeLLMServer) -> AsyncIterator[refiner_pb2_grpc.RefinerServiceStub]:
+    env = {
+        "SWARM_REFINER_ADDR": "127.0.0.1:0",
+        "SWARM_REFINER_LLM_TIMEOUT_S": "5",
+        "REFINER_TEST_KEY": "sk-refine",
+        "SWARM_INSTANCES": configured_instances(llm),
+    }
     server, port = await create_server(RefinerConfig.from_env(env))
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -157,3 +173,52 @@ async def test_missing_api_key_is_failed_precondition(
         await stub.Refine(request(llm, instance=instance))
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "NOT_SET_ANYWHERE" in (info.value.details() or "")
+
+
+async def test_key_goes_only_to_the_configured_instance(
+    llm: FakeLLMServer, stub: refiner_pb2_grpc.RefinerServiceStub
+) -> None:
+    await stub.Refine(request(llm))
+    (sent,) = llm.chat_requests
+    assert sent.headers["Authorization"] == "Bearer sk-refine"
+
+
+@pytest.mark.parametrize(
+    "name, base_url",
+    [
+        ("unknown", None),  # a name the refiner does not know
+        ("qwen-a", "http://127.0.0.1:9/attacker/v1"),  # a known name sent to another URL
+    ],
+)
+async def test_key_for_an_unconfigured_instance_is_permission_denied(
+    llm: FakeLLMServer, stub: refiner_pb2_grpc.RefinerServiceStub, name: str, base_url: str | None
+) -> None:
+    instance = common_pb2.InstanceRef(
+        name=name, base_url=base_url or llm.base_url, model=llm.model, api_key_env="REFINER_TEST_KEY"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Refine(request(llm, instance=instance))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "configure it" in (info.value.details() or "")
+    assert "sk-refine" not in (info.value.details() or "")
+    assert not llm.requests
+
+
+async def test_key_env_differing_from_the_configured_one_is_permission_denied(
+    llm: FakeLLMServer, stub: refiner_pb2_grpc.RefinerServiceStub
+) -> None:
+    instance = common_pb2.InstanceRef(name="remote", base_url=llm.base_url, model="m", api_key_env="REFINER_TEST_KEY")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Refine(request(llm, instance=instance))
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert not llm.requests
+
+
+async def test_instance_without_a_key_needs_no_configuration(
+    llm: FakeLLMServer, stub: refiner_pb2_grpc.RefinerServiceStub
+) -> None:
+    instance = common_pb2.InstanceRef(name="anywhere", base_url=llm.base_url, model=llm.model)
+    response = await stub.Refine(request(llm, instance=instance))
+    assert response.code
+    (sent,) = llm.chat_requests
+    assert "Authorization" not in sent.headers

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from swarm.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
-from swarmlib import ChatClient, Endpoint, InvalidArgumentError, extract_code
+from swarmlib import ChatClient, Endpoint, InvalidArgumentError, extract_code, token_cost_usd
 
 from .config import RefinerConfig
 from .prompt import build_prompt
@@ -37,7 +37,9 @@ def validate(request: refiner_pb2.RefineRequest) -> None:
 
 
 def _usage(instance: common_pb2.InstanceRef, prompt_tokens: int, completion_tokens: int) -> common_pb2.Usage:
-    cost = (prompt_tokens * instance.price_input_per_mtok + completion_tokens * instance.price_output_per_mtok) / 1e6
+    cost = token_cost_usd(
+        prompt_tokens, completion_tokens, instance.price_input_per_mtok, instance.price_output_per_mtok
+    )
     return common_pb2.Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost)
 
 

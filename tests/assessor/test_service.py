@@ -274,3 +274,29 @@ async def test_missing_bwrap_is_failed_precondition() -> None:
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await server.stop(0)
+
+
+DEEP_SUM = "x = " + "+".join(["1"] * 3000)
+DEEP_NOT = "not " * 10000
+PARSES_BUT_DEEP = "x = " + "+".join(["1"] * 600)
+
+
+async def test_too_deeply_nested_code_is_a_clean_syntax_error(stub: assessor_pb2_grpc.AssessorServiceStub) -> None:
+    response = await _assess(stub, FIB_TASK, DEEP_SUM, DEEP_NOT, GOOD_FIB)
+    deep_sum, deep_not, good = response.assessments
+    for deep in (deep_sum, deep_not):
+        assert deep.error == "syntax error: code is nested too deeply to parse"
+        assert deep.scores.tests_passed == 0
+        assert deep.scores.completeness == 0.25
+        assert all(t.output.startswith("not run: syntax error") for t in deep.tests)
+    assert good.scores.tests_passed == 4
+
+
+async def test_deeply_nested_task_and_code_get_an_answer(stub: assessor_pb2_grpc.AssessorServiceStub) -> None:
+    task = f"Write f().\n\n```python\nassert f() == 1\nassert {PARSES_BUT_DEEP[4:]} == 600\n```\n\n{DEEP_NOT}"
+    response = await _assess(stub, task, "def f():\n    return 1\n", PARSES_BUT_DEEP)
+    assert response.tests_found == 2
+    ok, deep = response.assessments
+    assert ok.error == ""
+    assert ok.scores.tests_passed == 2
+    assert deep.scores.completeness > 0.25  # it parses; it just defines nothing the task wants

@@ -13,6 +13,8 @@ import json
 import secrets
 from dataclasses import dataclass
 
+from swarmlib import parse_python, unparse_python
+
 from .tests_from_task import TaskTest
 
 OUTPUT_CAP = 500
@@ -174,12 +176,10 @@ class Report:
 
 def _left_side(statement: str) -> str:
     """For ``assert a == b`` the source of ``a``, so a failure can show what it evaluated to."""
-    try:
-        node = ast.parse(statement).body[0]
-    except (SyntaxError, IndexError):
-        return ""
+    tree = parse_python(statement)
+    node = tree.body[0] if tree is not None and tree.body else None
     if isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1:
-        return ast.unparse(node.test.left)
+        return unparse_python(node.test.left) or ""
     return ""
 
 

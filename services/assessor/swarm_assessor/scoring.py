@@ -11,7 +11,7 @@ import ast
 import re
 from collections.abc import Iterable
 
-from swarmlib import entry_points
+from swarmlib import entry_points, parse_python
 
 MAX_LINE = 100
 _SNAKE = re.compile(r"^_{0,2}[a-z][a-z0-9_]*_{0,2}$|^_$")
@@ -20,11 +20,8 @@ _TODO = re.compile(r"#.*\b(TODO|FIXME|XXX)\b")
 
 
 def parse(code: str) -> ast.Module | None:
-    """The module's AST, or None when it does not parse."""
-    try:
-        return ast.parse(code)
-    except (SyntaxError, ValueError):
-        return None
+    """The module's AST, or None when it does not parse (too deeply nested code included)."""
+    return parse_python(code)
 
 
 def _functions(tree: ast.AST) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 import grpc
 
 from swarm.v1 import assessor_pb2, assessor_pb2_grpc, common_pb2
-from swarmlib import InvalidArgumentError, SandboxUnavailableError, assessment_score, entry_points
+from swarmlib import (
+    InvalidArgumentError,
+    SandboxUnavailableError,
+    assessment_score,
+    check_candidate_ids,
+    compile_error,
+    entry_points,
+)
 
 from . import scoring
 from .config import AssessorConfig
@@ -45,13 +52,7 @@ def _validate(request: assessor_pb2.AssessRequest, config: AssessorConfig) -> fl
         raise InvalidArgumentError(
             f"{count} candidates sent; at most {config.max_candidates} per request are allowed, split the request"
         )
-    seen: set[str] = set()
-    for index, candidate in enumerate(request.candidates):
-        if not candidate.id.strip():
-            raise InvalidArgumentError(f"candidates[{index}].id is empty; give every candidate a unique id")
-        if candidate.id in seen:
-            raise InvalidArgumentError(f"candidate id {candidate.id!r} appears more than once; ids must be unique")
-        seen.add(candidate.id)
+    check_candidate_ids(candidate.id for candidate in request.candidates)
     timeout = request.timeout_seconds or config.timeout_s
     if not 0 < timeout <= config.max_timeout_s:
         raise InvalidArgumentError(
@@ -102,10 +103,8 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
                 _not_run(tests, "code too large"), f"code is {size} bytes; the limit is {self._config.max_code_bytes}"
             )
             return self._assessment(candidate.id, code, task, tests, verdict)
-        try:
-            compile(code, "candidate.py", "exec")
-        except (SyntaxError, ValueError) as exc:
-            detail = f"{exc.msg} (line {exc.lineno})" if isinstance(exc, SyntaxError) else str(exc)
+        detail = compile_error(code, "candidate.py")
+        if detail is not None:
             verdict = _Verdict(_not_run(tests, "syntax error"), f"syntax error: {detail}")
             return self._assessment(candidate.id, code, task, tests, verdict)
         verdict = await self._execute(code, tests, alias, timeout)

@@ -11,6 +11,8 @@ import doctest
 import re
 from dataclasses import dataclass
 
+from swarmlib import parse_python, unparse_python
+
 _NAME_CAP = 100
 _MAX_ASSERT_LINES = 12
 _FENCE_LINE = re.compile(r"^\s*```")
@@ -33,10 +35,9 @@ def _clip(text: str) -> str:
 
 
 def _canonical(source: str) -> str:
-    try:
-        return ast.unparse(ast.parse(source))
-    except (SyntaxError, ValueError):
-        return " ".join(source.split())
+    tree = parse_python(source)
+    text = unparse_python(tree) if tree is not None else None
+    return " ".join(source.split()) if text is None else text
 
 
 def _doctest_examples(task: str) -> list[doctest.Example]:
@@ -65,12 +66,11 @@ def _assert_statements(task: str) -> list[str]:
             continue
         for end in range(index + 1, min(len(lines), index + _MAX_ASSERT_LINES) + 1):
             chunk = "\n".join(part.strip() for part in lines[index:end])
-            try:
-                tree = ast.parse(chunk)
-            except SyntaxError:
+            tree = parse_python(chunk)
+            if tree is None:
                 continue
             if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
-                found.append(ast.unparse(tree.body[0]))
+                found.append(unparse_python(tree.body[0]) or chunk)
             break
     return found
 
@@ -112,11 +112,10 @@ def _stated_equalities(task: str) -> list[str]:
                     end = index
                     break
             expression = f"{match.group(0)}{rest[:end].rstrip().rstrip('.')}"
-            try:
-                tree = ast.parse(expression, mode="eval")
-            except SyntaxError:
+            tree = parse_python(expression)
+            if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
                 continue
-            compare = tree.body
+            compare = tree.body[0].value
             if not (
                 isinstance(compare, ast.Compare)
                 and isinstance(compare.left, ast.Call)
@@ -127,7 +126,7 @@ def _stated_equalities(task: str) -> list[str]:
                 and _literal(compare.comparators[0])
             ):
                 continue
-            found.append(f"assert {ast.unparse(compare)}")
+            found.append(f"assert {unparse_python(compare) or expression}")
     return found
 
 

@@ -86,3 +86,9 @@ def test_explain_single_cluster_has_no_diff() -> None:
     assert "1 response in 1 cluster" in text
     assert "consensus not reached" in text
     assert "no competing cluster" in text
+
+
+def test_too_deeply_nested_code_does_not_parse() -> None:
+    assert characterise_code("not " * 10000).startswith("code does not parse; ")
+    assert characterise_code("x = " + "+".join(["1"] * 3000)).startswith("code does not parse; ")
+    assert "straight-line" in characterise_code("x = " + "+".join(["1"] * 600))

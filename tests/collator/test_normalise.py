@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from swarm_collator.candidate import Candidate
 from swarm_collator.normalise import canonical_code, strip_comments_and_docstrings
 
@@ -58,3 +60,9 @@ def test_candidate_embeds_code_when_present_else_text() -> None:
     assert with_code.embedding_input == canonical_code(FIB_LOOP)
     assert prose.embedding_input == "Use sorted()."
     assert not prose.has_code
+
+
+@pytest.mark.parametrize("deep", ["x = " + "+".join(["1"] * 3000), "not " * 10000, "x = " + "+".join(["1"] * 600)])
+def test_too_deeply_nested_code_falls_back_to_the_raw_text(deep: str) -> None:
+    assert canonical_code(deep) == deep.strip()
+    assert strip_comments_and_docstrings(deep) == deep.strip()

@@ -166,3 +166,17 @@ async def test_hub_stays_offline(collator: Stub) -> None:
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert huggingface_hub.constants.HF_HUB_OFFLINE
+
+
+DEEP_SUM = "x = " + "+".join(["1"] * 3000)
+DEEP_NOT = "not " * 10000
+PARSES_BUT_DEEP = "x = " + "+".join(["1"] * 600)
+
+
+async def test_too_deeply_nested_code_gets_a_clean_answer(collator: Stub) -> None:
+    response = await collator.Collate(
+        request(code("sum", DEEP_SUM), code("not", DEEP_NOT), code("deep", PARSES_BUT_DEEP), code("loop", FIB_LOOP))
+    )
+    assert sorted(s.candidate_id for s in response.similarities) == ["deep", "loop", "not", "sum"]
+    assert sum(len(c.candidate_ids) for c in response.clusters) == 4
+    assert response.analysis.startswith("4 responses in ")

@@ -11,6 +11,8 @@ import ast
 import difflib
 from collections.abc import Sequence
 
+from swarmlib import parse_python
+
 from .candidate import Candidate
 from .clustering import Collation
 from .normalise import strip_comments_and_docstrings
@@ -66,14 +68,23 @@ def _memoisation(tree: ast.Module) -> str:
     return ""
 
 
+def _syntax_error_line(code: str) -> str:
+    """`` (line N)`` for a plain syntax error; empty when the parser gave up for another reason."""
+    try:
+        ast.parse(code)
+    except SyntaxError as exc:
+        return f" (line {exc.lineno})" if exc.lineno else ""
+    except (ValueError, RecursionError, MemoryError):
+        return ""
+    return ""
+
+
 def characterise_code(code: str) -> str:
     """A one-line summary of a program's approach: structure, imports, size."""
     lines = sum(1 for line in strip_comments_and_docstrings(code).splitlines() if line.strip())
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError) as exc:
-        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
-        return f"code does not parse{where}; {lines} lines"
+    tree = parse_python(code)
+    if tree is None:
+        return f"code does not parse{_syntax_error_line(code)}; {lines} lines"
     traits: list[str] = []
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]

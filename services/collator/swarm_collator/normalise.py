@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import ast
 
+from swarmlib import parse_python, unparse_python
+
 _FUNCTION = (ast.FunctionDef, ast.AsyncFunctionDef)
 _SCOPED = (ast.Module, ast.ClassDef, *_FUNCTION)
-
-
-def _parse(code: str) -> ast.Module | None:
-    try:
-        return ast.parse(code)
-    except (SyntaxError, ValueError):
-        return None
 
 
 def _drop_docstrings(tree: ast.Module) -> None:
@@ -35,11 +30,12 @@ def strip_comments_and_docstrings(code: str) -> str:
 
     Used for the human-facing diff, where the names a model chose still carry meaning.
     """
-    tree = _parse(code)
+    tree = parse_python(code)
     if tree is None:
         return code.strip()
     _drop_docstrings(tree)
-    return ast.unparse(tree)
+    text = unparse_python(tree)
+    return code.strip() if text is None else text
 
 
 class _LocalRenamer(ast.NodeTransformer):
@@ -81,9 +77,14 @@ class _LocalRenamer(ast.NodeTransformer):
 
 def canonical_code(code: str) -> str:
     """The form that gets embedded: stripped, reformatted, locals renamed; raw text when unparsable."""
-    tree = _parse(code)
+    tree = parse_python(code)
     if tree is None:
         return code.strip()
     _drop_docstrings(tree)
-    tree = _LocalRenamer().visit(tree)
-    return ast.unparse(tree)
+    try:
+        tree = _LocalRenamer().visit(tree)
+    except RecursionError:
+        # Parses, but too deep for the recursive transformer: fall back to the raw text.
+        return code.strip()
+    text = unparse_python(tree)
+    return code.strip() if text is None else text

@@ -9,7 +9,7 @@ import grpc
 from opentelemetry import trace
 
 from swarm.v1 import collator_pb2, collator_pb2_grpc, common_pb2
-from swarmlib import InvalidArgumentError
+from swarmlib import InvalidArgumentError, check_candidate_ids
 
 from .analysis import explain
 from .candidate import Candidate
@@ -36,14 +36,9 @@ def validate(request: collator_pb2.CollateRequest, max_candidates: int) -> list[
             f"similarity_threshold={threshold} is outside [0, 1]: use a cosine similarity in [0, 1], "
             "or 0 for the server default"
         )
-    seen: set[str] = set()
+    check_candidate_ids(item.id for item in request.candidates)
     candidates: list[Candidate] = []
     for position, item in enumerate(request.candidates):
-        if not item.id.strip():
-            raise InvalidArgumentError(f"candidates[{position}].id is empty: give every candidate a unique id")
-        if item.id in seen:
-            raise InvalidArgumentError(f"candidates[{position}].id={item.id!r} is a duplicate: ids must be unique")
-        seen.add(item.id)
         if not item.code.strip() and not item.text.strip():
             raise InvalidArgumentError(
                 f"candidates[{position}] (id {item.id!r}) has neither code nor text: send the model's reply"

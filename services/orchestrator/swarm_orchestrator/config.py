@@ -31,6 +31,7 @@ class OrchestratorConfig:
     refine: bool = True
     llm_retry_attempts: int = 2
     llm_retry_base_delay_s: float = 0.25
+    grace_s: float = 10.0
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -64,6 +65,7 @@ class OrchestratorConfig:
             refine=env_bool(env, "SWARM_REFINE", True),
             llm_retry_attempts=env_int(env, "SWARM_LLM_RETRY_ATTEMPTS", 2, minimum=1),
             llm_retry_base_delay_s=env_float(env, "SWARM_LLM_RETRY_BASE_DELAY_S", 0.25, minimum=0.0),
+            grace_s=env_float(env, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0),
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

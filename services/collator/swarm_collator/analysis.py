@@ -135,24 +135,35 @@ def excerpt_diff(a: Candidate, b: Candidate, *, max_lines: int = MAX_DIFF_LINES)
     return diff
 
 
+MAX_DESCRIBED_CLUSTERS = 8
+
+
 def explain(candidates: Sequence[Candidate], collation: Collation, threshold: float) -> str:
     """The analysis text: a verdict line, one line per cluster, then a diff of the two largest."""
     total = len(candidates)
     count = len(collation.clusters)
     largest = len(collation.clusters[0].members)
     verdict = "reached" if collation.reached else "not reached"
+    basis = (
+        "by identical outputs on every probe input"
+        if collation.basis == "behaviour"
+        else f"at cosine similarity >= {threshold:.2f}"
+    )
     lines = [
         f"{total} response{'s' if total != 1 else ''} in {count} cluster{'s' if count != 1 else ''} "
-        f"at cosine similarity >= {threshold:.2f}; consensus {verdict} "
+        f"{basis}; consensus {verdict} "
         f"(largest cluster holds {largest}/{total} = {collation.share:.0%})."
     ]
-    for cluster_id, cluster in enumerate(collation.clusters):
+    for cluster_id, cluster in enumerate(collation.clusters[:MAX_DESCRIBED_CLUSTERS]):
         ids = ", ".join(candidates[i].id for i in cluster.members)
         rep = candidates[cluster.representative]
         lines.append(
             f"Cluster {cluster_id} ({len(cluster.members)}: {ids}; representative {rep.id}, "
             f"cohesion {cluster.cohesion:.2f}): {characterise(rep)}."
         )
+    if count > MAX_DESCRIBED_CLUSTERS:
+        rest = collation.clusters[MAX_DESCRIBED_CLUSTERS:]
+        lines.append(f"... {len(rest)} smaller cluster(s) with {sum(len(c.members) for c in rest)} response(s).")
     if count == 1:
         lines.append("All responses take the same approach; there is no competing cluster to diff.")
         return "\n".join(lines)

@@ -14,6 +14,7 @@ class Candidate:
     id: str
     text: str
     code: str = ""
+    behaviour: str = ""
 
     @property
     def has_code(self) -> bool:

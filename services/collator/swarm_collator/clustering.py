@@ -39,6 +39,8 @@ class Collation:
     centrality: tuple[float, ...]
     share: float
     reached: bool
+    basis: str = "semantic"
+    confidence: float = 0.0
 
 
 def similarity_matrix(embeddings: FloatMatrix) -> FloatMatrix:
@@ -65,21 +67,49 @@ def similarity_matrix(embeddings: FloatMatrix) -> FloatMatrix:
 def average_linkage(sim: FloatMatrix, threshold: float) -> list[list[int]]:
     """Groups of indices whose mean cross-similarity stays at or above ``threshold``.
 
+    Agglomerative average linkage with the Lance-Williams update: the group-to-group mean
+    similarity matrix is updated in place on each merge, so a run of n responses costs O(n^2)
+    per merge instead of recomputing every block mean. Ties go to the lowest pair of indices.
     Each group is sorted; groups come back in order of their first member.
     """
-    groups: list[list[int]] = [[i] for i in range(sim.shape[0])]
-    while len(groups) > 1:
-        best: tuple[float, int, int] | None = None
-        for a in range(len(groups)):
-            for b in range(a + 1, len(groups)):
-                score = float(sim[np.ix_(groups[a], groups[b])].mean())
-                if score >= threshold and (best is None or score > best[0]):
-                    best = (score, a, b)
-        if best is None:
+    n = sim.shape[0]
+    groups: list[list[int]] = [[i] for i in range(n)]
+    linkage = sim.astype(np.float64, copy=True)
+    np.fill_diagonal(linkage, -np.inf)
+    alive = np.ones(n, dtype=bool)
+    while alive.sum() > 1:
+        masked = np.where(alive[:, None] & alive[None, :], linkage, -np.inf)
+        flat = int(np.argmax(masked))
+        a, b = divmod(flat, n)
+        if masked[a, b] < threshold:
             break
-        _, a, b = best
+        a, b = min(a, b), max(a, b)
+        size_a, size_b = len(groups[a]), len(groups[b])
+        linkage[a, :] = (size_a * linkage[a, :] + size_b * linkage[b, :]) / (size_a + size_b)
+        linkage[:, a] = linkage[a, :]
+        linkage[a, a] = -np.inf
         groups[a] = sorted(groups[a] + groups[b])
-        del groups[b]
+        groups[b] = []
+        alive[b] = False
+    return sorted((g for g in groups if g), key=lambda g: g[0])
+
+
+def behaviour_groups(behaviours: list[str]) -> list[list[int]]:
+    """Groups of candidates with the same non-empty behaviour signature; the rest stand alone.
+
+    Identical outputs on every shared input is the strongest evidence that two programs are the
+    same program (AlphaCode, MBR-exec); a program that could not run shares behaviour with nothing.
+    """
+    by_signature: dict[str, list[int]] = {}
+    groups: list[list[int]] = []
+    for index, signature in enumerate(behaviours):
+        if not signature:
+            groups.append([index])
+        elif signature in by_signature:
+            by_signature[signature].append(index)
+        else:
+            by_signature[signature] = [index]
+            groups.append(by_signature[signature])
     return sorted(groups, key=lambda g: g[0])
 
 
@@ -108,15 +138,32 @@ def centrality(sim: FloatMatrix) -> tuple[float, ...]:
     return tuple(float(v) for v in (sim.sum(axis=1) - np.diag(sim)) / (n - 1))
 
 
-def collate(embeddings: FloatMatrix, threshold: float, consensus_share: float) -> Collation:
+def confidence_of(largest: int, total: int) -> float:
+    """Share of the majority, discounted for small swarms: (largest / total) * (1 - 1 / (total + 1)).
+
+    Three of three agreeing is good evidence, thirty of thirty far better; a lone response is 0.
+    """
+    if total < 2 or largest < 2:
+        return 0.0
+    return (largest / total) * (1.0 - 1.0 / (total + 1))
+
+
+def collate(
+    embeddings: FloatMatrix, threshold: float, consensus_share: float, behaviours: list[str] | None = None
+) -> Collation:
     """Cluster one run and decide consensus.
 
-    Clusters are ordered largest first, ties by first appearance, so cluster 0 is the majority.
-    Consensus needs the largest cluster to hold at least ``consensus_share`` of the responses
-    *and* at least two of them: a lone response agreeing with itself says nothing.
+    With behaviour signatures (any non-empty), clusters are behaviour groups: programs that give
+    identical outputs on every probe input; semantics only orders and describes them. Without,
+    clusters come from average linkage over the embeddings. Clusters are ordered largest first,
+    ties by first appearance, so cluster 0 is the majority. Consensus needs the largest cluster to
+    hold at least ``consensus_share`` of the responses *and* at least two of them: a lone response
+    agreeing with itself says nothing.
     """
     sim = similarity_matrix(embeddings)
-    groups = sorted(average_linkage(sim, threshold), key=lambda g: (-len(g), g[0]))
+    by_behaviour = behaviours is not None and any(behaviours)
+    raw_groups = behaviour_groups(list(behaviours or [])) if by_behaviour else average_linkage(sim, threshold)
+    groups = sorted(raw_groups, key=lambda g: (-len(g), g[0]))
     clusters = tuple(_describe(sim, g) for g in groups)
     labels = [0] * sim.shape[0]
     for cluster_id, cluster in enumerate(clusters):
@@ -130,4 +177,6 @@ def collate(embeddings: FloatMatrix, threshold: float, consensus_share: float) -
         centrality=centrality(sim),
         share=share,
         reached=largest >= 2 and share >= consensus_share,
+        basis="behaviour" if by_behaviour else "semantic",
+        confidence=confidence_of(largest, sim.shape[0]),
     )

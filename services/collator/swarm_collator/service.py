@@ -43,7 +43,7 @@ def validate(request: collator_pb2.CollateRequest, max_candidates: int) -> list[
             raise InvalidArgumentError(
                 f"candidates[{position}] (id {item.id!r}) has neither code nor text: send the model's reply"
             )
-        candidates.append(Candidate(id=item.id, text=item.text, code=item.code))
+        candidates.append(Candidate(id=item.id, text=item.text, code=item.code, behaviour=item.behaviour))
     return candidates
 
 
@@ -66,6 +66,8 @@ def to_response(
             share=collation.share,
             cluster_count=len(collation.clusters),
             majority_cluster_id=0,
+            confidence=collation.confidence,
+            basis=collation.basis,
         ),
         similarities=[
             collator_pb2.CandidateSimilarity(
@@ -97,7 +99,7 @@ class CollatorServicer(collator_pb2_grpc.CollatorServiceServicer):
             span.set_attribute("swarm.run_id", request.run_id)
             span.set_attribute("swarm.candidates", len(candidates))
             embeddings = await self._embedder.embed([c.embedding_input for c in candidates])
-            collation = collate(embeddings, threshold, self._config.consensus_share)
+            collation = collate(embeddings, threshold, self._config.consensus_share, [c.behaviour for c in candidates])
             analysis = explain(candidates, collation, threshold)
             span.set_attribute("swarm.clusters", len(collation.clusters))
             span.set_attribute("swarm.consensus", collation.reached)

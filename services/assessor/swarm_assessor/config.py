@@ -27,6 +27,8 @@ class AssessorConfig:
     timeout_s: float = 5.0
     max_timeout_s: float = 60.0
     test_timeout_s: float = 2.0
+    probe_timeout_s: float = 0.5
+    max_generated_tests: int = 128
     memory_mb: int = 512
     max_processes: int = 64
     output_cap_bytes: int = 64 * 1024
@@ -46,6 +48,11 @@ class AssessorConfig:
                 f"SWARM_ASSESSOR_MAX_TIMEOUT_S={self.max_timeout_s} must be >= the default timeout {self.timeout_s}",
             ),
             (self.test_timeout_s > 0, f"SWARM_ASSESSOR_TEST_TIMEOUT_S={self.test_timeout_s} must be > 0"),
+            (self.probe_timeout_s > 0, f"SWARM_ASSESSOR_PROBE_TIMEOUT_S={self.probe_timeout_s} must be > 0"),
+            (
+                self.max_generated_tests >= 0,
+                f"SWARM_ASSESSOR_MAX_GENERATED_TESTS={self.max_generated_tests} must be >= 0",
+            ),
             (self.memory_mb >= 64, f"SWARM_ASSESSOR_MEMORY_MB={self.memory_mb} must be >= 64 (Python needs it)"),
             (self.max_processes >= 1, f"SWARM_ASSESSOR_MAX_PROCESSES={self.max_processes} must be >= 1"),
             (self.output_cap_bytes >= 1024, f"SWARM_ASSESSOR_OUTPUT_CAP_BYTES={self.output_cap_bytes} must be >= 1024"),
@@ -67,6 +74,8 @@ class AssessorConfig:
             timeout_s=env_float(env, f"{_PREFIX}TIMEOUT_S", cls.timeout_s),
             max_timeout_s=env_float(env, f"{_PREFIX}MAX_TIMEOUT_S", cls.max_timeout_s),
             test_timeout_s=env_float(env, f"{_PREFIX}TEST_TIMEOUT_S", cls.test_timeout_s),
+            probe_timeout_s=env_float(env, f"{_PREFIX}PROBE_TIMEOUT_S", cls.probe_timeout_s),
+            max_generated_tests=env_int(env, f"{_PREFIX}MAX_GENERATED_TESTS", cls.max_generated_tests),
             memory_mb=env_int(env, f"{_PREFIX}MEMORY_MB", cls.memory_mb),
             max_processes=env_int(env, f"{_PREFIX}MAX_PROCESSES", cls.max_processes),
             output_cap_bytes=env_int(env, f"{_PREFIX}OUTPUT_CAP_BYTES", cls.output_cap_bytes),

@@ -3,31 +3,50 @@
 The candidate is executed as a module that is not ``__main__`` (its demo code stays quiet),
 then each test runs on its own with a time budget so one hanging or crashing test cannot hide
 the others. Results travel as JSON lines behind a per-execution random marker so ordinary
-output of the candidate is ignored.
+output of the candidate is ignored; while tests run, the candidate's own prints go nowhere, so a
+chatty candidate cannot fill the output cap.
+
+The same run evaluates the probe inputs (see ``probes``) in the candidate's namespace and
+reports the digest of their canonical observations (``_observe``): ``repr`` capped at 200
+characters with floats rounded to 6 significant digits, sets and dicts in sorted order and
+memory addresses removed; ``!ExceptionType`` when the call raised, ``!timeout`` when it ran out
+of time. A soft deadline below the wall-clock timeout keeps the report coming for slow
+candidates: tests past it are reported as not run, probes past it as ``!timeout``.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 import secrets
 from dataclasses import dataclass
 
 from swarmlib import parse_python, unparse_python
 
+from .probes import instrument
 from .tests_from_task import TaskTest
 
 OUTPUT_CAP = 500
+GENERATED_OUTPUT_CAP = 160
+DEADLINE = "deadline"
+_PLACEHOLDER = re.compile(r"\b__(MARK|CODE|SPEC)__\b")
 
 _RUNNER = r"""
+import hashlib as _hashlib
 import json as _json
 import os as _os
+import re as _re
 import signal as _signal
 import sys as _sys
+import time as _time
 import types as _types
+
+_STARTED = _time.monotonic()
 
 _MARK = __MARK__
 _SPEC = _json.loads(__SPEC__)
+_CODE = __CODE__
 _CAP = _SPEC["cap"]
 _OUT = _os.fdopen(_os.dup(1), "w", encoding="utf-8")
 
@@ -51,6 +70,99 @@ def _describe(exc):
 
 def _on_alarm(signum, frame):
     raise _TestTimeout()
+
+
+class _Sink:
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+
+_OBS_CAP = 200
+_ADDRESS = _re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _canon(value, depth):
+    kind = type(value)
+    if kind is float:
+        return "0.0" if value == 0 else repr(float("%.6g" % value))
+    if kind is complex:
+        return repr(complex(float("%.6g" % value.real), float("%.6g" % value.imag)))
+    if kind is str or kind is bytes:
+        return repr(value[: _OBS_CAP + 1])
+    if kind is int:
+        try:
+            return repr(value)
+        except ValueError:
+            return hex(value)
+    if depth > 20:
+        return "..."
+    if kind is list or kind is tuple:
+        parts, size = [], 0
+        for item in value:
+            part = _canon(item, depth + 1)
+            parts.append(part)
+            size += len(part) + 2
+            if size > _OBS_CAP:
+                break
+        body = ", ".join(parts)
+        if kind is list:
+            return "[" + body + "]"
+        return "(" + body + ("," if len(value) == 1 else "") + ")"
+    if kind is set or kind is frozenset:
+        if len(value) > 1000:
+            return _ADDRESS.sub("", repr(value))[: _OBS_CAP + 1]
+        parts = sorted(_canon(item, depth + 1) for item in value)
+        body = ", ".join(parts)
+        if kind is frozenset:
+            return "frozenset({" + body + "})" if parts else "frozenset()"
+        return "{" + body + "}" if parts else "set()"
+    if kind is dict:
+        items = value.items()
+        if len(value) <= 1000:
+            items = sorted((_canon(k, depth + 1), v) for k, v in items)
+        else:
+            items = [(_canon(k, depth + 1), v) for k, v in items]
+        parts, size = [], 0
+        for key, item in items:
+            part = key + ": " + _canon(item, depth + 1)
+            parts.append(part)
+            size += len(part) + 2
+            if size > _OBS_CAP:
+                break
+        return "{" + ", ".join(parts) + "}"
+    return _ADDRESS.sub("", repr(value))
+
+
+def _observe(value):
+    try:
+        return _canon(value, 0)[:_OBS_CAP]
+    except Exception:
+        return "!unrepresentable"
+
+
+_OBS = [None] * len(_SPEC["probes"])
+
+
+def _probe(index, thunk):
+    if _OBS[index] is not None:
+        return thunk()
+    try:
+        value = thunk()
+    except _TestTimeout:
+        _OBS[index] = "!timeout"
+        raise
+    except BaseException as exc:
+        _OBS[index] = "!" + type(exc).__name__
+        raise
+    try:
+        _OBS[index] = _observe(value)
+    except _TestTimeout:
+        _OBS[index] = "!timeout"
+        raise
+    return value
 
 
 def _capture(run):
@@ -120,12 +232,39 @@ def _assert(test, ns):
     return None
 
 
+def _run_test(test, ns, budget):
+    _signal.setitimer(_signal.ITIMER_REAL, budget)
+    try:
+        problem = _doctest(test, ns) if test["kind"] == "doctest" else _assert(test, ns)
+        error = None if problem is None else "AssertionError"
+    except _TestTimeout:
+        problem, error = "timed out after %gs" % budget, "timeout"
+    except BaseException as exc:
+        problem, error = _describe(exc), type(exc).__name__
+    finally:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+    return problem, error
+
+
+def _run_probe(source, ns, budget):
+    _signal.setitimer(_signal.ITIMER_REAL, budget)
+    try:
+        value = eval(compile(source, "<probe>", "eval"), ns)
+        return _observe(value)
+    except _TestTimeout:
+        return "!timeout"
+    except BaseException as exc:
+        return "!" + type(exc).__name__
+    finally:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+
+
 def _main():
     module = _types.ModuleType("candidate")
     module.__file__ = "/box/candidate.py"
     _sys.modules["candidate"] = module
     try:
-        exec(compile(_SPEC["code"], "candidate.py", "exec"), module.__dict__)
+        exec(compile(_CODE, "candidate.py", "exec"), module.__dict__)
     except BaseException as exc:
         _emit({"kind": "load", "ok": False, "error": _describe(exc)})
         return
@@ -134,20 +273,31 @@ def _main():
     alias = _SPEC["alias"]
     if alias and "candidate" not in ns and callable(ns.get(alias)):
         ns["candidate"] = ns[alias]
+    ns["__swarm_probe__"] = _probe
     _signal.signal(_signal.SIGALRM, _on_alarm)
-    budget = _SPEC["budget"]
-    for index, test in enumerate(_SPEC["tests"]):
-        _signal.setitimer(_signal.ITIMER_REAL, budget)
-        try:
-            problem = _doctest(test, ns) if test["kind"] == "doctest" else _assert(test, ns)
-        except _TestTimeout:
-            problem = "timed out after %gs" % budget
-        except BaseException as exc:
-            problem = _describe(exc)
-        finally:
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
-        _emit({"kind": "test", "index": index, "passed": problem is None, "output": problem or ""})
-    _emit({"kind": "done"})
+    deadline = _STARTED + _SPEC["deadline"]
+    skipped = 0
+    _sys.stdout = _sys.stderr = _Sink()
+    try:
+        for index, test in enumerate(_SPEC["tests"]):
+            left = deadline - _time.monotonic()
+            if left <= 0:
+                skipped += 1
+                _emit({"kind": "test", "index": index, "passed": False, "output": "", "error": "deadline"})
+                continue
+            budget = min(test["budget"], left)
+            problem, error = _run_test(test, ns, budget)
+            output = (problem or "")[: test["cap"]]
+            _emit({"kind": "test", "index": index, "passed": problem is None, "output": output, "error": error})
+        for index, source in enumerate(_SPEC["probes"]):
+            if _OBS[index] is None:
+                left = deadline - _time.monotonic()
+                _OBS[index] = _run_probe(source, ns, min(_SPEC["probe_budget"], left)) if left > 0 else "!timeout"
+    finally:
+        _sys.stdout, _sys.stderr = _sys.__stdout__, _sys.__stderr__
+    text = _json.dumps(_OBS, ensure_ascii=False)
+    digest = _hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    _emit({"kind": "done", "behaviour": digest, "skipped": skipped})
 
 
 _main()
@@ -158,10 +308,16 @@ _os._exit(0)
 
 @dataclass(frozen=True)
 class TestOutcome:
-    """One test's verdict as reported from inside the sandbox."""
+    """One test's verdict as reported from inside the sandbox.
+
+    ``error`` is None for a pass, else the exception type name (``AssertionError`` for a wrong
+    answer, doctest mismatches included), ``"timeout"``, or ``"deadline"`` when the test was not
+    run because the candidate's time was up.
+    """
 
     passed: bool
     output: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +328,8 @@ class Report:
     load_error: str
     outcomes: dict[int, TestOutcome]
     finished: bool
+    behaviour: str = ""
+    skipped: int = 0
 
 
 def _left_side(statement: str) -> str:
@@ -183,26 +341,56 @@ def _left_side(statement: str) -> str:
     return ""
 
 
-def build_program(code: str, tests: list[TaskTest], alias: str, budget_s: float) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Plan:
+    """What every candidate of one request runs: tests (visible first), probes, time budgets."""
+
+    tests: list[TaskTest]
+    probes: list[str]
+    entry_points: list[str]
+    alias: str
+    budget_s: float
+    generated_budget_s: float
+    probe_budget_s: float
+    deadline_s: float
+
+
+def _test_specs(plan: Plan) -> list[dict[str, object]]:
+    index = {probe: i for i, probe in enumerate(plan.probes)}
+    return [
+        {
+            "kind": t.kind,
+            "source": instrument(t.source, index, plan.entry_points),
+            "want": t.want,
+            "exc_msg": t.exc_msg,
+            "left": _left_side(t.source) if t.kind == "assert" else "",
+            "budget": plan.generated_budget_s if t.generated else plan.budget_s,
+            "cap": GENERATED_OUTPUT_CAP if t.generated else OUTPUT_CAP,
+        }
+        for t in plan.tests
+    ]
+
+
+def build_spec(plan: Plan) -> str:
+    """The part of the program shared by every candidate (tests instrumented once per request)."""
+    return json.dumps(
+        {
+            "cap": OUTPUT_CAP,
+            "tests": _test_specs(plan),
+            "probes": plan.probes,
+            "probe_budget": plan.probe_budget_s,
+            "deadline": plan.deadline_s,
+            "alias": plan.alias,
+        }
+    )
+
+
+def build_program(code: str, shared_spec: str) -> tuple[str, str]:
     """The sandbox program for ``code`` and the marker its result lines start with."""
     marker = f"@@swarm-{secrets.token_hex(8)}@@"
-    spec = {
-        "code": code,
-        "alias": alias,
-        "budget": budget_s,
-        "cap": OUTPUT_CAP,
-        "tests": [
-            {
-                "kind": t.kind,
-                "source": t.source,
-                "want": t.want,
-                "exc_msg": t.exc_msg,
-                "left": _left_side(t.source) if t.kind == "assert" else "",
-            }
-            for t in tests
-        ],
-    }
-    program = _RUNNER.replace("__MARK__", repr(marker)).replace("__SPEC__", repr(json.dumps(spec)))
+    values = {"MARK": repr(marker), "CODE": repr(code), "SPEC": repr(shared_spec)}
+    # One pass, so a placeholder-like string inside the code or a test is never substituted.
+    program = _PLACEHOLDER.sub(lambda match: values[match.group(1)], _RUNNER)
     return program, marker
 
 
@@ -212,6 +400,8 @@ def parse_report(stdout: str, marker: str) -> Report:
     load_error = ""
     outcomes: dict[int, TestOutcome] = {}
     finished = False
+    behaviour = ""
+    skipped = 0
     for line in stdout.splitlines():
         if not line.startswith(marker):
             continue
@@ -226,7 +416,12 @@ def parse_report(stdout: str, marker: str) -> Report:
             loaded = bool(record.get("ok"))
             load_error = str(record.get("error", ""))
         elif kind == "test" and isinstance(record.get("index"), int):
-            outcomes[record["index"]] = TestOutcome(bool(record.get("passed")), str(record.get("output", "")))
+            error = record.get("error")
+            outcomes[record["index"]] = TestOutcome(
+                bool(record.get("passed")), str(record.get("output", "")), error if isinstance(error, str) else None
+            )
         elif kind == "done":
             finished = True
-    return Report(loaded, load_error, outcomes, finished)
+            behaviour = str(record.get("behaviour", ""))
+            skipped = record.get("skipped", 0) if isinstance(record.get("skipped"), int) else 0
+    return Report(loaded, load_error, outcomes, finished, behaviour, skipped)

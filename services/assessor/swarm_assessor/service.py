@@ -1,4 +1,4 @@
-"""The AssessorService: validate, run every candidate in the sandbox concurrently, score.
+"""The AssessorService: validate, clean the tests, run every candidate in the sandbox concurrently, score.
 
 A problem with one candidate (no code, a syntax error, a timeout) is reported on that
 candidate's assessment; only a malformed request or a broken sandbox fails the whole call.
@@ -24,23 +24,40 @@ from swarmlib import (
 
 from . import scoring
 from .config import AssessorConfig
-from .harness import build_program, parse_report
+from .generated_tests import attached_tests, clean_generated, name_generated, runnable
+from .harness import DEADLINE, Plan, TestOutcome, build_program, build_spec, parse_report
+from .probes import collect_probes
 from .sandbox import BACKEND, Sandbox
 from .tests_from_task import TaskTest, tests_from_task
 
 log = logging.getLogger(__name__)
 
 _MIN_TEST_BUDGET_S = 0.2
+_DEADLINE_MARGIN_S = 0.5
 
 
 @dataclass
 class _Verdict:
-    """Mutable working copy of one candidate's assessment before it becomes a message."""
+    """Mutable working copy of one candidate's assessment before it becomes a message.
 
-    tests: list[common_pb2.TestResult] = field(default_factory=list)
+    ``outcomes`` is aligned with the request's tests (visible, then generated); None means the
+    test was not run, for the reason in ``not_run``.
+    """
+
+    outcomes: list[TestOutcome | None] = field(default_factory=list)
+    not_run: str = ""
     error: str = ""
     duration_ms: float = 0.0
     ran_cleanly: bool = False
+    behaviour: str = ""
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The request's tests after cleaning: what runs and, after running, what is reported."""
+
+    visible: list[TaskTest]
+    generated: list[TaskTest]
 
 
 def _validate(request: assessor_pb2.AssessRequest, config: AssessorConfig) -> float:
@@ -62,8 +79,29 @@ def _validate(request: assessor_pb2.AssessRequest, config: AssessorConfig) -> fl
     return timeout
 
 
-def _not_run(tests: list[TaskTest], why: str) -> list[common_pb2.TestResult]:
-    return [common_pb2.TestResult(name=t.name, passed=False, output=f"not run: {why}") for t in tests]
+def _result(test: TaskTest, outcome: TestOutcome | None, not_run: str) -> common_pb2.TestResult:
+    origin = common_pb2.TEST_ORIGIN_GENERATED if test.generated else common_pb2.TEST_ORIGIN_VISIBLE
+    if outcome is None:
+        return common_pb2.TestResult(name=test.name, passed=False, output=f"not run: {not_run}", origin=origin)
+    if outcome.error == DEADLINE:
+        return common_pb2.TestResult(
+            name=test.name, passed=False, output="not run: the candidate's time budget ran out", origin=origin
+        )
+    return common_pb2.TestResult(name=test.name, passed=outcome.passed, output=outcome.output, origin=origin)
+
+
+def _kept_generated(verdicts: list[_Verdict], visible: int, generated: int) -> list[int]:
+    """Indices (within the generated tests) of those some candidate could run."""
+    kept = []
+    for g in range(generated):
+        errors = []
+        for verdict in verdicts:
+            outcome = verdict.outcomes[visible + g] if verdict.outcomes else None
+            if outcome is not None and outcome.error != DEADLINE:
+                errors.append(outcome.error)
+        if runnable(errors):
+            kept.append(g)
+    return kept
 
 
 class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
@@ -80,71 +118,108 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         reason = self._sandbox.unavailable_reason
         if reason is not None:
             raise SandboxUnavailableError(reason)
-        tests = tests_from_task(request.task)
+        task_tests = tests_from_task(request.task)
+        visible = task_tests + attached_tests(request.attached_tests, task_tests)
         wanted = entry_points(request.task)
-        alias = wanted[0] if len(wanted) == 1 else ""
-        log.info("run %s: assessing %d candidates, %d tests", request.run_id, len(request.candidates), len(tests))
-        assessments = await asyncio.gather(
-            *(self._assess_one(c, request.task, tests, alias, timeout) for c in request.candidates)
+        generated = clean_generated(request.generated_tests, wanted, visible, self._config.max_generated_tests)
+        tests = visible + generated
+        plan = self._plan(tests, wanted, len(visible), timeout)
+        shared = build_spec(plan)
+        log.info(
+            "run %s: assessing %d candidates, %d visible tests, %d of %d generated tests after cleaning, %d probes",
+            request.run_id,
+            len(request.candidates),
+            len(visible),
+            len(generated),
+            len(request.generated_tests),
+            len(plan.probes),
         )
-        return assessor_pb2.AssessResponse(assessments=assessments, tests_found=len(tests), sandbox=BACKEND)
+        verdicts = await asyncio.gather(*(self._verdict(c, tests, shared, timeout) for c in request.candidates))
+        kept = _kept_generated(list(verdicts), len(visible), len(generated))
+        selection = _Selection(visible, name_generated([generated[g] for g in kept]))
+        for verdict in verdicts:
+            if verdict.outcomes:
+                verdict.outcomes = verdict.outcomes[: len(visible)] + [verdict.outcomes[len(visible) + g] for g in kept]
+        assessments = [
+            self._assessment(c.id, c.code, request.task, selection, v)
+            for c, v in zip(request.candidates, verdicts, strict=True)
+        ]
+        return assessor_pb2.AssessResponse(
+            assessments=assessments,
+            tests_found=len(visible),
+            sandbox=BACKEND,
+            generated_tests_kept=len(kept),
+            probes=len(plan.probes),
+        )
 
-    async def _assess_one(
-        self, candidate: common_pb2.CandidateCode, task: str, tests: list[TaskTest], alias: str, timeout: float
-    ) -> assessor_pb2.Assessment:
+    def _plan(self, tests: list[TaskTest], wanted: list[str], visible: int, timeout: float) -> Plan:
+        cfg = self._config
+        small = min(cfg.probe_timeout_s, cfg.test_timeout_s)
+        return Plan(
+            tests=tests,
+            probes=collect_probes((t.source for t in tests), wanted),
+            entry_points=wanted,
+            alias=wanted[0] if len(wanted) == 1 else "",
+            budget_s=min(cfg.test_timeout_s, max(_MIN_TEST_BUDGET_S, timeout / (visible + 1))),
+            generated_budget_s=small,
+            probe_budget_s=small,
+            # Stop starting tests a little before the wall clock kills the run, so slow
+            # candidates still report what they did and their behaviour.
+            deadline_s=timeout - min(_DEADLINE_MARGIN_S, timeout * 0.2),
+        )
+
+    async def _verdict(
+        self, candidate: common_pb2.CandidateCode, tests: list[TaskTest], shared: str, timeout: float
+    ) -> _Verdict:
         code = candidate.code
         if not code.strip():
-            return self._assessment(
-                candidate.id, code, task, tests, _Verdict(_not_run(tests, "no code"), "no code in reply")
-            )
+            return _Verdict(not_run="no code", error="no code in reply")
         size = len(code.encode("utf-8"))
         if size > self._config.max_code_bytes:
-            verdict = _Verdict(
-                _not_run(tests, "code too large"), f"code is {size} bytes; the limit is {self._config.max_code_bytes}"
+            return _Verdict(
+                not_run="code too large", error=f"code is {size} bytes; the limit is {self._config.max_code_bytes}"
             )
-            return self._assessment(candidate.id, code, task, tests, verdict)
         detail = compile_error(code, "candidate.py")
         if detail is not None:
-            verdict = _Verdict(_not_run(tests, "syntax error"), f"syntax error: {detail}")
-            return self._assessment(candidate.id, code, task, tests, verdict)
-        verdict = await self._execute(code, tests, alias, timeout)
-        return self._assessment(candidate.id, code, task, tests, verdict)
+            return _Verdict(not_run="syntax error", error=f"syntax error: {detail}")
+        return await self._execute(code, tests, shared, timeout)
 
-    async def _execute(self, code: str, tests: list[TaskTest], alias: str, timeout: float) -> _Verdict:
-        budget = min(self._config.test_timeout_s, max(_MIN_TEST_BUDGET_S, timeout / (len(tests) + 1)))
-        program, marker = build_program(code, tests, alias, budget)
+    async def _execute(self, code: str, tests: list[TaskTest], shared: str, timeout: float) -> _Verdict:
+        program, marker = build_program(code, shared)
         result = await self._sandbox.run(program, timeout)
         report = parse_report(result.stdout, marker)
         verdict = _Verdict(duration_ms=result.duration_ms)
         if report.loaded is False:
             verdict.error = f"error while loading: {report.load_error}"
-            verdict.tests = _not_run(tests, verdict.error)
+            verdict.not_run = verdict.error
             return verdict
         if result.reason:
             verdict.error = result.reason
         elif not report.finished:
             tail = result.stderr.strip().splitlines()[-1:] or [f"exit code {result.exit_code}"]
             verdict.error = f"program stopped before reporting: {tail[0][:300]}"
-        for index, test in enumerate(tests):
-            outcome = report.outcomes.get(index)
-            if outcome is None:
-                why = verdict.error or "no result reported"
-                verdict.tests.append(common_pb2.TestResult(name=test.name, passed=False, output=f"not run: {why}"))
-            else:
-                verdict.tests.append(
-                    common_pb2.TestResult(name=test.name, passed=outcome.passed, output=outcome.output)
-                )
+        elif report.skipped:
+            verdict.error = f"time budget of {timeout:g}s ran out with {report.skipped} tests not run"
+        verdict.not_run = verdict.error or "no result reported"
+        verdict.outcomes = [report.outcomes.get(index) for index in range(len(tests))]
         verdict.ran_cleanly = bool(report.loaded) and report.finished and not verdict.error
+        if report.loaded and report.finished:
+            verdict.behaviour = report.behaviour
         return verdict
 
     def _assessment(
-        self, candidate_id: str, code: str, task: str, tests: list[TaskTest], verdict: _Verdict
+        self, candidate_id: str, code: str, task: str, selection: _Selection, verdict: _Verdict
     ) -> assessor_pb2.Assessment:
+        tests = selection.visible + selection.generated
+        outcomes = verdict.outcomes or [None] * len(tests)
+        results = [_result(t, o, verdict.not_run) for t, o in zip(tests, outcomes, strict=True)]
+        visible = results[: len(selection.visible)]
+        generated = results[len(selection.visible) :]
         if not code.strip():
-            scores = common_pb2.Scores(tests_total=len(tests))
+            scores = common_pb2.Scores(tests_total=len(visible), generated_total=len(generated))
         else:
-            passed = sum(t.passed for t in verdict.tests)
-            correct = scoring.correctness(passed, len(tests), verdict.ran_cleanly)
+            passed = sum(t.passed for t in visible)
+            correct = scoring.correctness(passed, len(visible), verdict.ran_cleanly)
             complete = scoring.completeness(code, task)
             styled = scoring.style(code)
             scores = common_pb2.Scores(
@@ -153,12 +228,15 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
                 style=styled,
                 overall=assessment_score(correct, complete, styled),
                 tests_passed=passed,
-                tests_total=len(tests),
+                tests_total=len(visible),
+                generated_passed=sum(t.passed for t in generated),
+                generated_total=len(generated),
             )
         return assessor_pb2.Assessment(
             candidate_id=candidate_id,
             scores=scores,
-            tests=verdict.tests,
+            tests=results,
             error=verdict.error,
             duration_ms=verdict.duration_ms,
+            behaviour=verdict.behaviour,
         )

@@ -27,9 +27,10 @@ class TaskTest:
     source: str
     want: str = ""
     exc_msg: str | None = None
+    generated: bool = False
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= _NAME_CAP else flat[: _NAME_CAP - 1] + "…"
 
@@ -38,6 +39,15 @@ def _canonical(source: str) -> str:
     tree = parse_python(source)
     text = unparse_python(tree) if tree is not None else None
     return " ".join(source.split()) if text is None else text
+
+
+def canonical_key(test: TaskTest) -> str:
+    """What makes two tests the same check: the canonical assert they amount to."""
+    if test.kind != "doctest":
+        return _canonical(test.source)
+    if test.exc_msg is not None:
+        return f"raises {_canonical(test.source)}"
+    return _canonical(f"assert ({test.source}) == ({test.want})") if test.want else _canonical(test.source)
 
 
 def _doctest_examples(task: str) -> list[doctest.Example]:
@@ -149,9 +159,7 @@ def tests_from_task(task: str) -> list[TaskTest]:
     for example in _doctest_examples(task):
         source = example.source.strip()
         want = _clean_want(example.want)
-        key = _canonical(f"assert ({source}) == ({want})") if want else _canonical(source)
-        if example.exc_msg is not None:
-            key = f"raises {_canonical(source)}"
+        key = canonical_key(TaskTest("", "doctest", source, want, example.exc_msg))
         if key in seen:
             continue
         seen.add(key)
@@ -163,7 +171,7 @@ def tests_from_task(task: str) -> list[TaskTest]:
             name = f"doctest {number}: {source} == {want}"
         else:
             name = f"doctest {number}: {source}"
-        tests.append(TaskTest(_clip(name), "doctest", source, want, example.exc_msg))
+        tests.append(TaskTest(clip(name), "doctest", source, want, example.exc_msg))
     for statement in _assert_statements(task) + _stated_equalities(task):
         key = _canonical(statement)
         if key in seen:
@@ -171,5 +179,5 @@ def tests_from_task(task: str) -> list[TaskTest]:
         seen.add(key)
         number = len(tests) + 1
         shown = statement.removeprefix("assert ").strip()
-        tests.append(TaskTest(_clip(f"assert {number}: {shown}"), "assert", statement))
+        tests.append(TaskTest(clip(f"assert {number}: {shown}"), "assert", statement))
     return tests

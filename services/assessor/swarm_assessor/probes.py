@@ -1,0 +1,100 @@
+"""Behavioural probing: the entry-point calls the tests make, evaluated on every candidate.
+
+A probe is the canonical source (``ast.unparse``) of one call of an entry point found in any
+test, e.g. ``fib(10)`` in ``assert fib(10) == 55`` or in the doctest ``>>> fib(10)``. Calls that
+use a name the test binds itself (``fib(i)`` in ``[fib(i) for i in range(5)]``) are not probes,
+since they mean nothing on their own. Each candidate evaluates every probe once, inside its own
+sandbox run, and the ordered observations are digested into its behaviour signature.
+
+To avoid calling the same thing twice, tests are instrumented: each probe call inside a test is
+replaced by ``__swarm_probe__(i, lambda: <call>)``, which records the observation the first
+time the test evaluates it and otherwise just makes the call. The test therefore runs exactly as
+written (same evaluation order, short-circuits and exceptions, a fresh call every time); probes
+that no test reached are evaluated on their own afterwards.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+
+from swarmlib import parse_python, unparse_python
+
+from .generated_tests import bound_names, is_builtin
+
+PROBE_FUNCTION = "__swarm_probe__"
+
+
+def _targets(tree: ast.AST, entry_points: list[str]) -> set[str]:
+    if entry_points:
+        return set(entry_points)
+    return {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not is_builtin(node.func.id)
+    }
+
+
+def _probe_calls(tree: ast.AST, entry_points: list[str]) -> list[str]:
+    targets = _targets(tree, entry_points)
+    bound = bound_names(tree)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in targets):
+            continue
+        if any(isinstance(sub, ast.Name) and sub.id in bound for sub in ast.walk(node)):
+            continue
+        text = unparse_python(node)
+        if text is not None:
+            found.append(text)
+    return found
+
+
+def collect_probes(sources: Iterable[str], entry_points: list[str]) -> list[str]:
+    """The distinct probe inputs of ``sources`` (test sources), in order of first appearance.
+
+    With no entry points known, calls of any non-builtin function by name are probes.
+    """
+    probes: dict[str, None] = {}
+    for source in sources:
+        tree = parse_python(source)
+        if tree is not None:
+            probes.update(dict.fromkeys(_probe_calls(tree, entry_points)))
+    return list(probes)
+
+
+class _Instrument(ast.NodeTransformer):
+    def __init__(self, index: dict[str, int], allowed: set[str]) -> None:
+        self._index = index
+        self._allowed = allowed
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        key = unparse_python(node) if isinstance(node.func, ast.Name) else None
+        self.generic_visit(node)
+        if key is None or key not in self._allowed:
+            return node
+        thunk = ast.Lambda(
+            args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]), body=node
+        )
+        return ast.Call(
+            func=ast.Name(id=PROBE_FUNCTION, ctx=ast.Load()),
+            args=[ast.Constant(value=self._index[key]), thunk],
+            keywords=[],
+        )
+
+
+def instrument(source: str, index: dict[str, int], entry_points: list[str]) -> str:
+    """``source`` with its probe calls routed through ``__swarm_probe__``; unchanged if none.
+
+    ``index`` maps probe text to its position. Only calls that are probes of this very source
+    are rewritten (a call using a name bound in the test stays as it is).
+    """
+    tree = parse_python(source)
+    if tree is None:
+        return source
+    allowed = {p for p in _probe_calls(tree, entry_points) if p in index}
+    if not allowed:
+        return source
+    rewritten = _Instrument(index, allowed).visit(tree)
+    text = unparse_python(ast.fix_missing_locations(rewritten))
+    return source if text is None else text

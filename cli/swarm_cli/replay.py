@@ -1,0 +1,465 @@
+"""Replay instances: an OpenAI-compatible server that answers with recorded model outputs.
+
+One server (one asyncio listener) serves many instance endpoints: ``http://127.0.0.1:PORT/i/<k>/v1``
+is replay instance ``k``. A draw is registered per task with ``register(prompt, candidates,
+generated_tests)``; then a request on instance ``k`` whose user message contains the task is
+answered according to its ``X-Swarm-Purpose`` header:
+
+- ``solve`` (the default): candidate ``k`` of the draw (``k`` modulo the draw size). Within one
+  run (``X-Swarm-Run-Id``) an instance answers ``solve`` once; a second request (the orchestrator's
+  fallback after another instance failed) gets HTTP 409, because the recording holds no other
+  output for it and repeating one would fake agreement.
+- ``tests``: the task's recorded generated tests, one per line (or a reply saying there are none).
+- ``refine``: a reply without code, so the orchestrator drops the refinement.
+
+A request whose task is not registered gets HTTP 404 with an OpenAI-shaped JSON error. Streaming
+(SSE, chunks shaped like OpenAI's, a usage chunk when ``stream_options.include_usage``) and plain
+JSON answers are both served. ``python -m swarm_cli.replay --data FILE --port P`` serves every
+task of a data file (see ``load_records``) with its whole pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import json
+import re
+import signal
+import sys
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PURPOSE_HEADER = "x-swarm-purpose"
+RUN_HEADER = "x-swarm-run-id"
+NO_TESTS_REPLY = "I have no tests to offer for this task."
+REFINE_REPLY = "I cannot improve on these."
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
+_ROUTE = re.compile(r"^/i/(\d+)/v1/(models|chat/completions)$")
+_MAX_BODY = 32 * 1024 * 1024
+_RUNS_REMEMBERED = 4096
+
+
+# -- data files --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One recorded model output and where it came from (``model/settings#run``)."""
+
+    source: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One task of a bench data file (``../shared/bench-data/README.md`` describes the format)."""
+
+    task_id: str
+    prompt: str
+    entry_point: str
+    style: str
+    candidates: tuple[Candidate, ...]
+    generated_tests: tuple[str, ...] | None = None
+    reference_test: str | None = None
+
+
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file and line."""
+
+
+def load_records(path: Path) -> list[Record]:
+    """Read a (gzipped or plain) JSONL bench data file."""
+    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
+    records: list[Record] = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(_record(json.loads(line)))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise DataError(f"{path}:{number}: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    return records
+
+
+def _record(row: Mapping[str, Any]) -> Record:
+    candidates = tuple(Candidate(str(c["source"]), str(c["text"])) for c in row["candidates"])
+    if not candidates:
+        raise ValueError(f"{row['task_id']}: no candidates")
+    tests = row.get("generated_tests")
+    reference = row.get("reference_test")
+    return Record(
+        task_id=str(row["task_id"]),
+        prompt=str(row["prompt"]),
+        entry_point=str(row.get("entry_point", "")),
+        style=str(row.get("style", "")),
+        candidates=candidates,
+        generated_tests=tuple(str(t) for t in tests) if isinstance(tests, list) else None,
+        reference_test=str(reference) if reference else None,
+    )
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """One HTTP request as the replay server saw it (for recording hooks)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    instance: int | None
+    purpose: str
+    status: int
+
+
+@dataclass
+class _Draw:
+    prompt: str
+    squashed: str
+    candidates: list[str]
+    generated_tests: list[str] | None
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass
+class ReplayServer:
+    """OpenAI-compatible replay endpoints ``/i/<k>/v1`` on one listener (``port`` 0: ephemeral).
+
+    ``on_request`` is called with every request after it was answered (tests use it to see
+    exactly what instances were sent).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    model: str = "replay"
+    on_request: Callable[[ReplayRequest], None] | None = None
+
+    def __post_init__(self) -> None:
+        self._draws: dict[str, _Draw] = {}
+        # run id -> instances that already answered ``solve`` in that run (oldest runs forgotten)
+        self._served: OrderedDict[str, set[int]] = OrderedDict()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    # -- draws -----------------------------------------------------------------------------
+
+    def register(
+        self, task_prompt: str, candidates_texts: Sequence[str], generated_tests: Sequence[str] | None
+    ) -> None:
+        """Serve ``candidates_texts`` for the task: instance ``k`` answers candidate ``k % len``.
+
+        Registering the same prompt again replaces its draw.
+        """
+        prompt = task_prompt.strip()
+        if not prompt:
+            raise ValueError("the task prompt is empty")
+        if not candidates_texts:
+            raise ValueError("a draw needs at least one candidate")
+        tests = list(generated_tests) if generated_tests is not None else None
+        self._draws[prompt] = _Draw(prompt, _squash(prompt), list(candidates_texts), tests)
+
+    def unregister(self, task_prompt: str) -> None:
+        self._draws.pop(task_prompt.strip(), None)
+
+    def clear(self) -> None:
+        self._draws.clear()
+        self._served.clear()
+
+    def find(self, text: str) -> _Draw | None:
+        """The registered task inside ``text``: the longest registered prompt it contains."""
+        found = [d for d in self._draws.values() if d.prompt in text]
+        if not found:
+            squashed = _squash(text)
+            found = [d for d in self._draws.values() if d.squashed in squashed]
+        return max(found, key=lambda d: len(d.prompt)) if found else None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def base_url(self, instance: int) -> str:
+        """The OpenAI base URL of replay instance ``instance``."""
+        return f"http://{self.host}:{self.port}/i/{instance}/v1"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    async def __aenter__(self) -> ReplayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while await self._one_request(reader, writer):
+                pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request; False when the connection must close afterwards."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return False
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _version = lines[0].split(" ", 2)
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0") or 0)
+        if length > _MAX_BODY:
+            await _send_json(writer, 400, _error("request body too large", "invalid_request_error"), False)
+            return False
+        raw = await reader.readexactly(length) if length else b""
+        keep_alive = headers.get("connection", "").lower() != "close"
+        route = _ROUTE.match(path.split("?", 1)[0].rstrip("/"))
+        instance = int(route.group(1)) if route else None
+        purpose = headers.get(PURPOSE_HEADER, "solve").strip().lower() or "solve"
+        status = await self._route(writer, method, path, route, headers, raw, keep_alive)
+        if self.on_request is not None:
+            self.on_request(ReplayRequest(method, path, dict(headers), raw, instance, purpose, status))
+        return keep_alive
+
+    async def _route(
+        self,
+        writer: asyncio.StreamWriter,
+        method: str,
+        path: str,
+        route: re.Match[str] | None,
+        headers: Mapping[str, str],
+        raw: bytes,
+        keep_alive: bool,
+    ) -> int:
+        if route is None:
+            await _send_json(
+                writer, 404, _error(f"no route {method} {path}; use /i/<k>/v1/...", "not_found"), keep_alive
+            )
+            return 404
+        instance, endpoint = int(route.group(1)), route.group(2)
+        if endpoint == "models":
+            if method != "GET":
+                await _send_json(writer, 405, _error("use GET", "invalid_request_error"), keep_alive)
+                return 405
+            listing = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "swarm-replay"}]}
+            await _send_json(writer, 200, listing, keep_alive)
+            return 200
+        if method != "POST":
+            await _send_json(writer, 405, _error("use POST", "invalid_request_error"), keep_alive)
+            return 405
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            await _send_json(
+                writer, 400, _error("body must be a JSON object with messages", "invalid_request_error"), keep_alive
+            )
+            return 400
+        messages = [m for m in body["messages"] if isinstance(m, dict)]
+        user = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
+        text = "\n".join(user or [str(m.get("content", "")) for m in messages])
+        draw = self.find(text)
+        if draw is None:
+            await _send_json(writer, 404, _error("replay: no registered task in this request", "not_found"), keep_alive)
+            return 404
+        purpose = headers.get(PURPOSE_HEADER, "solve").strip().lower() or "solve"
+        if purpose == "tests":
+            reply = "\n".join(draw.generated_tests) if draw.generated_tests else NO_TESTS_REPLY
+        elif purpose == "refine":
+            reply = REFINE_REPLY
+        else:
+            run_id = headers.get(RUN_HEADER, "")
+            if run_id and not self._first_answer(run_id, instance):
+                message = (
+                    f"replay: instance {instance} already answered run {run_id}; the recording has no other output"
+                )
+                await _send_json(writer, 409, _error(message, "conflict"), keep_alive)
+                return 409
+            reply = draw.candidates[instance % len(draw.candidates)]
+        await _answer(writer, body, self.model, text, reply, keep_alive)
+        return 200
+
+    def _first_answer(self, run_id: str, instance: int) -> bool:
+        served = self._served.get(run_id)
+        if served is None:
+            served = self._served[run_id] = set()
+            while len(self._served) > _RUNS_REMEMBERED:
+                self._served.popitem(last=False)
+        if instance in served:
+            return False
+        served.add(instance)
+        return True
+
+
+def _error(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def _pieces(text: str) -> list[str]:
+    """Split like a tokenizer would stream: words with their leading whitespace."""
+    return re.findall(r"\s*\S+|\s+", text)
+
+
+def _head(status: int, headers: Sequence[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _send_json(writer: asyncio.StreamWriter, status: int, payload: object, keep_alive: bool) -> None:
+    data = json.dumps(payload).encode()
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(data))),
+        ("Connection", "keep-alive" if keep_alive else "close"),
+    ]
+    writer.write(_head(status, headers) + data)
+    await writer.drain()
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def _answer(
+    writer: asyncio.StreamWriter, body: Mapping[str, Any], model: str, prompt: str, text: str, keep_alive: bool
+) -> None:
+    pieces = _pieces(text)
+    prompt_tokens = max(1, len(prompt) // 4)
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": len(pieces),
+        "total_tokens": prompt_tokens + len(pieces),
+    }
+    completion_id = f"chatcmpl-replay-{uuid.uuid4().hex[:20]}"
+    created = int(time.time())
+    if not body.get("stream"):
+        whole = {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+        await _send_json(writer, 200, whole, keep_alive)
+        return
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
+    def event(delta: dict[str, Any], finish: str | None) -> bytes:
+        chunk: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_replay",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage:
+            chunk["usage"] = None
+        return _chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+
+    headers = [
+        ("Content-Type", "text/event-stream"),
+        ("Cache-Control", "no-cache"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "keep-alive" if keep_alive else "close"),
+    ]
+    out = [_head(200, headers), event({"role": "assistant", "content": ""}, None)]
+    out += [event({"content": piece}, None) for piece in pieces]
+    out.append(event({}, "stop"))
+    if include_usage:
+        final = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "fp_replay",
+            "choices": [],
+            "usage": usage,
+        }
+        out.append(_chunk(b"data: " + json.dumps(final).encode() + b"\n\n"))
+    out += [_chunk(b"data: [DONE]\n\n"), _chunk(b"")]
+    writer.write(b"".join(out))
+    await writer.drain()
+
+
+# -- python -m swarm_cli.replay ----------------------------------------------------------------
+
+
+async def serve_file(path: Path, host: str, port: int) -> int:
+    try:
+        records = load_records(path)
+    except DataError as exc:
+        print(f"swarm-replay: {exc}", file=sys.stderr)
+        return 2
+    server = ReplayServer(host=host, port=port)
+    for record in records:
+        server.register(record.prompt, [c.text for c in record.candidates], record.generated_tests)
+    await server.start()
+    pool = max(len(r.candidates) for r in records) if records else 0
+    print(
+        f"swarm-replay: {len(records)} tasks from {path}, pools up to {pool}; "
+        f"instance k at http://{host}:{server.port}/i/<k>/v1",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m swarm_cli.replay", description="Serve recorded model outputs as OpenAI-compatible instances."
+    )
+    parser.add_argument("--data", required=True, type=Path, help="bench data file (JSONL, optionally gzipped)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: ephemeral, printed at start)")
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    return asyncio.run(serve_file(args.data, args.host, args.port))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The quality bench: draws, scoring script, CodeT selection, stage timing, and a run without reference tests."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from swarm.v1 import common_pb2, orchestrator_pb2 as pb
+from swarm_cli.bench_quality import (
+    BenchOptions,
+    codet_choice,
+    draw,
+    options_from_args,
+    report,
+    run_bench,
+    scoring_program,
+    stage_seconds,
+)
+from swarm_cli.main import build_parser
+from swarm_cli.replay import load_records
+from tests.bench import data
+
+
+def test_draws_are_seeded_without_replacement(tmp_path: Path) -> None:
+    record = load_records(data.write(tmp_path / "d.jsonl.gz", data.records(False)))[0]
+    assert sorted(draw(record, 2, 7, 0)) != [] and len(set(draw(record, 2, 7, 0))) == 2
+    assert draw(record, 2, 7, 0) == draw(record, 2, 7, 0)
+    assert {tuple(draw(record, 2, s, r)) for s in range(5) for r in range(3)} != {tuple(draw(record, 2, 7, 0))}
+    assert draw(record, None, 7, 0) == [0, 1, 2] == draw(record, 10, 7, 0)
+
+
+def test_scoring_program_calls_check_only_when_the_reference_does_not() -> None:
+    assert scoring_program("P", data.ADD_REFERENCE, "add").rstrip().endswith("check(add)")
+    assert scoring_program("P", data.EVEN_REFERENCE, "is_even").count("check(is_even)") == 1
+    assert scoring_program("P", "assert f(1) == 2\n", "f") == "P\nassert f(1) == 2\n"
+
+
+def _candidate(cid: str, passed: list[str], failed: list[str]) -> pb.Candidate:
+    tests = [common_pb2.TestResult(name=n, passed=True, origin=common_pb2.TEST_ORIGIN_GENERATED) for n in passed]
+    tests += [common_pb2.TestResult(name=n, passed=False, origin=common_pb2.TEST_ORIGIN_GENERATED) for n in failed]
+    tests.append(common_pb2.TestResult(name="visible", passed=True, origin=common_pb2.TEST_ORIGIN_VISIBLE))
+    return pb.Candidate(id=cid, origin=pb.CANDIDATE_ORIGIN_SWARM, tests=tests)
+
+
+def test_codet_picks_the_cluster_with_the_most_agreement() -> None:
+    run = pb.Run(
+        candidates=[
+            _candidate("c1", ["a", "b", "c"], []),  # alone: 1 x 3
+            _candidate("c2", ["a"], ["b", "c"]),  # with c3: 2 x 1
+            _candidate("c3", ["a"], ["b", "c"]),
+            _candidate("c4", ["a", "b"], ["c"]),  # with c5: 2 x 2 = 4, the best
+            _candidate("c5", ["a", "b"], ["c"]),
+        ]
+    )
+    chosen = codet_choice(run)
+    assert chosen is not None and chosen.id == "c4"
+    assert codet_choice(pb.Run(candidates=[pb.Candidate(id="c1", origin=pb.CANDIDATE_ORIGIN_SWARM)])) is None
+
+
+def _event(kind: str, seconds: float) -> pb.RunSwarmResponse:
+    event = pb.RunSwarmResponse(time=Timestamp(seconds=int(seconds), nanos=int(seconds % 1 * 1e9)))
+    getattr(event, kind).SetInParent()
+    return event
+
+
+def test_stage_time_runs_from_the_last_answer_to_the_last_stage_in_either_order() -> None:
+    collate_first = [_event("instance_finished", 1), _event("instance_finished", 2), _event("collated", 3)]
+    assert stage_seconds([*collate_first, _event("assessed", 4.5), _event("done", 9)]) == 2.5
+    assess_first = [_event("instance_finished", 2), _event("assessed", 3), _event("collated", 3.25)]
+    assert stage_seconds(assess_first) == 1.25
+    assert stage_seconds([_event("instance_finished", 2)]) is None
+
+
+def test_cli_options() -> None:
+    args = build_parser().parse_args(
+        ["bench", "quality", "--data", "d.gz", "--per-task", "all", "--out", "o.jsonl", "--tasks", "A/1, A/2"]
+    )
+    options = options_from_args(args)
+    assert options.per_task is None and options.tasks == ("A/1", "A/2") and not options.refine
+    assert options.repeats == 1 and options.limit is None
+
+
+async def test_bench_without_reference_tests_writes_selections(tmp_path: Path) -> None:
+    path = data.write(tmp_path / "tiny.jsonl.gz", data.records(with_reference=False))
+    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, repeats=2, seed=3)
+    summary = await run_bench(options, log=None)
+    lines = [json.loads(line) for line in options.out.read_text().splitlines()]
+    assert [(line["task_id"], line["repeat"]) for line in lines] == [
+        ("Tiny/0", 0),
+        ("Tiny/0", 1),
+        ("Tiny/1", 0),
+        ("Tiny/1", 1),
+    ]
+    for line in lines:
+        assert {"task_id", "repeat", "code", "consensus", "confidence", "source"} <= set(line)
+        assert "passed" not in line and line["source"] in line["drawn"] and line["code"]
+    assert summary.scored_runs == 0 and summary.failed_runs == 0 and summary.median_stage_s is not None
+    printed = io.StringIO()
+    report(summary, options, printed)
+    text = printed.getvalue()
+    assert "consensus coverage" in text and "timings" in text
+    assert "random pick" not in text and "swarm " not in text

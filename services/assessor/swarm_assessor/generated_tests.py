@@ -66,7 +66,8 @@ def clean_generated(raw: Iterable[str], entry_points: list[str], visible: list[T
 
     Kept: a string that parses to exactly one ``assert`` statement, calls an entry point (any
     function when the task names none), holds no underscore-only placeholder name, and whose
-    canonical form (``ast.unparse``) is neither a duplicate nor one of the visible tests.
+    canonical form (``ast.unparse``, without the assert's message) is neither a duplicate nor
+    one of the visible tests.
     """
     seen = {canonical_key(t) for t in visible}
     kept: list[TaskTest] = []
@@ -76,7 +77,7 @@ def clean_generated(raw: Iterable[str], entry_points: list[str], visible: list[T
         tree = parse_python(text.strip())
         if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
             continue
-        statement = tree.body[0]
+        statement = ast.Assert(test=tree.body[0].test, msg=None)
         if _has_placeholder(statement) or not calls_function(statement, entry_points):
             continue
         source = unparse_python(statement)

@@ -108,10 +108,11 @@ async def test_one_run_is_one_trace_across_every_service_and_the_llm(tmp_path: P
     # Assessed twice: the swarm's candidates, then the refined answer.
     assert len([s for s in in_run if s.kind is SpanKind.SERVER and s.name.endswith("/Assess")]) == 2
 
-    # The LLM calls: two solves from the orchestrator, one refinement from the refiner, each one
-    # an ``llm.chat`` span whose context the model server received as ``traceparent``.
+    # The LLM calls: two solves and one test-writing request from the orchestrator, one refinement
+    # from the refiner, each an ``llm.chat`` span whose context the model server got as ``traceparent``.
     chats = [s for s in in_run if s.name == "llm.chat"]
-    assert sorted(str(s.attributes.get("swarm.purpose")) for s in chats if s.attributes) == ["refine", "solve", "solve"]
+    purposes = sorted(str(s.attributes.get("swarm.purpose")) for s in chats if s.attributes)
+    assert purposes == ["refine", "solve", "solve", "tests"]
     for span in chats:
         attributes = span.attributes or {}
         assert attributes.get("swarm.instance") == "fake-1"
@@ -125,7 +126,7 @@ async def test_one_run_is_one_trace_across_every_service_and_the_llm(tmp_path: P
 
     chat_span_ids = {s.context.span_id for s in chats if s.context is not None}
     requests = llm.chat_requests
-    assert len(requests) == 3
+    assert len(requests) == 4
     for request in requests:
         version, header_trace, parent_span, flags = request.headers["traceparent"].split("-")
         assert version == "00" and int(flags, 16) & 0x01  # sampled

@@ -29,7 +29,7 @@ from ._instances import InstanceSpec, load_instances, parse_instances, token_cos
 from ._llm import PURPOSE_HEADER, RUN_HEADER, ChatClient, ChatResult, Endpoint, RetryPolicy, list_models
 from ._main import run_service
 from ._pyparse import compile_error, parse_python, unparse_python
-from ._scoring import assessment_score, ranking_score
+from ._scoring import assessment_score, dual_agreement, evidence_score, selection_score
 from ._server import SwarmServer, build_server, serve_until_terminated
 from ._telemetry import configure_tracing
 
@@ -62,11 +62,13 @@ __all__ = [
     "check_candidate_ids",
     "compile_error",
     "configure_tracing",
+    "dual_agreement",
     "entry_points",
     "env_bool",
     "env_float",
     "env_int",
     "env_str",
+    "evidence_score",
     "extract_code",
     "list_models",
     "load_instances",
@@ -74,8 +76,8 @@ __all__ = [
     "open_channel",
     "parse_instances",
     "parse_python",
-    "ranking_score",
     "run_service",
+    "selection_score",
     "serve_until_terminated",
     "status_for",
     "task_code",

@@ -1,9 +1,17 @@
-"""The one scoring formula, shared by the assessor (assessment) and orchestrator (ranking).
+"""The scoring formulas, shared by the assessor (assessment) and the orchestrator (ranking).
 
-Assessment score = 0.60 correctness + 0.25 completeness + 0.15 style: executed evidence dominates,
-a complete program beats a fragment, style only breaks near-ties.
-Ranking score = 0.85 assessment + 0.15 consensus: among equally good programs, prefer the one the
-swarm agrees with (the majority is rarely wrong in the same way twice).
+Assessment score = 0.60 correctness + 0.25 completeness + 0.15 style: what one program shows on
+its own; the refiner's answer must match the best candidate's on this to be kept.
+
+Selection score (``selection_score``), the order in which candidates are ranked:
+  overall = (visible tests passed + evidence) / (visible tests + 1)
+so passing one more of the user's own tests always outranks any amount of other evidence (the
+user's tests state the intent; everything else is inferred), and within the same visible result
+  evidence = 0.45 dual agreement + 0.25 cluster share + 0.10 centrality + 0.10 completeness + 0.10 style
+where dual agreement is CodeT's (behaviour cluster size x generated tests the cluster passes,
+divided by the run's largest), cluster share is the share of the swarm that behaves (or, without
+probes, reads) the same, and centrality is mean embedding similarity to the others. With no
+visible tests, "passed" is 1 when the program runs cleanly.
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ from __future__ import annotations
 CORRECTNESS_WEIGHT = 0.60
 COMPLETENESS_WEIGHT = 0.25
 STYLE_WEIGHT = 0.15
-CONSENSUS_WEIGHT = 0.15
 
 
 def assessment_score(correctness: float, completeness: float, style: float) -> float:
@@ -19,6 +26,41 @@ def assessment_score(correctness: float, completeness: float, style: float) -> f
     return CORRECTNESS_WEIGHT * correctness + COMPLETENESS_WEIGHT * completeness + STYLE_WEIGHT * style
 
 
-def ranking_score(assessment: float, consensus: float) -> float:
-    """Assessment blended with agreement with the swarm, in [0, 1]."""
-    return (1.0 - CONSENSUS_WEIGHT) * assessment + CONSENSUS_WEIGHT * consensus
+EVIDENCE_WEIGHTS = {"dual": 0.45, "share": 0.25, "centrality": 0.10, "completeness": 0.10, "style": 0.10}
+
+
+def evidence_score(dual: float, share: float, centrality: float, completeness: float, style: float) -> float:
+    """Everything but the visible tests, in [0, 1]."""
+    w = EVIDENCE_WEIGHTS
+    return (
+        w["dual"] * dual
+        + w["share"] * share
+        + w["centrality"] * centrality
+        + w["completeness"] * completeness
+        + w["style"] * style
+    )
+
+
+def selection_score(visible_passed: int, visible_total: int, runs_cleanly: bool, evidence: float) -> float:
+    """The ranking score in [0, 1]; lexicographic in visible tests passed, then evidence."""
+    if visible_total == 0:
+        return (float(runs_cleanly) + evidence) / 2.0
+    return (visible_passed + evidence) / (visible_total + 1)
+
+
+def dual_agreement(cluster_of: list[int], generated_passed: list[int]) -> list[float]:
+    """CodeT's dual agreement per candidate, normalised to the run's best (0 with no generated tests).
+
+    ``cluster_of[i]`` is candidate i's behaviour cluster; a cluster's score is its size times the
+    generated tests its programs pass (equal behaviour means equal outcomes, so take the max).
+    """
+    sizes: dict[int, int] = {}
+    passed: dict[int, int] = {}
+    for cluster, count in zip(cluster_of, generated_passed, strict=True):
+        sizes[cluster] = sizes.get(cluster, 0) + 1
+        passed[cluster] = max(passed.get(cluster, 0), count)
+    raw = {c: sizes[c] * passed[c] for c in sizes}
+    best = max(raw.values(), default=0)
+    if best == 0:
+        return [0.0] * len(cluster_of)
+    return [raw[c] / best for c in cluster_of]

@@ -9,8 +9,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import grpc
 import pytest
 
-from swarm.v1 import orchestrator_pb2 as pb
+from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarm_orchestrator.prompts import SOLVE_SYSTEM
+from swarm_orchestrator.tests_writer import TESTS_SYSTEM
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
 from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
 from tests.stack import Stages, instances_json, orchestrator
@@ -90,7 +91,8 @@ async def test_three_instances_answer_ranked_with_consensus_and_stored(stages: S
         kinds = [e.WhichOneof("event") for e in events]
         assert kinds[0] == "accepted" and kinds[-1] == "done"
         assert kinds.count("instance_started") == 3 and kinds.count("instance_finished") == 3
-        assert kinds.index("collated") < kinds.index("assessed") < kinds.index("refined") < kinds.index("done")
+        # Assessment comes first: its behaviour signatures decide the collator's clusters.
+        assert kinds.index("assessed") < kinds.index("collated") < kinds.index("refined") < kinds.index("done")
         run = events[-1].done
         assert run.status == pb.RUN_STATUS_SUCCEEDED
         assert run.tests_found == 3
@@ -104,9 +106,12 @@ async def test_three_instances_answer_ranked_with_consensus_and_stored(stages: S
         assert max(c.rank for c in right) < wrong.rank
         assert run.consensus.cluster_count >= 1 and run.consensus.share >= 2 / 3 - 1e-9
         assert run.refinement.reason
-        for request in servers[0].chat_requests:
-            assert request.headers["x-swarm-run-id"] == run.id
-            assert request.headers["x-swarm-purpose"] in {"solve", "refine"}
+        purposes = []
+        for server in servers:
+            for request in server.chat_requests:
+                assert request.headers["x-swarm-run-id"] == run.id
+                purposes.append(request.headers["x-swarm-purpose"])
+        assert sorted(purposes) == ["refine", "solve", "solve", "solve", "tests"]
         stored = (await orch.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
         assert stored == run
         listing = await orch.stub.ListRuns(pb.ListRunsRequest(page_size=10))
@@ -174,7 +179,7 @@ async def test_failing_instances_fall_back_and_are_reported(stages: Stages, sqli
 async def test_rate_limited_instance_is_retried_with_backoff(stages: Stages, sqlite_url: str) -> None:
     async with fakes((Behaviour.ANSWER, FIB_REPLY)) as servers:
         servers[0].enqueue(Behaviour.HTTP_429)
-        async with orchestrator(stages, named(servers), sqlite_url) as orch:
+        async with orchestrator(stages, named(servers), sqlite_url, SWARM_TEST_WRITERS="0") as orch:
             events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1, skip_refine=True))
         assert error is None
         assert not events[-1].done.failures
@@ -202,7 +207,12 @@ async def test_a_failed_run_keeps_the_answers_that_arrived(stages: Stages, datab
     async with fakes((Behaviour.ANSWER, FIB_REPLY), (Behaviour.HTTP_500, FIB_REPLY)) as servers:
         servers[0].enqueue(Behaviour.ANSWER, Behaviour.HTTP_500)  # answers slot 1, then fails the fallback
         async with orchestrator(
-            stages, named(servers), database_url, SWARM_LLM_RETRY_ATTEMPTS="1", SWARM_QUORUM_FRACTION="1.0"
+            stages,
+            named(servers),
+            database_url,
+            SWARM_LLM_RETRY_ATTEMPTS="1",
+            SWARM_QUORUM_FRACTION="1.0",
+            SWARM_TEST_WRITERS="0",
         ) as orch:
             events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
             assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
@@ -221,7 +231,7 @@ async def test_refinement_only_uses_instances_the_run_allows(stages: Stages, sql
         _, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2, instances=["fake-2"]))
         assert error is None
         assert servers[0].chat_requests == []
-        assert {r.headers["x-swarm-purpose"] for r in servers[1].chat_requests} == {"solve", "refine"}
+        assert {r.headers["x-swarm-purpose"] for r in servers[1].chat_requests} == {"solve", "tests", "refine"}
 
 
 async def test_repeatedly_failing_instance_is_marked_unhealthy_and_skipped(stages: Stages, sqlite_url: str) -> None:
@@ -306,3 +316,67 @@ async def test_client_disconnect_does_not_lose_the_run(stages: Stages, sqlite_ur
                     break
                 await asyncio.sleep(0.05)
             assert run.status == pb.RUN_STATUS_SUCCEEDED and run.final.code
+
+
+GENERATED_TESTS_REPLY = """```python
+assert fib(2) == 1
+assert fib(5) == 5
+assert fib(7) == 13
+assert _____ == fib(3)
+```"""
+
+PROSE_FIB_TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number."
+
+
+def by_purpose(solve: str) -> Callable[[list[dict[str, object]]], str]:
+    """A model that writes tests when asked for tests and solves otherwise."""
+
+    def reply(messages: list[dict[str, object]]) -> str:
+        is_tests = any(m.get("role") == "system" and m.get("content") == TESTS_SYSTEM for m in messages)
+        return GENERATED_TESTS_REPLY if is_tests else solve
+
+    return reply
+
+
+async def test_generated_tests_and_behaviour_decide_the_selection(stages: Stages, sqlite_url: str) -> None:
+    """No visible tests: the swarm's own tests and identical behaviour pick the right program."""
+    async with (
+        fakes(
+            (Behaviour.ANSWER, by_purpose(WRONG_FIB_REPLY)),
+            (Behaviour.ANSWER, by_purpose(FIB_REPLY)),
+            (Behaviour.ANSWER, by_purpose(REFINED_FIB_REPLY)),
+        ) as servers,
+        orchestrator(stages, named(servers), sqlite_url) as orch,
+    ):
+        events, error = await collect(
+            orch.stub, pb.RunSwarmRequest(task=PROSE_FIB_TASK, swarm_size=3, skip_refine=True)
+        )
+    assert error is None
+    run = events[-1].done
+    assert run.tests_found == 0 and run.generated_tests == 3  # the placeholder assert is cleaned away
+    by_instance = {c.instance: c for c in run.candidates}
+    right, also_right, wrong = by_instance["fake-2"], by_instance["fake-3"], by_instance["fake-1"]
+    assert right.behaviour and right.behaviour == also_right.behaviour != wrong.behaviour
+    assert right.scores.generated_passed == 3 and wrong.scores.generated_passed < 3
+    assert right.scores.dual_agreement == 1.0 and wrong.scores.dual_agreement < 0.5
+    assert right.scores.behaviour_cluster_size == 2
+    assert run.final.candidate_id in {right.id, also_right.id}
+    assert run.consensus.basis == "behaviour" and run.consensus.reached and run.consensus.confidence > 0
+    assert all(t.origin == common_pb2.TEST_ORIGIN_GENERATED for t in right.tests)
+
+
+async def test_attached_tests_count_as_visible(stages: Stages, sqlite_url: str) -> None:
+    async with (
+        fakes((Behaviour.ANSWER, FIB_REPLY), (Behaviour.ANSWER, WRONG_FIB_REPLY)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_TEST_WRITERS="0") as orch,
+    ):
+        request = pb.RunSwarmRequest(
+            task=PROSE_FIB_TASK, swarm_size=2, skip_refine=True, tests=["assert fib(10) == 55", "assert fib(1) == 1"]
+        )
+        events, error = await collect(orch.stub, request)
+        assert error is None
+        run = events[-1].done
+        assert run.tests_found == 2
+        assert run.candidates[0].instance == "fake-1" and run.candidates[0].scores.tests_passed == 2
+        _, bad = await collect(orch.stub, pb.RunSwarmRequest(task=PROSE_FIB_TASK, tests=["  "]))
+        assert bad is not None and bad.code() == grpc.StatusCode.INVALID_ARGUMENT

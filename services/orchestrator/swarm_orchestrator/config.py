@@ -32,6 +32,8 @@ class OrchestratorConfig:
     llm_retry_attempts: int = 2
     llm_retry_base_delay_s: float = 0.25
     grace_s: float = 10.0
+    max_swarm_size: int = MAX_SWARM_SIZE
+    test_writers: int = 1
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -66,6 +68,8 @@ class OrchestratorConfig:
             llm_retry_attempts=env_int(env, "SWARM_LLM_RETRY_ATTEMPTS", 2, minimum=1),
             llm_retry_base_delay_s=env_float(env, "SWARM_LLM_RETRY_BASE_DELAY_S", 0.25, minimum=0.0),
             grace_s=env_float(env, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0),
+            max_swarm_size=env_int(env, "SWARM_MAX_SWARM_SIZE", MAX_SWARM_SIZE, minimum=1),
+            test_writers=env_int(env, "SWARM_TEST_WRITERS", 1, minimum=0),
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

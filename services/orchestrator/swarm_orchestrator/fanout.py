@@ -65,6 +65,10 @@ class Fanout:
         self._pool = pool
         self._client = client
 
+    @property
+    def client(self) -> ChatClient:
+        return self._client
+
     async def run(self, settings: FanoutSettings, size: int, emit: Emit, result: FanoutResult) -> None:
         """Fill ``result`` as answers and failures arrive (the caller keeps it if this is interrupted)."""
         assignment = self._pool.assign(size, settings.allowed)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -19,15 +20,34 @@ from swarm.v1 import (
     refiner_pb2,
     refiner_pb2_grpc,
 )
-from swarmlib import QuorumNotReachedError, StageError, SwarmError, assessment_score, ranking_score
+from swarmlib import (
+    QuorumNotReachedError,
+    StageError,
+    SwarmError,
+    assessment_score,
+    dual_agreement,
+    evidence_score,
+    selection_score,
+)
 
 from .config import OrchestratorConfig
 from .fanout import Fanout, FanoutResult, FanoutSettings
 from .pool import InstancePool
 from .store import RunStore
+from .tests_writer import write_tests
 
 log = logging.getLogger(__name__)
 Emit = Callable[[pb.RunSwarmResponse], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the caller asked for, beyond the task."""
+
+    allowed: list[str]
+    refine: bool
+    timeout_s: float
+    attached_tests: list[str] = field(default_factory=list)
 
 
 class Stages:
@@ -53,11 +73,70 @@ def _stage_error(stage: str, exc: grpc.aio.AioRpcError) -> StageError:
 
 
 def _code_of(candidate: pb.Candidate) -> common_pb2.CandidateCode:
-    return common_pb2.CandidateCode(id=candidate.id, text=candidate.text, code=candidate.code)
+    return common_pb2.CandidateCode(
+        id=candidate.id, text=candidate.text, code=candidate.code, behaviour=candidate.behaviour
+    )
 
 
 def _rank_key(candidate: pb.Candidate) -> tuple[float, int, float]:
     return (-candidate.scores.overall, -candidate.scores.tests_passed, candidate.latency_ms)
+
+
+def _cluster_keys(candidates: list[pb.Candidate]) -> list[int]:
+    """Behaviour cluster of each candidate: equal non-empty signatures, else the collator's cluster."""
+    keys: dict[str, int] = {}
+    result = []
+    for index, candidate in enumerate(candidates):
+        if candidate.behaviour:
+            key = f"b:{candidate.behaviour}"
+        elif candidate.cluster_id >= 0 and not any(c.behaviour for c in candidates):
+            key = f"s:{candidate.cluster_id}"
+        else:
+            key = f"alone:{index}"
+        result.append(keys.setdefault(key, len(keys)))
+    return result
+
+
+def _selection(candidate: pb.Candidate, swarm_size: int) -> float:
+    s = candidate.scores
+    evidence = evidence_score(
+        dual=s.dual_agreement,
+        share=s.behaviour_cluster_size / max(1, swarm_size),
+        centrality=s.consensus,
+        completeness=s.completeness,
+        style=s.style,
+    )
+    return selection_score(s.tests_passed, s.tests_total, s.correctness >= 1.0, evidence)
+
+
+def _rank(run: pb.Run, candidates: list[pb.Candidate]) -> None:
+    """Score every candidate with the selection formula and sort best first (see ``_scoring``)."""
+    clusters = _cluster_keys(candidates)
+    duals = dual_agreement(clusters, [c.scores.generated_passed for c in candidates])
+    sizes = {key: clusters.count(key) for key in set(clusters)}
+    for candidate, key, dual in zip(candidates, clusters, duals, strict=True):
+        candidate.scores.dual_agreement = dual
+        candidate.scores.behaviour_cluster_size = sizes[key]
+        candidate.scores.overall = _selection(candidate, len(candidates))
+    candidates.sort(key=_rank_key)
+
+
+def _settle_consensus(run: pb.Run, final: pb.Candidate, best: pb.Candidate) -> None:
+    """Consensus is claimed only for an answer that is the majority's and passes every visible test.
+
+    The collator says whether most responses agree; that agreement supports the final answer only
+    when the answer belongs to the majority cluster, and only if the agreed behaviour is not one
+    that the user's own tests already reject.
+    """
+    if not run.consensus.reached:
+        return
+    majority = next((c for c in run.clusters if c.id == run.consensus.majority_cluster_id), None)
+    # A kept refinement speaks for the swarm answer it improved (the best-ranked one).
+    member = best.id if final.origin == pb.CANDIDATE_ORIGIN_REFINED else final.id
+    in_majority = majority is not None and member in majority.candidate_ids
+    visible_ok = final.scores.tests_total == 0 or final.scores.tests_passed == final.scores.tests_total
+    if not (in_majority and visible_ok):
+        run.consensus.reached = False
 
 
 def _keep_gathered(run: pb.Run, gathered: FanoutResult) -> None:
@@ -86,9 +165,7 @@ class Pipeline:
         self._stages = stages
         self._store = store
 
-    async def execute(
-        self, run: pb.Run, allowed: list[str], refine: bool, timeout_s: float, emit: Emit
-    ) -> tuple[pb.Run, SwarmError | None]:
+    async def execute(self, run: pb.Run, options: RunOptions, emit: Emit) -> tuple[pb.Run, SwarmError | None]:
         """Drive ``run`` (already stored as RUNNING) to its end and store the outcome.
 
         Returns the run and, when it failed, the domain error to report to the caller.
@@ -96,7 +173,7 @@ class Pipeline:
         error: SwarmError | None = None
         gathered = FanoutResult(candidates=[], failures=[])
         try:
-            await self._execute(run, allowed, refine, timeout_s, emit, gathered)
+            await self._execute(run, options, emit, gathered)
             run.status = pb.RUN_STATUS_SUCCEEDED
         except (QuorumNotReachedError, StageError) as exc:
             run.status = pb.RUN_STATUS_FAILED
@@ -114,18 +191,33 @@ class Pipeline:
         await self._store.finish_run(run)
         return run, error
 
-    async def _execute(
-        self, run: pb.Run, allowed: list[str], refine: bool, timeout_s: float, emit: Emit, result: FanoutResult
-    ) -> None:
+    async def _execute(self, run: pb.Run, options: RunOptions, emit: Emit, result: FanoutResult) -> None:
         async def record(event: pb.RunSwarmResponse) -> None:
             if event.HasField("instance_failed"):
                 await self._store.add_failure(run.id, event.instance_failed)
             await emit(event)
 
         settings = FanoutSettings(
-            run_id=run.id, task=run.task, timeout_s=timeout_s, max_tokens=self._config.max_tokens, allowed=allowed
+            run_id=run.id,
+            task=run.task,
+            timeout_s=options.timeout_s,
+            max_tokens=self._config.max_tokens,
+            allowed=options.allowed,
         )
-        await self._fanout.run(settings, run.swarm_size, record, result)
+        async with asyncio.TaskGroup() as group:
+            generated = group.create_task(
+                write_tests(
+                    self._pool,
+                    self._fanout.client,
+                    run_id=run.id,
+                    task=run.task,
+                    allowed=options.allowed,
+                    writers=self._config.test_writers,
+                    timeout_s=options.timeout_s,
+                    max_tokens=self._config.max_tokens,
+                )
+            )
+            group.create_task(self._fanout.run(settings, run.swarm_size, record, result))
         run.failures.extend(result.failures)
         for candidate in result.candidates:
             _add_usage(run.usage, candidate.usage)
@@ -138,14 +230,14 @@ class Pipeline:
                 f"(see the failures of run {run.id})"
             )
         candidates = list(result.candidates)
+        await self._assess(run, candidates, generated.result(), options.attached_tests, emit)
         await self._collate(run, candidates, emit)
-        await self._assess(run, candidates, emit)
-        candidates.sort(key=_rank_key)
+        _rank(run, candidates)
         best = candidates[0]
         final = best
         dropped: pb.Candidate | None = None
-        if refine:
-            refined, kept = await self._refine(run, candidates, allowed, emit)
+        if options.refine:
+            refined, kept = await self._refine(run, candidates, options, emit)
             if refined is not None and kept:
                 final = refined
                 candidates.insert(0, refined)
@@ -153,6 +245,7 @@ class Pipeline:
                 dropped = refined
         for rank, candidate in enumerate(candidates, start=1):
             candidate.rank = rank
+        _settle_consensus(run, final, best)
         run.candidates.extend(candidates)
         if dropped is not None:
             run.candidates.append(dropped)  # kept for the record, unranked (rank 0)
@@ -178,9 +271,7 @@ class Pipeline:
             return
         by_id = {c.id: c for c in candidates}
         if sorted(s.candidate_id for s in response.similarities) != sorted(by_id):
-            run.analysis = (
-                "collation unusable (the collator did not describe every candidate); ranked without consensus"
-            )
+            run.analysis = "collation unusable (not every candidate was described); ranked without consensus"
             log.warning("run %s: %s", run.id, run.analysis)
             await emit(pb.RunSwarmResponse(collated=pb.Collated(cluster_count=0, consensus=run.consensus)))
             return
@@ -197,19 +288,26 @@ class Pipeline:
             )
         )
 
-    async def _assess(self, run: pb.Run, candidates: list[pb.Candidate], emit: Emit) -> None:
-        response = await self._assess_codes(run, [_code_of(c) for c in candidates])
+    async def _assess(
+        self,
+        run: pb.Run,
+        candidates: list[pb.Candidate],
+        generated: list[str],
+        attached: list[str],
+        emit: Emit,
+    ) -> None:
+        response = await self._assess_codes(run, [_code_of(c) for c in candidates], generated, attached)
         run.tests_found = response.tests_found
+        run.generated_tests = response.generated_tests_kept
         by_id = {a.candidate_id: a for a in response.assessments}
         for candidate in candidates:
             assessment = by_id[candidate.id]
-            consensus = candidate.scores.consensus
             candidate.scores.CopyFrom(assessment.scores)
-            candidate.scores.consensus = consensus
-            candidate.scores.overall = ranking_score(assessment.scores.overall, consensus)
             candidate.tests.extend(assessment.tests)
             candidate.error = assessment.error
-        best = min(candidates, key=_rank_key)
+            # With no probe inputs every program "behaves" alike; that says nothing, so drop it.
+            candidate.behaviour = assessment.behaviour if response.probes else ""
+        best = max(candidates, key=lambda c: (c.scores.overall, c.scores.tests_passed))
         await emit(
             pb.RunSwarmResponse(
                 assessed=pb.Assessed(
@@ -218,8 +316,16 @@ class Pipeline:
             )
         )
 
-    async def _assess_codes(self, run: pb.Run, codes: list[common_pb2.CandidateCode]) -> assessor_pb2.AssessResponse:
-        request = assessor_pb2.AssessRequest(run_id=run.id, task=run.task, candidates=codes)
+    async def _assess_codes(
+        self,
+        run: pb.Run,
+        codes: list[common_pb2.CandidateCode],
+        generated: Sequence[str] = (),
+        attached: Sequence[str] = (),
+    ) -> assessor_pb2.AssessResponse:
+        request = assessor_pb2.AssessRequest(
+            run_id=run.id, task=run.task, candidates=codes, generated_tests=generated, attached_tests=attached
+        )
         try:
             response: assessor_pb2.AssessResponse = await self._stages.assessor.Assess(
                 request, timeout=self._config.stage_timeout_s
@@ -239,11 +345,11 @@ class Pipeline:
         return healthy[0] if healthy else None
 
     async def _refine(
-        self, run: pb.Run, ranked: list[pb.Candidate], allowed: list[str], emit: Emit
+        self, run: pb.Run, ranked: list[pb.Candidate], options: RunOptions, emit: Emit
     ) -> tuple[pb.Candidate | None, bool]:
         """Ask for an improved answer; keep it only if it assesses at least as well as the best."""
         best = ranked[0]
-        instance = self._refiner_instance(best, allowed)
+        instance = self._refiner_instance(best, options.allowed)
         if instance is None:
             await self._refined(run, emit, kept=False, overall=0.0, reason="skipped: no healthy instance")
             return None, False
@@ -277,16 +383,18 @@ class Pipeline:
             cluster_id=-1,
         )
         try:
-            response = await self._assess_codes(run, [_code_of(candidate)])
+            response = await self._assess_codes(run, [_code_of(candidate)], [], options.attached_tests)
         except StageError as exc:
             await self._refined(run, emit, kept=False, overall=0.0, reason=f"dropped: {exc}")
             return None, False
         assessment = response.assessments[0]
         candidate.scores.CopyFrom(assessment.scores)
-        # Built from the top candidates, the refinement inherits the best one's agreement with the
-        # swarm, so its overall sits on the same scale as every other candidate's.
+        # Built from the top candidates, the refinement inherits the best one's swarm evidence
+        # (agreement, cluster share, dual agreement), so its overall sits on the same scale.
         candidate.scores.consensus = best.scores.consensus
-        candidate.scores.overall = ranking_score(assessment.scores.overall, best.scores.consensus)
+        candidate.scores.dual_agreement = best.scores.dual_agreement
+        candidate.scores.behaviour_cluster_size = best.scores.behaviour_cluster_size
+        candidate.scores.overall = _selection(candidate, len(ranked))
         candidate.tests.extend(assessment.tests)
         candidate.error = assessment.error
         await self._store.add_candidate(run.id, candidate)

@@ -14,8 +14,8 @@ import grpc
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import InvalidArgumentError, SwarmError
 
-from .config import MAX_SWARM_SIZE, OrchestratorConfig
-from .pipeline import Pipeline
+from .config import OrchestratorConfig
+from .pipeline import Pipeline, RunOptions
 from .pool import InstancePool
 from .sizing import auto_swarm_size, quorum_for
 from .store import RunStore
@@ -34,10 +34,14 @@ def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: lis
             f"task is {len(request.task)} characters; the limit is {config.max_task_chars} "
             "(shorten it, or raise SWARM_MAX_TASK_CHARS on the orchestrator)"
         )
-    if not 0 <= request.swarm_size <= MAX_SWARM_SIZE:
+    if not 0 <= request.swarm_size <= config.max_swarm_size:
         raise InvalidArgumentError(
-            f"swarm_size is {request.swarm_size}; use 1..{MAX_SWARM_SIZE}, or 0 to size the swarm by task complexity"
+            f"swarm_size is {request.swarm_size}; use 1..{config.max_swarm_size}, "
+            "or 0 to size the swarm by task complexity"
         )
+    blank = [i for i, test in enumerate(request.tests) if not test.strip()]
+    if blank:
+        raise InvalidArgumentError(f"tests{blank} are empty: attach assert statements, or leave tests out")
     timeout = request.instance_timeout_seconds
     if not math.isfinite(timeout) or not 0 <= timeout <= MAX_INSTANCE_TIMEOUT_S:
         raise InvalidArgumentError(
@@ -102,13 +106,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
         async def drive() -> tuple[pb.Run, SwarmError | None]:
             try:
-                return await self._pipeline.execute(
-                    run,
-                    allowed,
+                options = RunOptions(
+                    allowed=allowed,
                     refine=self._config.refine and not request.skip_refine,
                     timeout_s=request.instance_timeout_seconds or self._config.instance_timeout_s,
-                    emit=emit,
+                    attached_tests=list(request.tests),
                 )
+                return await self._pipeline.execute(run, options, emit)
             finally:
                 queue.put_nowait(None)
 

@@ -1,0 +1,74 @@
+"""Ask instances to write tests for the task (CodeT): the assessor cleans and runs them.
+
+Tests written by the same models are noisy, but a program that agrees with many of them *and*
+with many other programs is rarely wrong; that dual agreement is what the ranking uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from swarmlib import ChatClient, ConfigError, LLMError, entry_points
+
+from .pool import InstancePool
+
+log = logging.getLogger(__name__)
+
+TESTS_SYSTEM = (
+    "You are an expert Python tester. Write unit tests as plain `assert` statements, one per line, "
+    "each calling the function under test with concrete arguments and comparing with the exact "
+    "expected result. Cover normal cases and edge cases. Output only the assert lines."
+)
+_ASSERT_LINE = re.compile(r"^\s*(assert\b.*)$")
+
+
+def writer_messages(task: str, functions: list[str]) -> list[dict[str, str]]:
+    names = ", ".join(functions)
+    user = f"{task.rstrip()}\n\nWrite 10 assert statements that test {names}."
+    return [{"role": "system", "content": TESTS_SYSTEM}, {"role": "user", "content": user}]
+
+
+def assert_lines(reply: str) -> list[str]:
+    """The ``assert`` lines of a reply (fenced or not); the assessor parses and cleans them."""
+    return [m.group(1).rstrip() for line in reply.splitlines() if (m := _ASSERT_LINE.match(line))]
+
+
+async def write_tests(
+    pool: InstancePool,
+    client: ChatClient,
+    *,
+    run_id: str,
+    task: str,
+    allowed: list[str],
+    writers: int,
+    timeout_s: float,
+    max_tokens: int,
+) -> list[str]:
+    """Raw assert lines from up to ``writers`` healthy instances; failures only cost the tests."""
+    functions = entry_points(task)
+    if writers <= 0 or not functions:
+        return []
+    chosen = [n for n in allowed if pool.is_healthy(n)][:writers]
+
+    async def ask(name: str) -> list[str]:
+        spec = pool.spec(name)
+        try:
+            answer = await client.complete(
+                pool.endpoint(name),
+                writer_messages(task, functions),
+                timeout=timeout_s,
+                temperature=spec.temperature,
+                seed=spec.seed or None,
+                max_tokens=max_tokens,
+                purpose="tests",
+                run_id=run_id,
+            )
+        except (LLMError, ConfigError) as exc:
+            log.info("run %s: %s wrote no tests: %s", run_id, name, exc)
+            return []
+        return assert_lines(answer.text)
+
+    batches = await asyncio.gather(*(ask(name) for name in chosen))
+    return [line for batch in batches for line in batch]

@@ -136,7 +136,7 @@ class Scorer:
         from swarm_assessor.sandbox import Sandbox
 
         env = {k: v for k, v in os.environ.items() if k.startswith("SWARM_ASSESSOR_")}
-        sandbox = Sandbox(AssessorConfig.from_env({**env, "SWARM_ASSESSOR_MAX_TIMEOUT_S": str(SCORE_TIMEOUT_S)}))
+        sandbox = Sandbox(AssessorConfig.from_env(env))
         await sandbox.probe()
         return cls(sandbox)
 
@@ -341,6 +341,7 @@ class Summary:
     swarm: float | None = None
     codet: float | None = None
     codet_runs: int = 0
+    swarm_on_codet_runs: float | None = None
     oracle: float | None = None
     consensus_coverage: float = 0.0
     consensus_precision: float | None = None
@@ -434,6 +435,7 @@ def summarise(outcomes: Sequence[RunOutcome]) -> Summary:
         with_codet = [o for o in scored if o.codet_passed is not None]
         summary.codet_runs = len(with_codet)
         summary.codet = _mean([float(bool(o.codet_passed)) for o in with_codet])
+        summary.swarm_on_codet_runs = _mean([float(bool(o.passed)) for o in with_codet])
         claiming = [o for o in scored if o.consensus]
         summary.consensus_precision = _mean([float(bool(o.passed)) for o in claiming])
     summary.consensus_coverage = _mean([float(o.consensus) for o in outcomes]) or 0.0
@@ -457,7 +459,10 @@ def report(summary: Summary, options: BenchOptions, stream: TextIO) -> None:
         print(f"reference-test pass rate over {summary.scored_runs} runs (same draws):", file=stream)
         print(f"  random pick   {pct(summary.random_pick)}   (mean over drawn candidates)", file=stream)
         print(f"  swarm         {pct(summary.swarm)}", file=stream)
-        codet_note = f"({summary.codet_runs} runs reported generated tests)"
+        codet_note = f"(over the {summary.codet_runs} runs that reported generated tests"
+        if summary.codet_runs:
+            codet_note += f"; swarm on those runs {pct(summary.swarm_on_codet_runs)}"
+        codet_note += ")"
         print(f"  codet         {pct(summary.codet)}   {codet_note}", file=stream)
         print(f"  oracle        {pct(summary.oracle)}   (any drawn candidate passes)", file=stream)
         print(

@@ -99,7 +99,8 @@ async def test_reference_tests_never_reach_instances_or_services(
     replayed: list[ReplayRequest] = []
     rows = data.records(with_reference=True)
     path = data.write(tmp_path / "tiny.jsonl.gz", rows)
-    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, repeats=1, seed=1)
+    # Refinement on, so the refiner (and the refine request to an instance) is covered too.
+    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, repeats=1, seed=1, refine=True)
     summary = await run_bench(options, on_request=replayed.append, log=None)
 
     # The runs happened and were scored (so the reference test was used, after the fact).
@@ -115,8 +116,9 @@ async def test_reference_tests_never_reach_instances_or_services(
         for text in strings(json.loads(json_format.MessageToJson(request)))
     ]
     methods = {method.rsplit("/", 1)[-1] for method, _ in recorder.calls}
-    assert {"RunSwarm", "Collate", "Assess"} <= methods
+    assert {"RunSwarm", "Collate", "Assess", "Refine"} <= methods
     assert sum(1 for r in replayed if r.purpose == "solve" and r.status == 200) == 6
+    assert {"tests", "refine"} <= {r.purpose for r in replayed}
     # Positive control: the task itself is visible where it should be, so the search can see text.
     first_line = data.ADD_PROMPT.splitlines()[0]
     assert any(first_line in body for body in bodies)

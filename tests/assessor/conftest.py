@@ -14,7 +14,9 @@ from swarm_assessor.server import create_server
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    config = AssessorConfig(address="127.0.0.1:0", timeout_s=5.0, max_concurrency=4, max_candidates=8)
+    # Mutated probe inputs are off here so the tests can count the tests' own probes exactly;
+    # tests/assessor/test_mutated_probes.py runs a server with them on.
+    config = AssessorConfig(address="127.0.0.1:0", timeout_s=5.0, max_concurrency=4, max_candidates=8, mutated_probes=0)
     server, port = await create_server(config)
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:

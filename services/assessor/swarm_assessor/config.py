@@ -29,6 +29,7 @@ class AssessorConfig:
     test_timeout_s: float = 2.0
     probe_timeout_s: float = 0.5
     max_generated_tests: int = 128
+    mutated_probes: int = 24
     memory_mb: int = 512
     max_processes: int = 64
     output_cap_bytes: int = 64 * 1024
@@ -48,6 +49,7 @@ class AssessorConfig:
                 f"SWARM_ASSESSOR_MAX_TIMEOUT_S={self.max_timeout_s} must be >= the default timeout {self.timeout_s}",
             ),
             (self.test_timeout_s > 0, f"SWARM_ASSESSOR_TEST_TIMEOUT_S={self.test_timeout_s} must be > 0"),
+            (self.mutated_probes >= 0, f"SWARM_ASSESSOR_MUTATED_PROBES={self.mutated_probes} must be >= 0"),
             (self.probe_timeout_s > 0, f"SWARM_ASSESSOR_PROBE_TIMEOUT_S={self.probe_timeout_s} must be > 0"),
             (
                 self.max_generated_tests >= 0,
@@ -76,6 +78,7 @@ class AssessorConfig:
             test_timeout_s=env_float(env, f"{_PREFIX}TEST_TIMEOUT_S", cls.test_timeout_s),
             probe_timeout_s=env_float(env, f"{_PREFIX}PROBE_TIMEOUT_S", cls.probe_timeout_s),
             max_generated_tests=env_int(env, f"{_PREFIX}MAX_GENERATED_TESTS", cls.max_generated_tests),
+            mutated_probes=env_int(env, f"{_PREFIX}MUTATED_PROBES", cls.mutated_probes),
             memory_mb=env_int(env, f"{_PREFIX}MEMORY_MB", cls.memory_mb),
             max_processes=env_int(env, f"{_PREFIX}MAX_PROCESSES", cls.max_processes),
             output_cap_bytes=env_int(env, f"{_PREFIX}OUTPUT_CAP_BYTES", cls.output_cap_bytes),

@@ -98,3 +98,64 @@ def instrument(source: str, index: dict[str, int], entry_points: list[str]) -> s
     rewritten = _Instrument(index, allowed).visit(tree)
     text = unparse_python(ast.fix_missing_locations(rewritten))
     return source if text is None else text
+
+
+def _variants(value: object) -> list[object]:
+    """Small, type-preserving neighbours of a literal argument: edge cases and near misses.
+
+    Programs that agree on the examples often part ways on an empty input, a negative number or
+    a reversed list; those inputs split clusters that the examples alone would merge.
+    """
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        return [v for v in (0, 1, -value, value + 1) if v != value and abs(v) <= 10**6]
+    if isinstance(value, float):
+        return [v for v in (0.0, -value, value * 2.5) if v != value and abs(v) <= 1e9]
+    if isinstance(value, str):
+        return [v for v in ("", value[::-1], value + value[:1], value.upper()) if v != value]
+    if isinstance(value, list | tuple):
+        kind = type(value)
+        options: list[object] = [kind(), kind(reversed(value)), kind(value[:1]), kind(list(value) + list(value[:1]))]
+        return [v for v in options if v != value]
+    if isinstance(value, dict):
+        return [{}] if value else []
+    return []
+
+
+def mutate_probes(probes: list[str], limit: int) -> list[str]:
+    """Extra probe inputs: each probe call with one literal argument changed (see ``_variants``).
+
+    Only calls whose arguments are all literals are mutated; results are new, distinct calls,
+    round-robin over the original probes so every example contributes, at most ``limit``.
+    """
+    existing = set(probes)
+    per_probe: list[list[str]] = []
+    for probe in probes:
+        tree = parse_python(probe)
+        call = tree.body[0].value if tree and tree.body and isinstance(tree.body[0], ast.Expr) else None
+        if not isinstance(call, ast.Call) or call.keywords:
+            per_probe.append([])
+            continue
+        try:
+            args = [ast.literal_eval(arg) for arg in call.args]
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            per_probe.append([])
+            continue
+        mutants: list[str] = []
+        for position, arg in enumerate(args):
+            for variant in _variants(arg):
+                changed = [*args[:position], variant, *args[position + 1 :]]
+                text = f"{ast.unparse(call.func)}({', '.join(repr(a) for a in changed)})"
+                if len(text) <= 300 and text not in existing:
+                    existing.add(text)
+                    mutants.append(text)
+        per_probe.append(mutants)
+    chosen: list[str] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(m) for m in per_probe):
+        for mutants in per_probe:
+            if depth < len(mutants) and len(chosen) < limit:
+                chosen.append(mutants[depth])
+        depth += 1
+    return chosen

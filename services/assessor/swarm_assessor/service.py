@@ -26,7 +26,7 @@ from . import scoring
 from .config import AssessorConfig
 from .generated_tests import attached_tests, clean_generated, name_generated, runnable
 from .harness import DEADLINE, Plan, TestOutcome, build_program, build_spec, parse_report
-from .probes import collect_probes
+from .probes import collect_probes, mutate_probes
 from .sandbox import BACKEND, Sandbox
 from .tests_from_task import TaskTest, tests_from_task
 
@@ -104,6 +104,11 @@ def _kept_generated(verdicts: list[_Verdict], visible: int, generated: int) -> l
     return kept
 
 
+def _with_mutants(probes: list[str], limit: int) -> list[str]:
+    """The tests' own probe inputs, then up to ``limit`` neighbours of them (``mutate_probes``)."""
+    return probes + mutate_probes(probes, limit)
+
+
 class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
     """Serves Assess; owns the sandbox whose semaphore bounds executions across all calls."""
 
@@ -157,7 +162,7 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         small = min(cfg.probe_timeout_s, cfg.test_timeout_s)
         return Plan(
             tests=tests,
-            probes=collect_probes((t.source for t in tests), wanted),
+            probes=_with_mutants(collect_probes((t.source for t in tests), wanted), cfg.mutated_probes),
             entry_points=wanted,
             alias=wanted[0] if len(wanted) == 1 else "",
             budget_s=min(cfg.test_timeout_s, max(_MIN_TEST_BUDGET_S, timeout / (visible + 1))),

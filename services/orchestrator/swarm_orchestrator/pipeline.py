@@ -122,11 +122,10 @@ def _rank(run: pb.Run, candidates: list[pb.Candidate]) -> None:
 
 
 def _settle_consensus(run: pb.Run, final: pb.Candidate, best: pb.Candidate) -> None:
-    """Consensus is claimed only for an answer that is the majority's and passes every visible test.
+    """Consensus is claimed only for an answer that is the majority's and that tests support.
 
     The collator says whether most responses agree; that agreement supports the final answer only
-    when the answer belongs to the majority cluster, and only if the agreed behaviour is not one
-    that the user's own tests already reject.
+    when the answer belongs to the majority cluster and executed evidence backs it.
     """
     if not run.consensus.reached:
         return
@@ -134,9 +133,23 @@ def _settle_consensus(run: pb.Run, final: pb.Candidate, best: pb.Candidate) -> N
     # A kept refinement speaks for the swarm answer it improved (the best-ranked one).
     member = best.id if final.origin == pb.CANDIDATE_ORIGIN_REFINED else final.id
     in_majority = majority is not None and member in majority.candidate_ids
-    visible_ok = final.scores.tests_total == 0 or final.scores.tests_passed == final.scores.tests_total
-    if not (in_majority and visible_ok):
+    if not (in_majority and _independently_supported(final if final.scores.tests_total else best)):
         run.consensus.reached = False
+
+
+def _independently_supported(candidate: pb.Candidate) -> bool:
+    """Executed evidence beyond agreement itself: every visible test passes or, with none, the
+    answer has the run's best dual agreement and passes at least half of the generated tests.
+
+    Agreement alone is weak when the programs were written by one model from one prompt: they
+    tend to share their mistakes. Without any test, the collator's verdict stands as it is.
+    """
+    scores = candidate.scores
+    if scores.tests_total:
+        return scores.tests_passed == scores.tests_total
+    if scores.generated_total:
+        return scores.dual_agreement >= 1.0 and 2 * scores.generated_passed >= scores.generated_total
+    return True
 
 
 def _keep_gathered(run: pb.Run, gathered: FanoutResult) -> None:

@@ -142,14 +142,15 @@ def _independently_supported(candidate: pb.Candidate) -> bool:
     answer has the run's best dual agreement and passes at least half of the generated tests.
 
     Agreement alone is weak when the programs were written by one model from one prompt: they
-    tend to share their mistakes. Without any test, the collator's verdict stands as it is.
+    tend to share their mistakes, so code with no test at all never gets a consensus claim.
+    Prose answers (no code) keep the collator's semantic verdict.
     """
     scores = candidate.scores
     if scores.tests_total:
         return scores.tests_passed == scores.tests_total
     if scores.generated_total:
         return scores.dual_agreement >= 1.0 and 2 * scores.generated_passed >= scores.generated_total
-    return True
+    return not candidate.code.strip()
 
 
 def _keep_gathered(run: pb.Run, gathered: FanoutResult) -> None:

@@ -72,3 +72,27 @@ def test_prose_definitions_with_variables_are_not_tests() -> None:
 def test_a_prose_check_restating_a_doctest_counts_once() -> None:
     task = "fib(10) == 55 as below.\n\n>>> fib(10)\n55\n"
     assert len(find_tests(task)) == 1
+
+
+def test_examples_stated_with_arrows_and_words_become_asserts() -> None:
+    task = """Examples:
+    digitSum("abAB") => 131
+    will_it_fly([1, 2], 5) ➞ False
+    is_simple_power(1, 4) => true
+    decimal_to_binary(15)   # returns "db1111db"
+    check_dict_case({"a": "apple"}) should return True.
+    intersection((1, 2), (2, 3)) ==> "NO"
+    """
+    assert [t.source for t in find_tests(task)] == [
+        "assert digitSum('abAB') == 131",
+        "assert will_it_fly([1, 2], 5) == False",
+        "assert is_simple_power(1, 4) == True",
+        'assert decimal_to_binary(15) == "db1111db"',
+        "assert check_dict_case({'a': 'apple'}) == True",
+        'assert intersection((1, 2), (2, 3)) == "NO"',
+    ]
+
+
+def test_arithmetic_after_an_arrow_is_an_explanation_not_a_value() -> None:
+    task = 'fruit_distribution("5 apples and 6 oranges", 19) ->19 - 5 - 6 = 8'
+    assert find_tests(task) == []

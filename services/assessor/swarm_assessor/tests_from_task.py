@@ -85,7 +85,15 @@ def _assert_statements(task: str) -> list[str]:
     return found
 
 
-_STATED_CALL = re.compile(r"\b[A-Za-z_]\w*\([^()\n]*\)\s*==\s*")
+_CALL_START = re.compile(r"\b([A-Za-z_]\w*)\(")
+# What joins a call to its stated result in task prose: "f(x) == y", "f(x) ==> y", "f(x) => y",
+# "f(x) -> y", "f(x) ➞ y", "f(x) = y", "f(x) returns y", "f(x) should return y", "f(x)  # => y".
+_ARROW = re.compile(
+    r"\s*(?:#\s*)?(?:==>|=>|->|➞|→|==|=(?!=)|returns|should\s+return|should\s+be|gives|is)\s*",
+    re.IGNORECASE,
+)
+_BOOLEAN_WORDS = {"true": "True", "false": "False", "none": "None"}
+_OPERATOR_STARTS = set("+-*/%<>=&|^@")
 
 
 def _literal(node: ast.expr) -> bool:
@@ -96,8 +104,50 @@ def _literal(node: ast.expr) -> bool:
     return True
 
 
+def _call_end(line: str, open_paren: int) -> int | None:
+    """Index just past the parenthesis that closes the one at ``open_paren`` (quotes respected)."""
+    depth, quote, index = 0, "", open_paren
+    while index < len(line):
+        char = line[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return None
+
+
+def _expected_value(rest: str) -> str | None:
+    """The longest prefix of ``rest`` that is a Python literal ("true"/"false" read as booleans)."""
+    rest = rest.split(" #", 1)[0].strip()
+    rest = _BOOLEAN_WORDS.get(rest.rstrip(".,;").lower(), rest)
+    cuts = [len(rest)] + [i for i in range(len(rest) - 1, 0, -1) if rest[i] in ",;.() "]
+    for cut in cuts:
+        if rest[cut:].strip()[:1] in _OPERATOR_STARTS:
+            continue  # "19 - 5 - 6 = 8" is arithmetic being explained, not the value 19
+        text = rest[:cut].strip().rstrip(".,;")
+        text = _BOOLEAN_WORDS.get(text.lower(), text)
+        if not text:
+            continue
+        node = parse_python(text)
+        if node is None or len(node.body) != 1 or not isinstance(node.body[0], ast.Expr):
+            continue
+        if _literal(node.body[0].value):
+            return text
+    return None
+
+
 def _stated_equalities(task: str) -> list[str]:
-    """Checks stated in prose, such as "fib(0) == 0, fib(1) == 1", as ``assert`` statements.
+    """Checks stated in prose, such as "fib(0) == 0" or "add(2, 3) ➞ 5", as ``assert`` statements.
 
     Only calls whose arguments and expected value are all literals count, so a definition like
     ``fib(n) == fib(n - 1) + fib(n - 2)`` is never mistaken for a test.
@@ -105,38 +155,30 @@ def _stated_equalities(task: str) -> list[str]:
     found: list[str] = []
     for line in task.splitlines():
         stripped = line.strip()
-        if stripped.startswith((">>>", "...", "assert")):
+        if stripped.startswith((">>>", "...", "assert", "def ", "return ")):
             continue
-        for match in _STATED_CALL.finditer(line):
-            rest = line[match.end() :]
-            depth, end = 0, len(rest)
-            for index, char in enumerate(rest):
-                if char in "([{":
-                    depth += 1
-                elif char in ")]}":
-                    if depth == 0:
-                        end = index
-                        break
-                    depth -= 1
-                elif char in ",;" and depth == 0:
-                    end = index
-                    break
-            expression = f"{match.group(0)}{rest[:end].rstrip().rstrip('.')}"
-            tree = parse_python(expression)
-            if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Expr):
+        for match in _CALL_START.finditer(line):
+            end = _call_end(line, match.end() - 1)
+            if end is None:
                 continue
-            compare = tree.body[0].value
+            arrow = _ARROW.match(line, end)
+            if arrow is None or arrow.end() == end:
+                continue
+            expected = _expected_value(line[arrow.end() :])
+            if expected is None:
+                continue
+            call = parse_python(line[match.start() : end])
+            if call is None or len(call.body) != 1 or not isinstance(call.body[0], ast.Expr):
+                continue
+            node = call.body[0].value
             if not (
-                isinstance(compare, ast.Compare)
-                and isinstance(compare.left, ast.Call)
-                and isinstance(compare.left.func, ast.Name)
-                and all(_literal(arg) for arg in compare.left.args)
-                and not compare.left.keywords
-                and len(compare.comparators) == 1
-                and _literal(compare.comparators[0])
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and not node.keywords
+                and all(_literal(arg) for arg in node.args)
             ):
                 continue
-            found.append(f"assert {unparse_python(compare) or expression}")
+            found.append(f"assert {ast.unparse(node)} == {expected}")
     return found
 
 

@@ -22,6 +22,9 @@ TESTS_SYSTEM = (
     "expected result. Cover normal cases and edge cases. Output only the assert lines."
 )
 _ASSERT_LINE = re.compile(r"^\s*(assert\b.*)$")
+# Ten one-line asserts fit in about 250 tokens; a cap keeps a rambling writer from holding up the
+# run, since assessment waits for the tests.
+TESTS_MAX_TOKENS = 320
 
 
 def writer_messages(task: str, functions: list[str]) -> list[dict[str, str]]:
@@ -61,7 +64,7 @@ async def write_tests(
                 timeout=timeout_s,
                 temperature=spec.temperature,
                 seed=spec.seed or None,
-                max_tokens=max_tokens,
+                max_tokens=min(max_tokens, TESTS_MAX_TOKENS),
                 purpose="tests",
                 run_id=run_id,
             )

@@ -36,12 +36,13 @@ async def one_run(stub: orchestrator_pb2_grpc.OrchestratorServiceStub, task: str
         marks[kind] = time.perf_counter() - started
         if kind == "done" and event.done.status != pb.RUN_STATUS_SUCCEEDED:
             raise RuntimeError(event.done.error)
-    # marks hold the last event of each kind: the last instance_finished closes the fan-out.
+    # marks hold the last event of each kind: the last instance_finished closes the fan-out;
+    # assessment starts once the answers and the swarm's own tests are in, collation follows it.
     return {
         "fan-out": marks["instance_finished"] - marks["accepted"],
-        "collate": marks["collated"] - marks["instance_finished"],
-        "assess": marks["assessed"] - marks["collated"],
-        "refine": marks["refined"] - marks["assessed"],
+        "tests+assess": marks["assessed"] - marks["instance_finished"],
+        "collate": marks["collated"] - marks["assessed"],
+        "refine": marks["refined"] - marks["collated"],
         "total": marks["done"],
     }
 

@@ -36,11 +36,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .http1 import (
+    BodyTooLargeError,
+    chunk,
+    event_stream_head,
+    openai_error,
+    read_request,
+    send_json,
+    sse_chunk,
+    stream_pieces,
+)
+
 PURPOSE_HEADER = "x-swarm-purpose"
 RUN_HEADER = "x-swarm-run-id"
 NO_TESTS_REPLY = "I have no tests to offer for this task."
 REFINE_REPLY = "I cannot improve on these."
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}
 _ROUTE = re.compile(r"^/i/(\d+)/v1/(models|chat/completions)$")
 _MAX_BODY = 32 * 1024 * 1024
 _RUNS_REMEMBERED = 4096
@@ -234,22 +244,19 @@ class ReplayServer:
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one request; False when the connection must close afterwards."""
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
+            request = await read_request(reader, _MAX_BODY)
+        except BodyTooLargeError:
+            await send_json(writer, 400, openai_error("request body too large", "invalid_request_error"), False)
             return False
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _version = lines[0].split(" ", 2)
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0") or 0)
-        if length > _MAX_BODY:
-            await _send_json(writer, 400, _error("request body too large", "invalid_request_error"), False)
+        if request is None:
             return False
-        raw = await reader.readexactly(length) if length else b""
-        keep_alive = headers.get("connection", "").lower() != "close"
+        method, path, headers, raw, keep_alive = (
+            request.method,
+            request.path,
+            request.headers,
+            request.body,
+            request.keep_alive,
+        )
         route = _ROUTE.match(path.split("?", 1)[0].rstrip("/"))
         instance = int(route.group(1)) if route else None
         purpose = headers.get(PURPOSE_HEADER, "solve").strip().lower() or "solve"
@@ -269,28 +276,31 @@ class ReplayServer:
         keep_alive: bool,
     ) -> int:
         if route is None:
-            await _send_json(
-                writer, 404, _error(f"no route {method} {path}; use /i/<k>/v1/...", "not_found"), keep_alive
+            await send_json(
+                writer, 404, openai_error(f"no route {method} {path}; use /i/<k>/v1/...", "not_found"), keep_alive
             )
             return 404
         instance, endpoint = int(route.group(1)), route.group(2)
         if endpoint == "models":
             if method != "GET":
-                await _send_json(writer, 405, _error("use GET", "invalid_request_error"), keep_alive)
+                await send_json(writer, 405, openai_error("use GET", "invalid_request_error"), keep_alive)
                 return 405
             listing = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "swarm-replay"}]}
-            await _send_json(writer, 200, listing, keep_alive)
+            await send_json(writer, 200, listing, keep_alive)
             return 200
         if method != "POST":
-            await _send_json(writer, 405, _error("use POST", "invalid_request_error"), keep_alive)
+            await send_json(writer, 405, openai_error("use POST", "invalid_request_error"), keep_alive)
             return 405
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            await _send_json(
-                writer, 400, _error("body must be a JSON object with messages", "invalid_request_error"), keep_alive
+            await send_json(
+                writer,
+                400,
+                openai_error("body must be a JSON object with messages", "invalid_request_error"),
+                keep_alive,
             )
             return 400
         messages = [m for m in body["messages"] if isinstance(m, dict)]
@@ -298,7 +308,9 @@ class ReplayServer:
         text = "\n".join(user or [str(m.get("content", "")) for m in messages])
         draw = self.find(text)
         if draw is None:
-            await _send_json(writer, 404, _error("replay: no registered task in this request", "not_found"), keep_alive)
+            await send_json(
+                writer, 404, openai_error("replay: no registered task in this request", "not_found"), keep_alive
+            )
             return 404
         purpose = headers.get(PURPOSE_HEADER, "solve").strip().lower() or "solve"
         if purpose == "tests":
@@ -311,7 +323,7 @@ class ReplayServer:
                 message = (
                     f"replay: instance {instance} already answered run {run_id}; the recording has no other output"
                 )
-                await _send_json(writer, 409, _error(message, "conflict"), keep_alive)
+                await send_json(writer, 409, openai_error(message, "conflict"), keep_alive)
                 return 409
             reply = draw.candidates[instance % len(draw.candidates)]
         await _answer(writer, body, self.model, text, reply, keep_alive)
@@ -329,39 +341,10 @@ class ReplayServer:
         return True
 
 
-def _error(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": None}}
-
-
-def _pieces(text: str) -> list[str]:
-    """Split like a tokenizer would stream: words with their leading whitespace."""
-    return re.findall(r"\s*\S+|\s+", text)
-
-
-def _head(status: int, headers: Sequence[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", *(f"{k}: {v}" for k, v in headers)]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def _send_json(writer: asyncio.StreamWriter, status: int, payload: object, keep_alive: bool) -> None:
-    data = json.dumps(payload).encode()
-    headers = [
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(data))),
-        ("Connection", "keep-alive" if keep_alive else "close"),
-    ]
-    writer.write(_head(status, headers) + data)
-    await writer.drain()
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
 async def _answer(
     writer: asyncio.StreamWriter, body: Mapping[str, Any], model: str, prompt: str, text: str, keep_alive: bool
 ) -> None:
-    pieces = _pieces(text)
+    pieces = stream_pieces(text)
     prompt_tokens = max(1, len(prompt) // 4)
     usage = {
         "prompt_tokens": prompt_tokens,
@@ -379,13 +362,13 @@ async def _answer(
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": usage,
         }
-        await _send_json(writer, 200, whole, keep_alive)
+        await send_json(writer, 200, whole, keep_alive)
         return
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
 
     def event(delta: dict[str, Any], finish: str | None) -> bytes:
-        chunk: dict[str, Any] = {
+        message: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
@@ -394,16 +377,10 @@ async def _answer(
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if include_usage:
-            chunk["usage"] = None
-        return _chunk(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            message["usage"] = None
+        return sse_chunk(message)
 
-    headers = [
-        ("Content-Type", "text/event-stream"),
-        ("Cache-Control", "no-cache"),
-        ("Transfer-Encoding", "chunked"),
-        ("Connection", "keep-alive" if keep_alive else "close"),
-    ]
-    out = [_head(200, headers), event({"role": "assistant", "content": ""}, None)]
+    out = [event_stream_head(keep_alive), event({"role": "assistant", "content": ""}, None)]
     out += [event({"content": piece}, None) for piece in pieces]
     out.append(event({}, "stop"))
     if include_usage:
@@ -416,8 +393,8 @@ async def _answer(
             "choices": [],
             "usage": usage,
         }
-        out.append(_chunk(b"data: " + json.dumps(final).encode() + b"\n\n"))
-    out += [_chunk(b"data: [DONE]\n\n"), _chunk(b"")]
+        out.append(sse_chunk(final))
+    out += [chunk(b"data: [DONE]\n\n"), chunk(b"")]
     writer.write(b"".join(out))
     await writer.drain()
 

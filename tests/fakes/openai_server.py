@@ -13,21 +13,29 @@ import asyncio
 import contextlib
 import enum
 import json
-import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+
+from swarm_cli.http1 import (
+    chunk,
+    event_stream_head,
+    openai_error,
+    read_request,
+    send_bytes,
+    send_json,
+    sse_chunk,
+    stream_pieces,
+)
 
 from .replies import FIB_REPLY
 
 Messages = list[dict[str, Any]]
 Reply = str | Callable[[Messages], str]
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
 
 
 class Behaviour(enum.Enum):
@@ -184,16 +192,11 @@ class FakeLLMServer:
 
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one request; False when the connection must close afterwards."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
+        request = await read_request(reader)
+        if request is None:
             return False
-        lines = head.decode("latin-1").split("\r\n")
-        method, path, _version = lines[0].split(" ", 2)
-        headers = Headers(
-            (name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines[1:] if line)
-        )
-        raw = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+        method, path, raw = request.method, request.path, request.body
+        headers = Headers(request.headers.items())
         try:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
@@ -206,24 +209,24 @@ class FakeLLMServer:
             await self._stopping.wait()
             return False
         if behaviour is Behaviour.HTTP_500:
-            await _send_json(writer, 500, _error("internal server error (fake)", "server_error"), keep_alive)
+            await send_json(writer, 500, openai_error("internal server error (fake)", "server_error"), keep_alive)
             return keep_alive
         if behaviour is Behaviour.HTTP_429:
-            error = _error("rate limit reached (fake)", "rate_limit_exceeded")
-            await _send_json(writer, 429, error, keep_alive, extra={"Retry-After": "0"})
+            error = openai_error("rate limit reached (fake)", "rate_limit_exceeded")
+            await send_json(writer, 429, error, keep_alive, extra={"Retry-After": "0"})
             return keep_alive
 
         route = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and route.endswith("/models"):
             listing = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]}
-            await _send_json(writer, 200, listing, keep_alive)
+            await send_json(writer, 200, listing, keep_alive)
             return keep_alive
         if method == "POST" and route.endswith("/chat/completions"):
             if not isinstance(body, dict):
-                await _send_json(writer, 400, _error("body must be a JSON object", "invalid_request_error"), False)
+                await send_json(writer, 400, openai_error("body must be a JSON object", "invalid_request_error"), False)
                 return False
             return await self._chat(writer, body, behaviour, keep_alive)
-        await _send_json(writer, 404, _error(f"no route {method} {path}", "not_found"), keep_alive)
+        await send_json(writer, 404, openai_error(f"no route {method} {path}", "not_found"), keep_alive)
         return keep_alive
 
     async def _chat(
@@ -232,7 +235,7 @@ class FakeLLMServer:
         messages: Messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
         text = "" if behaviour is Behaviour.EMPTY else self._reply_text(messages)
         prompt_tokens = max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
-        pieces = _tokens(text)
+        pieces = stream_pieces(text)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(pieces),
@@ -251,14 +254,14 @@ class FakeLLMServer:
                 "usage": usage,
             }
             if behaviour is Behaviour.MALFORMED:
-                await _send_raw(writer, 200, "application/json", b'{"choices": [ not json', keep_alive)
+                await send_bytes(writer, 200, "application/json", b'{"choices": [ not json', keep_alive)
             else:
-                await _send_json(writer, 200, whole, keep_alive)
+                await send_json(writer, 200, whole, keep_alive)
             return keep_alive
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
-        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        def message(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
             out: dict[str, Any] = {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
@@ -271,15 +274,16 @@ class FakeLLMServer:
                 out["usage"] = None
             return out
 
-        await _start_stream(writer, keep_alive)
+        writer.write(event_stream_head(keep_alive))
+        await writer.drain()
         if behaviour is Behaviour.MALFORMED:
-            await _send_chunk(writer, b'data: {not json\n\ndata: {"choices": [\n\n')
+            await _send(writer, chunk(b'data: {not json\n\ndata: {"choices": [\n\n'))
             writer.close()
             return False
-        await _send_event(writer, chunk({"role": "assistant", "content": ""}, None))
+        await _send(writer, sse_chunk(message({"role": "assistant", "content": ""}, None)))
         if behaviour is Behaviour.TRUNCATED:
             for piece in pieces[: max(1, len(pieces) // 2)]:
-                await _send_event(writer, chunk({"content": piece}, None))
+                await _send(writer, sse_chunk(message({"content": piece}, None)))
             # Close without the terminating chunk, finish_reason or [DONE]: a crashed server.
             writer.close()
             return False
@@ -289,79 +293,21 @@ class FakeLLMServer:
                     await asyncio.wait_for(self._stopping.wait(), self.chunk_delay)
                 if self._stopping.is_set():
                     return False
-            await _send_event(writer, chunk({"content": piece}, None))
-        await _send_event(writer, chunk({}, "stop"))
+            await _send(writer, sse_chunk(message({"content": piece}, None)))
+        await _send(writer, sse_chunk(message({}, "stop")))
         if include_usage:
-            final = chunk({}, None)
+            final = message({}, None)
             final["choices"] = []
             final["usage"] = usage
-            await _send_event(writer, final)
-        await _send_chunk(writer, b"data: [DONE]\n\n")
-        await _send_chunk(writer, b"")
+            await _send(writer, sse_chunk(final))
+        await _send(writer, chunk(b"data: [DONE]\n\n"))
+        await _send(writer, chunk(b""))
         return keep_alive
 
     def _reply_text(self, messages: Messages) -> str:
         return self.reply(messages) if callable(self.reply) else self.reply
 
 
-def _error(message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": None}}
-
-
-def _tokens(text: str) -> list[str]:
-    """Split like a tokenizer would stream: words with their leading whitespace."""
-    return re.findall(r"\s*\S+|\s+", text)
-
-
-def _head(status: int, headers: Sequence[tuple[str, str]]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", *(f"{k}: {v}" for k, v in headers)]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def _send_raw(
-    writer: asyncio.StreamWriter,
-    status: int,
-    content_type: str,
-    payload: bytes,
-    keep_alive: bool,
-    extra: Mapping[str, str] | None = None,
-) -> None:
-    headers = [
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(payload))),
-        ("Connection", "keep-alive" if keep_alive else "close"),
-        *(extra or {}).items(),
-    ]
-    writer.write(_head(status, headers) + payload)
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
     await writer.drain()
-
-
-async def _send_json(
-    writer: asyncio.StreamWriter,
-    status: int,
-    payload: object,
-    keep_alive: bool,
-    extra: Mapping[str, str] | None = None,
-) -> None:
-    await _send_raw(writer, status, "application/json", json.dumps(payload).encode(), keep_alive, extra)
-
-
-async def _start_stream(writer: asyncio.StreamWriter, keep_alive: bool) -> None:
-    headers = [
-        ("Content-Type", "text/event-stream"),
-        ("Cache-Control", "no-cache"),
-        ("Transfer-Encoding", "chunked"),
-        ("Connection", "keep-alive" if keep_alive else "close"),
-    ]
-    writer.write(_head(200, headers))
-    await writer.drain()
-
-
-async def _send_chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
-    """One HTTP chunk; empty ``data`` is the terminating chunk."""
-    writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-    await writer.drain()
-
-
-async def _send_event(writer: asyncio.StreamWriter, payload: dict[str, Any]) -> None:
-    await _send_chunk(writer, b"data: " + json.dumps(payload).encode() + b"\n\n")

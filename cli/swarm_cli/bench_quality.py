@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -37,7 +37,7 @@ from swarmlib import extract_code
 from .replay import DataError, Record, ReplayRequest, ReplayServer, load_records
 
 if TYPE_CHECKING:
-    from swarm_assessor.sandbox import Sandbox
+    from swarmlib import Sandbox
 
 SCORE_TIMEOUT_S = 10.0
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -132,11 +132,10 @@ class Scorer:
 
     @classmethod
     async def create(cls) -> Scorer:
-        from swarm_assessor.config import AssessorConfig
-        from swarm_assessor.sandbox import Sandbox
+        from swarmlib import SandboxConfig, open_sandbox
 
-        env = {k: v for k, v in os.environ.items() if k.startswith("SWARM_ASSESSOR_")}
-        sandbox = Sandbox(AssessorConfig.from_env(env))
+        # The reference test always runs on this host: a benchmark must not spend devbox time.
+        sandbox = open_sandbox(replace(SandboxConfig.from_env(os.environ), backend="local"))
         await sandbox.probe()
         return cls(sandbox)
 

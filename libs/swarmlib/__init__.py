@@ -29,6 +29,8 @@ from ._instances import InstanceSpec, load_instances, parse_instances, token_cos
 from ._llm import PURPOSE_HEADER, RUN_HEADER, ChatClient, ChatResult, Endpoint, RetryPolicy, list_models
 from ._main import run_service
 from ._pyparse import compile_error, parse_python, unparse_python
+from ._runloop_config import RunloopConfig
+from ._sandbox import ExecResult, Sandbox, SandboxConfig, open_sandbox
 from ._scoring import assessment_score, dual_agreement, evidence_score, selection_score
 from ._server import SwarmServer, build_server, serve_until_terminated
 from ._telemetry import configure_tracing
@@ -40,6 +42,7 @@ __all__ = [
     "ChatResult",
     "ConfigError",
     "Endpoint",
+    "ExecResult",
     "InstanceSpec",
     "InvalidArgumentError",
     "LLMConnectError",
@@ -53,6 +56,9 @@ __all__ = [
     "QuorumNotReachedError",
     "ResourceExhaustedError",
     "RetryPolicy",
+    "RunloopConfig",
+    "Sandbox",
+    "SandboxConfig",
     "SandboxUnavailableError",
     "StageError",
     "SwarmError",
@@ -74,6 +80,7 @@ __all__ = [
     "load_instances",
     "mapped_error_types",
     "open_channel",
+    "open_sandbox",
     "parse_instances",
     "parse_python",
     "run_service",

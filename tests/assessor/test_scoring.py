@@ -47,7 +47,8 @@ def test_config_from_env_defaults_and_overrides() -> None:
     config = AssessorConfig.from_env({"SWARM_ASSESSOR_TIMEOUT_S": "2.5", "OTEL_SERVICE_NAME": "x", "HOME": "/root"})
     assert config.address == "127.0.0.1:50053"
     assert config.timeout_s == 2.5
-    assert config.output_cap_bytes == 64 * 1024
+    assert config.sandbox.output_cap_bytes == 64 * 1024
+    assert config.sandbox.backend == "local"
     assert config.max_concurrency >= 1
     assert dict(config.telemetry_env) == {"OTEL_SERVICE_NAME": "x"}
 
@@ -57,11 +58,12 @@ def test_config_from_env_defaults_and_overrides() -> None:
     [
         {"SWARM_ASSESSOR_TIMEOUT_S": "soon"},
         {"SWARM_ASSESSOR_TIMEOUT_S": "0"},
-        {"SWARM_ASSESSOR_MEMORY_MB": "8"},
+        {"SWARM_SANDBOX_MEMORY_MB": "8"},
+        {"SWARM_SANDBOX": "docker"},
         {"SWARM_ASSESSOR_MAX_CONCURRENCY": "0"},
         {"SWARM_ASSESSOR_MAX_CANDIDATES": "-1"},
     ],
 )
 def test_config_rejects_bad_values(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match="SWARM_ASSESSOR_"):
+    with pytest.raises(ConfigError, match="SWARM_(ASSESSOR|SANDBOX)"):
         AssessorConfig.from_env(env)

@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swarm.v1 import assessor_pb2, assessor_pb2_grpc, common_pb2
 from swarm_assessor.config import AssessorConfig
 from swarm_assessor.server import SERVICE_NAME, create_server
+from swarmlib import SandboxConfig
 
 FIB_TASK = '''def fib(n: int) -> int:
     """Return the n-th Fibonacci number.
@@ -258,7 +259,7 @@ async def test_health_serving(channel: grpc.aio.Channel) -> None:
 
 
 async def test_missing_bwrap_is_failed_precondition() -> None:
-    config = AssessorConfig(address="127.0.0.1:0", bwrap_path="/nonexistent/bwrap")
+    config = AssessorConfig(address="127.0.0.1:0", sandbox=SandboxConfig(bwrap_path="/nonexistent/bwrap"))
     server, port = await create_server(config)
     await server.start()
     try:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from swarmlib import ConfigError, env_float, env_int, env_str
+from swarmlib import ConfigError, SandboxConfig, env_float, env_int, env_str
 
 _PREFIX = "SWARM_ASSESSOR_"
 
@@ -30,13 +30,10 @@ class AssessorConfig:
     probe_timeout_s: float = 0.5
     max_generated_tests: int = 128
     mutated_probes: int = 24
-    memory_mb: int = 512
-    max_processes: int = 64
-    output_cap_bytes: int = 64 * 1024
     max_concurrency: int = field(default_factory=_default_concurrency)
     max_candidates: int = 32
     max_code_bytes: int = 256 * 1024
-    bwrap_path: str = "/usr/bin/bwrap"
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     grace_s: float = 5.0
     telemetry_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -55,13 +52,9 @@ class AssessorConfig:
                 self.max_generated_tests >= 0,
                 f"SWARM_ASSESSOR_MAX_GENERATED_TESTS={self.max_generated_tests} must be >= 0",
             ),
-            (self.memory_mb >= 64, f"SWARM_ASSESSOR_MEMORY_MB={self.memory_mb} must be >= 64 (Python needs it)"),
-            (self.max_processes >= 1, f"SWARM_ASSESSOR_MAX_PROCESSES={self.max_processes} must be >= 1"),
-            (self.output_cap_bytes >= 1024, f"SWARM_ASSESSOR_OUTPUT_CAP_BYTES={self.output_cap_bytes} must be >= 1024"),
             (self.max_concurrency >= 1, f"SWARM_ASSESSOR_MAX_CONCURRENCY={self.max_concurrency} must be >= 1"),
             (self.max_candidates >= 1, f"SWARM_ASSESSOR_MAX_CANDIDATES={self.max_candidates} must be >= 1"),
             (self.max_code_bytes >= 1, f"SWARM_ASSESSOR_MAX_CODE_BYTES={self.max_code_bytes} must be >= 1"),
-            (bool(self.bwrap_path.strip()), "SWARM_ASSESSOR_BWRAP must not be empty"),
             (self.grace_s >= 0, f"SWARM_ASSESSOR_GRACE_S={self.grace_s} must be >= 0"),
         ]
         for ok, message in checks:
@@ -79,13 +72,10 @@ class AssessorConfig:
             probe_timeout_s=env_float(env, f"{_PREFIX}PROBE_TIMEOUT_S", cls.probe_timeout_s),
             max_generated_tests=env_int(env, f"{_PREFIX}MAX_GENERATED_TESTS", cls.max_generated_tests),
             mutated_probes=env_int(env, f"{_PREFIX}MUTATED_PROBES", cls.mutated_probes),
-            memory_mb=env_int(env, f"{_PREFIX}MEMORY_MB", cls.memory_mb),
-            max_processes=env_int(env, f"{_PREFIX}MAX_PROCESSES", cls.max_processes),
-            output_cap_bytes=env_int(env, f"{_PREFIX}OUTPUT_CAP_BYTES", cls.output_cap_bytes),
             max_concurrency=env_int(env, f"{_PREFIX}MAX_CONCURRENCY", _default_concurrency()),
             max_candidates=env_int(env, f"{_PREFIX}MAX_CANDIDATES", cls.max_candidates),
             max_code_bytes=env_int(env, f"{_PREFIX}MAX_CODE_BYTES", cls.max_code_bytes),
-            bwrap_path=env_str(env, f"{_PREFIX}BWRAP", cls.bwrap_path),
+            sandbox=SandboxConfig.from_env(env),
             grace_s=env_float(env, f"{_PREFIX}GRACE_S", cls.grace_s),
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

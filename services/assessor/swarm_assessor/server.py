@@ -8,10 +8,9 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from swarm.v1 import assessor_pb2_grpc
-from swarmlib import SandboxUnavailableError, SwarmServer, build_server, configure_tracing
+from swarmlib import SandboxUnavailableError, SwarmServer, build_server, configure_tracing, open_sandbox
 
 from .config import AssessorConfig
-from .sandbox import Sandbox
 from .service import AssessorServicer
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ async def create_server(config: AssessorConfig) -> tuple[SwarmServer, int]:
     Assess fails with FAILED_PRECONDITION naming the cause, which is easier to diagnose from a
     client than a service that never comes up.
     """
-    sandbox = Sandbox(config)
+    sandbox = open_sandbox(config.sandbox)
     try:
         await sandbox.probe()
     except SandboxUnavailableError as exc:
@@ -42,6 +41,7 @@ async def create_server(config: AssessorConfig) -> tuple[SwarmServer, int]:
         address=config.address,
         tracer_provider=configure_tracing("swarm-assessor", config.telemetry_env),
     )
+    server.on_stop(sandbox.aclose)
     if sandbox.unavailable_reason is not None:
         await server.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, port

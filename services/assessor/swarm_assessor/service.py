@@ -15,6 +15,7 @@ import grpc
 from swarm.v1 import assessor_pb2, assessor_pb2_grpc, common_pb2
 from swarmlib import (
     InvalidArgumentError,
+    Sandbox,
     SandboxUnavailableError,
     assessment_score,
     check_candidate_ids,
@@ -27,7 +28,6 @@ from .config import AssessorConfig
 from .generated_tests import attached_tests, clean_generated, name_generated, runnable
 from .harness import DEADLINE, Plan, TestOutcome, build_program, build_spec, parse_report
 from .probes import collect_probes, mutate_probes
-from .sandbox import BACKEND, Sandbox
 from .tests_from_task import TaskTest, tests_from_task
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         return assessor_pb2.AssessResponse(
             assessments=assessments,
             tests_found=len(visible),
-            sandbox=BACKEND,
+            sandbox=self._sandbox.backend,
             generated_tests_kept=len(kept),
             probes=len(plan.probes),
         )

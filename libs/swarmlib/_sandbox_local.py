@@ -21,12 +21,11 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
-from swarmlib import SandboxUnavailableError
-
-from .config import AssessorConfig
+from ._errors import SandboxUnavailableError
+from ._sandbox import ExecResult, SandboxConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +33,6 @@ BACKEND = "bubblewrap"
 # First uid of the pool used for root-run sandboxes; far from any distro's allocated ranges.
 _UID_BASE = 61000
 _READ_CHUNK = 4096
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    """What one sandboxed execution did; ``reason`` says why it was stopped, empty if it was not."""
-
-    exit_code: int | None
-    timed_out: bool
-    reason: str
-    stdout: str
-    stderr: str
-    duration_ms: float
 
 
 def base_python() -> str:
@@ -65,10 +52,10 @@ def _inside(path: str, prefix: str) -> bool:
     return True
 
 
-class Sandbox:
-    """Executes programs in bubblewrap with at most ``max_concurrency`` running at once."""
+class LocalSandbox:
+    """Executes programs in bubblewrap with at most ``max_slots`` running at once."""
 
-    def __init__(self, config: AssessorConfig) -> None:
+    def __init__(self, config: SandboxConfig) -> None:
         self._config = config
         self._python = base_python()
         self._prefix = sys.base_prefix
@@ -77,9 +64,13 @@ class Sandbox:
         self._setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
         # Each slot carries its own uid so RLIMIT_NPROC (counted per uid) is per execution.
         self._slots: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(config.max_concurrency):
+        for index in range(config.max_slots):
             self._slots.put_nowait(_UID_BASE + index)
         self._unavailable: str | None = None
+
+    @property
+    def backend(self) -> str:
+        return BACKEND
 
     @property
     def unavailable_reason(self) -> str | None:
@@ -103,20 +94,24 @@ class Sandbox:
         self._unavailable = message
         raise SandboxUnavailableError(message)
 
-    async def run(self, program: str, timeout_s: float) -> ExecResult:
+    async def run(self, program: str, timeout_s: float, files: Mapping[str, str] | None = None) -> ExecResult:
         """Execute ``program`` as ``python -I /box/main.py``; never runs it outside the sandbox."""
         if self._unavailable is not None:
             raise SandboxUnavailableError(self._unavailable)
-        return await self._execute(program, timeout_s)
+        return await self._execute(program, timeout_s, files or {})
 
-    async def _execute(self, program: str, timeout_s: float) -> ExecResult:
+    async def aclose(self) -> None:
+        """Nothing outlives an execution on this backend."""
+
+    async def _execute(self, program: str, timeout_s: float, files: Mapping[str, str] | None = None) -> ExecResult:
         uid = await self._slots.get()
         try:
             with tempfile.TemporaryDirectory(prefix="swarm-box-") as box:
                 os.chmod(box, 0o755)
-                main = Path(box) / "main.py"
-                main.write_text(program, encoding="utf-8")
-                main.chmod(0o644)
+                for name, text in {**(files or {}), "main.py": program}.items():
+                    target = Path(box) / _plain_name(name)
+                    target.write_text(text, encoding="utf-8")
+                    target.chmod(0o644)
                 return await self._spawn(self._argv(box, uid, timeout_s), timeout_s)
         finally:
             self._slots.put_nowait(uid)
@@ -234,6 +229,13 @@ class Sandbox:
             stderr=err.decode("utf-8", "replace"),
             duration_ms=duration_ms,
         )
+
+
+def _plain_name(name: str) -> str:
+    """Files live flat in the box: a name with a directory part could write outside it."""
+    if not name or "/" in name or name in (".", "..") or "\0" in name:
+        raise ValueError(f"sandbox file name {name!r} must be a plain file name")
+    return name
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:

@@ -65,5 +65,5 @@ def test_config_from_env_defaults_and_overrides() -> None:
     ],
 )
 def test_config_rejects_bad_values(env: dict[str, str]) -> None:
-    with pytest.raises(ConfigError, match="SWARM_(ASSESSOR|SANDBOX)"):
+    with pytest.raises(ConfigError, match=r"SWARM_(ASSESSOR|SANDBOX)"):
         AssessorConfig.from_env(env)

@@ -32,6 +32,8 @@ class AssessorConfig:
     mutated_probes: int = 24
     max_concurrency: int = field(default_factory=_default_concurrency)
     max_candidates: int = 32
+    max_queued: int = 64
+    queue_timeout_s: float = 30.0
     max_code_bytes: int = 256 * 1024
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     grace_s: float = 5.0
@@ -54,6 +56,13 @@ class AssessorConfig:
             ),
             (self.max_concurrency >= 1, f"SWARM_ASSESSOR_MAX_CONCURRENCY={self.max_concurrency} must be >= 1"),
             (self.max_candidates >= 1, f"SWARM_ASSESSOR_MAX_CANDIDATES={self.max_candidates} must be >= 1"),
+            (
+                self.max_concurrency + self.max_queued >= self.max_candidates,
+                f"SWARM_ASSESSOR_MAX_CONCURRENCY + SWARM_ASSESSOR_MAX_QUEUED ({self.max_concurrency} + "
+                f"{self.max_queued}) must be >= SWARM_ASSESSOR_MAX_CANDIDATES={self.max_candidates}, or a full "
+                "request could never be admitted",
+            ),
+            (self.queue_timeout_s > 0, f"SWARM_ASSESSOR_QUEUE_TIMEOUT_S={self.queue_timeout_s} must be > 0"),
             (self.max_code_bytes >= 1, f"SWARM_ASSESSOR_MAX_CODE_BYTES={self.max_code_bytes} must be >= 1"),
             (self.grace_s >= 0, f"SWARM_ASSESSOR_GRACE_S={self.grace_s} must be >= 0"),
         ]
@@ -74,6 +83,8 @@ class AssessorConfig:
             mutated_probes=env_int(env, f"{_PREFIX}MUTATED_PROBES", cls.mutated_probes),
             max_concurrency=env_int(env, f"{_PREFIX}MAX_CONCURRENCY", _default_concurrency()),
             max_candidates=env_int(env, f"{_PREFIX}MAX_CANDIDATES", cls.max_candidates),
+            max_queued=env_int(env, f"{_PREFIX}MAX_QUEUED", cls.max_queued),
+            queue_timeout_s=env_float(env, f"{_PREFIX}QUEUE_TIMEOUT_S", cls.queue_timeout_s),
             max_code_bytes=env_int(env, f"{_PREFIX}MAX_CODE_BYTES", cls.max_code_bytes),
             sandbox=SandboxConfig.from_env(env),
             grace_s=env_float(env, f"{_PREFIX}GRACE_S", cls.grace_s),

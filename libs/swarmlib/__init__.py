@@ -30,12 +30,13 @@ from ._llm import PURPOSE_HEADER, RUN_HEADER, ChatClient, ChatResult, Endpoint, 
 from ._main import run_service
 from ._pyparse import compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
-from ._sandbox import ExecResult, Sandbox, SandboxConfig, open_sandbox
+from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, open_sandbox
 from ._scoring import assessment_score, dual_agreement, evidence_score, selection_score
 from ._server import SwarmServer, build_server, serve_until_terminated
 from ._telemetry import configure_tracing
 
 __all__ = [
+    "BACKENDS",
     "PURPOSE_HEADER",
     "RUN_HEADER",
     "ChatClient",

@@ -195,7 +195,7 @@ class BenchStack:
 
 def _passthrough_env() -> dict[str, str]:
     """Settings from the caller's environment that still apply (sandbox, model path, telemetry)."""
-    keep = ("SWARM_ASSESSOR_", "SWARM_COLLATOR_", "SWARM_EMBEDDING_", "OTEL_")
+    keep = ("SWARM_ASSESSOR_", "SWARM_SANDBOX", "SWARM_COLLATOR_", "SWARM_EMBEDDING_", "OTEL_")
     return {k: v for k, v in os.environ.items() if k.startswith(keep)}
 
 
@@ -278,7 +278,7 @@ async def run_once(
     """Register the draw, run the swarm once, and say which recorded candidate it selected."""
     texts = [record.candidates[i].text for i in picks]
     sources = [record.candidates[i].source for i in picks]
-    stack.replay.register(record.prompt, texts, record.generated_tests)
+    stack.replay.register(record.prompt, texts, record.generated_tests, [model_of(source) for source in sources])
     outcome = RunOutcome(record.task_id, repeat, "", False, 0.0, "", drawn=sources)
     # Instance k serves pick k: a smaller draw than the stack's size uses only its first instances.
     allowed = [f"replay-{k}" for k in range(len(picks))] if len(picks) < stack.size else []
@@ -311,6 +311,11 @@ async def run_once(
     if chosen is not None:
         outcome.codet_source = _source_of(run, chosen.id, sources)
     return outcome, run
+
+
+def model_of(source: str) -> str:
+    """The model part of a recorded source ("gpt-4/t0.2#3" -> "gpt-4/t0.2"): what an API would report."""
+    return source.split("#", 1)[0] or "replay"
 
 
 def _source_of(run: pb.Run, candidate_id: str, sources: Sequence[str]) -> str:

@@ -141,6 +141,7 @@ class _Draw:
     squashed: str
     candidates: list[str]
     generated_tests: list[str] | None
+    models: list[str] | None = None
 
 
 def _squash(text: str) -> str:
@@ -170,11 +171,16 @@ class ReplayServer:
     # -- draws -----------------------------------------------------------------------------
 
     def register(
-        self, task_prompt: str, candidates_texts: Sequence[str], generated_tests: Sequence[str] | None
+        self,
+        task_prompt: str,
+        candidates_texts: Sequence[str],
+        generated_tests: Sequence[str] | None,
+        models: Sequence[str] | None = None,
     ) -> None:
         """Serve ``candidates_texts`` for the task: instance ``k`` answers candidate ``k % len``.
 
-        Registering the same prompt again replaces its draw.
+        ``models[k]``, when given, is the model that wrote candidate ``k``; the answer names it in
+        its ``model`` field as a real API does. Registering the same prompt again replaces its draw.
         """
         prompt = task_prompt.strip()
         if not prompt:
@@ -182,7 +188,10 @@ class ReplayServer:
         if not candidates_texts:
             raise ValueError("a draw needs at least one candidate")
         tests = list(generated_tests) if generated_tests is not None else None
-        self._draws[prompt] = _Draw(prompt, _squash(prompt), list(candidates_texts), tests)
+        if models is not None and len(models) != len(candidates_texts):
+            raise ValueError("models must name the model of every candidate")
+        names = list(models) if models is not None else None
+        self._draws[prompt] = _Draw(prompt, _squash(prompt), list(candidates_texts), tests, names)
 
     def unregister(self, task_prompt: str) -> None:
         self._draws.pop(task_prompt.strip(), None)
@@ -313,6 +322,7 @@ class ReplayServer:
             )
             return 404
         purpose = headers.get(PURPOSE_HEADER, "solve").strip().lower() or "solve"
+        model = self.model
         if purpose == "tests":
             reply = "\n".join(draw.generated_tests) if draw.generated_tests else NO_TESTS_REPLY
         elif purpose == "refine":
@@ -326,7 +336,9 @@ class ReplayServer:
                 await send_json(writer, 409, openai_error(message, "conflict"), keep_alive)
                 return 409
             reply = draw.candidates[instance % len(draw.candidates)]
-        await _answer(writer, body, self.model, text, reply, keep_alive)
+            if draw.models is not None:
+                model = draw.models[instance % len(draw.models)]
+        await _answer(writer, body, model, text, reply, keep_alive)
         return 200
 
     def _first_answer(self, run_id: str, instance: int) -> bool:

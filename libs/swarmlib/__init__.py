@@ -31,7 +31,14 @@ from ._main import run_service
 from ._pyparse import compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
 from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, open_sandbox
-from ._scoring import assessment_score, dual_agreement, evidence_score, selection_score
+from ._scoring import (
+    assessment_score,
+    cluster_shares,
+    dual_agreement,
+    evidence_score,
+    selection_score,
+    vote_weights,
+)
 from ._server import SwarmServer, build_server, serve_until_terminated
 from ._telemetry import configure_tracing
 
@@ -67,6 +74,7 @@ __all__ = [
     "assessment_score",
     "build_server",
     "check_candidate_ids",
+    "cluster_shares",
     "compile_error",
     "configure_tracing",
     "dual_agreement",
@@ -91,4 +99,5 @@ __all__ = [
     "task_code",
     "token_cost_usd",
     "unparse_python",
+    "vote_weights",
 ]

@@ -67,12 +67,15 @@ class ChatResult:
     finish_reason: str
     usage_reported: bool
     attempts: int = 1
+    # The model the server says answered (OpenAI's ``model`` field); empty when it did not say.
+    served_model: str = ""
 
 
 @dataclass
 class _StreamState:
     parts: list[str] = field(default_factory=list)
     finish_reason: str = ""
+    model: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     done: bool = False
@@ -195,6 +198,7 @@ class ChatClient:
                 finish_reason=state.finish_reason,
                 usage_reported=reported,
                 attempts=attempt,
+                served_model=state.model,
             )
 
     async def _stream_once(
@@ -259,6 +263,9 @@ def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
         raise LLMMalformedError(f"{endpoint.name}: stream chunk is not an object: {data[:80]!r}")
     if "error" in chunk:
         raise LLMMalformedError(f"{endpoint.name}: error in stream: {str(chunk['error'])[:200]}")
+    model = chunk.get("model")
+    if isinstance(model, str) and model and not state.model:
+        state.model = model[:200]
     usage = chunk.get("usage")
     if isinstance(usage, dict):
         state.prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
@@ -300,6 +307,7 @@ def _parse_whole(endpoint: Endpoint, raw: bytes) -> _StreamState:
         prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
         completion_tokens=_int_or_none(usage.get("completion_tokens")),
         done=True,
+        model=str(body.get("model") or "")[:200],
     )
 
 

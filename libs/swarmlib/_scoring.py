@@ -10,11 +10,16 @@ user's tests state the intent; everything else is inferred), and within the same
   evidence = 0.45 dual agreement + 0.25 cluster share + 0.10 centrality + 0.10 completeness + 0.10 style
 where dual agreement is CodeT's (behaviour cluster size x generated tests the cluster passes,
 divided by the run's largest), cluster share is the share of the swarm that behaves (or, without
-probes, reads) the same, and centrality is mean embedding similarity to the others. With no
-visible tests, "passed" is 1 when the program runs cleanly.
+probes, reads) the same, with each model's answers together counting sqrt(their number) votes
+(``vote_weights``: samples of one model share its mistakes), and centrality is mean embedding
+similarity to the others. With no visible tests, "passed" is 1 when the program runs cleanly.
 """
 
 from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
 
 CORRECTNESS_WEIGHT = 0.60
 COMPLETENESS_WEIGHT = 0.25
@@ -48,16 +53,45 @@ def selection_score(visible_passed: int, visible_total: int, runs_cleanly: bool,
     return (visible_passed + evidence) / (visible_total + 1)
 
 
-def dual_agreement(cluster_of: list[int], generated_passed: list[int]) -> list[float]:
+def vote_weights(models: Sequence[str]) -> list[float]:
+    """How much each candidate's agreement counts: ``1 / sqrt(n)`` for a model with ``n`` answers in the run.
+
+    Samples of one model share its mistakes, so ten of them agreeing is weaker evidence than ten
+    different models agreeing; a model's answers together count ``sqrt(n)`` votes. When every
+    answer comes from one model (the usual swarm of one model's instances) all weights are equal
+    and shares are plain cluster sizes.
+    """
+    counts = Counter(models)
+    if len(set(counts.values())) <= 1:
+        # Equal counts give equal weights; exactly 1.0 keeps ties between clusters exact.
+        return [1.0] * len(models)
+    return [1.0 / math.sqrt(counts[model]) for model in models]
+
+
+def cluster_shares(cluster_of: Sequence[int], weights: Sequence[float]) -> list[float]:
+    """Each candidate's cluster's share of the run's total vote weight (see ``vote_weights``)."""
+    total = sum(weights)
+    if total <= 0:
+        return [0.0] * len(cluster_of)
+    votes: dict[int, float] = {}
+    for cluster, weight in zip(cluster_of, weights, strict=True):
+        votes[cluster] = votes.get(cluster, 0.0) + weight
+    return [votes[cluster] / total for cluster in cluster_of]
+
+
+def dual_agreement(
+    cluster_of: Sequence[int], generated_passed: Sequence[int], weights: Sequence[float] | None = None
+) -> list[float]:
     """CodeT's dual agreement per candidate, normalised to the run's best (0 with no generated tests).
 
-    ``cluster_of[i]`` is candidate i's behaviour cluster; a cluster's score is its size times the
-    generated tests its programs pass (equal behaviour means equal outcomes, so take the max).
+    ``cluster_of[i]`` is candidate i's behaviour cluster; a cluster's score is its size (its vote
+    weight, with ``weights``) times the generated tests its programs pass (equal behaviour means
+    equal outcomes, so take the max).
     """
-    sizes: dict[int, int] = {}
+    sizes: dict[int, float] = {}
     passed: dict[int, int] = {}
-    for cluster, count in zip(cluster_of, generated_passed, strict=True):
-        sizes[cluster] = sizes.get(cluster, 0) + 1
+    for index, (cluster, count) in enumerate(zip(cluster_of, generated_passed, strict=True)):
+        sizes[cluster] = sizes.get(cluster, 0.0) + (weights[index] if weights is not None else 1.0)
         passed[cluster] = max(passed.get(cluster, 0), count)
     raw = {c: sizes[c] * passed[c] for c in sizes}
     best = max(raw.values(), default=0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from swarmlib import dual_agreement, evidence_score, selection_score
+import pytest
+
+from swarmlib import cluster_shares, dual_agreement, evidence_score, selection_score, vote_weights
 
 
 def test_one_more_visible_test_beats_any_other_evidence() -> None:
@@ -27,3 +29,33 @@ def test_dual_agreement_is_cluster_size_times_tests_passed_normalised() -> None:
     scores = dual_agreement([0, 0, 1, 0, 2], [2, 2, 5, 2, 0])
     assert scores == [1.0, 1.0, 5 / 6, 1.0, 0.0]
     assert dual_agreement([0, 1], [0, 0]) == [0.0, 0.0]
+
+
+def test_one_models_answers_vote_as_sqrt_of_their_number() -> None:
+    weights = vote_weights(["a", "a", "a", "a", "b"])
+    assert weights[:4] == [0.5] * 4
+    assert weights[4] == 1.0
+    # Four samples of one model agreeing count 2 votes; the one other model's answer counts 1.
+    shares = cluster_shares([0, 0, 0, 0, 1], weights)
+    assert shares[0] == pytest.approx(2 / 3)
+    assert shares[4] == pytest.approx(1 / 3)
+
+
+def test_agreement_across_models_outweighs_the_same_count_from_one_model() -> None:
+    models = ["x", "x", "x", "y", "y", "z"]
+    assert vote_weights(["x", "x", "y", "y"]) == [1.0] * 4
+    clusters = [0, 0, 0, 1, 1, 1]
+    shares = cluster_shares(clusters, vote_weights(models))
+    assert shares[3] > shares[0]
+    duals = dual_agreement(clusters, [2] * 6, vote_weights(models))
+    assert duals[3] == 1.0
+    assert duals[0] < 1.0
+
+
+def test_one_model_swarm_keeps_plain_cluster_sizes() -> None:
+    clusters = [0, 0, 1, 2, 2, 2]
+    shares = cluster_shares(clusters, vote_weights(["qwen"] * 6))
+    assert shares == pytest.approx([2 / 6, 2 / 6, 1 / 6, 3 / 6, 3 / 6, 3 / 6])
+    assert dual_agreement(clusters, [1, 1, 3, 1, 1, 1], vote_weights(["qwen"] * 6)) == dual_agreement(
+        clusters, [1, 1, 3, 1, 1, 1]
+    )

@@ -134,7 +134,8 @@ class Fanout:
                 id=f"c{slot + 1}",
                 origin=pb.CANDIDATE_ORIGIN_SWARM,
                 instance=instance,
-                model=spec.model,
+                # What the server says answered: behind one name a gateway may route to several models.
+                model=answer.served_model or spec.model,
                 text=answer.text,
                 code=extract_code(answer.text, settings.task),
                 usage=usage,

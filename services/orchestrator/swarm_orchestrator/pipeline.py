@@ -25,9 +25,11 @@ from swarmlib import (
     StageError,
     SwarmError,
     assessment_score,
+    cluster_shares,
     dual_agreement,
     evidence_score,
     selection_score,
+    vote_weights,
 )
 
 from .config import OrchestratorConfig
@@ -97,11 +99,11 @@ def _cluster_keys(candidates: list[pb.Candidate]) -> list[int]:
     return result
 
 
-def _selection(candidate: pb.Candidate, swarm_size: int) -> float:
+def _selection(candidate: pb.Candidate, share: float) -> float:
     s = candidate.scores
     evidence = evidence_score(
         dual=s.dual_agreement,
-        share=s.behaviour_cluster_size / max(1, swarm_size),
+        share=share,
         centrality=s.consensus,
         completeness=s.completeness,
         style=s.style,
@@ -112,12 +114,14 @@ def _selection(candidate: pb.Candidate, swarm_size: int) -> float:
 def _rank(run: pb.Run, candidates: list[pb.Candidate]) -> None:
     """Score every candidate with the selection formula and sort best first (see ``_scoring``)."""
     clusters = _cluster_keys(candidates)
-    duals = dual_agreement(clusters, [c.scores.generated_passed for c in candidates])
+    weights = vote_weights([c.model or c.instance for c in candidates])
+    duals = dual_agreement(clusters, [c.scores.generated_passed for c in candidates], weights)
+    shares = cluster_shares(clusters, weights)
     sizes = {key: clusters.count(key) for key in set(clusters)}
-    for candidate, key, dual in zip(candidates, clusters, duals, strict=True):
+    for candidate, key, dual, share in zip(candidates, clusters, duals, shares, strict=True):
         candidate.scores.dual_agreement = dual
         candidate.scores.behaviour_cluster_size = sizes[key]
-        candidate.scores.overall = _selection(candidate, len(candidates))
+        candidate.scores.overall = _selection(candidate, share)
     candidates.sort(key=_rank_key)
 
 

@@ -24,6 +24,12 @@ class RunloopConfig:
     max_devboxes: int = 8
     idle_suspend_s: float = 300.0
     idle_shutdown_s: float = 1800.0
+    # Retries the SDK makes on 408/409/429/5xx and connection errors, with the same idempotency key.
+    max_retries: int = 3
+    # How long a devbox may take to boot or resume before it is given up on.
+    boot_timeout_s: float = 600.0
+    # Wall clock beyond an execution's own timeout before a silent devbox is treated as hung.
+    exec_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -38,6 +44,9 @@ class RunloopConfig:
                 self.idle_shutdown_s >= self.idle_suspend_s,
                 f"SWARM_RUNLOOP_IDLE_SHUTDOWN_S={self.idle_shutdown_s} must be >= SWARM_RUNLOOP_IDLE_SUSPEND_S",
             ),
+            (self.max_retries >= 0, f"SWARM_RUNLOOP_MAX_RETRIES={self.max_retries} must be >= 0"),
+            (self.boot_timeout_s > 0, f"SWARM_RUNLOOP_BOOT_TIMEOUT_S={self.boot_timeout_s} must be > 0"),
+            (self.exec_grace_s > 0, f"SWARM_RUNLOOP_EXEC_GRACE_S={self.exec_grace_s} must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -54,4 +63,7 @@ class RunloopConfig:
             max_devboxes=env_int(env, "SWARM_RUNLOOP_MAX_DEVBOXES", cls.max_devboxes),
             idle_suspend_s=env_float(env, "SWARM_RUNLOOP_IDLE_SUSPEND_S", cls.idle_suspend_s),
             idle_shutdown_s=env_float(env, "SWARM_RUNLOOP_IDLE_SHUTDOWN_S", cls.idle_shutdown_s),
+            max_retries=env_int(env, "SWARM_RUNLOOP_MAX_RETRIES", cls.max_retries),
+            boot_timeout_s=env_float(env, "SWARM_RUNLOOP_BOOT_TIMEOUT_S", cls.boot_timeout_s),
+            exec_grace_s=env_float(env, "SWARM_RUNLOOP_EXEC_GRACE_S", cls.exec_grace_s),
         )

@@ -113,7 +113,9 @@ class Sandbox(Protocol):
 def open_sandbox(config: SandboxConfig) -> Sandbox:
     """The backend ``config.backend`` names; Runloop's SDK is imported only when it is chosen."""
     if config.backend == "runloop":
-        raise ConfigError("SWARM_SANDBOX=runloop: the Runloop backend is not in this build yet; use local")
+        from ._sandbox_runloop import RunloopSandbox
+
+        return RunloopSandbox(config)
     from ._sandbox_local import LocalSandbox
 
     return LocalSandbox(config)

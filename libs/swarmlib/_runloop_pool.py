@@ -1,0 +1,456 @@
+"""A warm pool of Runloop devboxes, so an execution rarely waits for one to boot.
+
+Booting a devbox takes seconds to minutes; running a program on a running one takes a few round
+trips. The pool keeps ``pool_size`` devboxes, lends each to one execution at a time, and grows on
+demand up to ``max_devboxes``. A devbox idle for ``idle_suspend_s`` is suspended (it then costs
+disk only, and resumes faster than a new one boots); one idle for ``idle_shutdown_s`` beyond the
+pool size is shut down. A devbox whose status is not ``running`` when checked is shut down and
+replaced, so a dead one is never lent twice.
+
+Every mutating call carries an idempotency key of ours; the SDK sends it as ``x-request-id`` and
+reuses it on each of its retries, so a create whose answer was lost cannot leave a second devbox
+behind. SDK errors become ``SandboxUnavailableError`` with a message that says what failed and
+never contains the API key. Time is read from an injectable clock so the idle policy can be tested
+without waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from runloop_api_client import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncRunloop,
+    AuthenticationError,
+    PermissionDeniedError,
+    RateLimitError,
+    RunloopError,
+    omit,
+)
+from runloop_api_client.lib.polling import PollingConfig, PollingTimeout
+
+from ._errors import SandboxUnavailableError
+from ._runloop_config import RunloopConfig
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+Clock = Callable[[], float]
+ReadyHook = Callable[[str], Awaitable[None]]
+
+
+def idempotency_key(op: str) -> str:
+    """A fresh key for one logical call; the SDK repeats it on every retry of that call."""
+    return f"swarm-{op}-{uuid.uuid4()}"
+
+
+def describe(exc: BaseException, action: str, retries: int) -> str:
+    """What went wrong, for a client: status, whether retries were spent, no headers, no key."""
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return f"Runloop API refused the API key to {action} (HTTP {exc.status_code}); check RUNLOOP_API_KEY"
+    if isinstance(exc, RateLimitError):
+        return f"Runloop API rate limit (HTTP 429) to {action} persisted after {retries} retries; retry later"
+    if isinstance(exc, APIStatusError):
+        retried = exc.status_code >= 500 or exc.status_code in (408, 409)
+        after = f" after {retries} retries" if retried else ""
+        kind = "failed" if exc.status_code >= 500 else "refused"
+        return f"Runloop API {kind} to {action}: HTTP {exc.status_code}{after}: {_detail(exc.body)}"
+    if isinstance(exc, APITimeoutError):
+        return f"Runloop API did not answer in time to {action} (after {retries} retries)"
+    if isinstance(exc, APIConnectionError):
+        cause = exc.__cause__ or exc
+        return f"cannot reach the Runloop API to {action} (after {retries} retries): {type(cause).__name__}"
+    if isinstance(exc, PollingTimeout):
+        return f"Runloop gave up waiting to {action}: {str(exc).split('. Last retrieved', 1)[0]}"
+    return f"Runloop could not {action}: {exc}"
+
+
+def _detail(body: object) -> str:
+    if isinstance(body, dict):
+        body = body.get("error") or body.get("message") or body
+    return str(body)[:200]
+
+
+@contextlib.contextmanager
+def api_errors(action: str, retries: int) -> Iterator[None]:
+    """Turn SDK failures inside the block into ``SandboxUnavailableError`` saying ``action``."""
+    try:
+        yield
+    except (RunloopError, PollingTimeout) as exc:
+        raise SandboxUnavailableError(describe(exc, action, retries)) from exc
+
+
+def polling(timeout_s: float) -> PollingConfig:
+    """Long-poll for up to ``timeout_s``; the SDK's default caps the wait at 120 attempts of 1 s."""
+    return PollingConfig(interval_seconds=1.0, max_attempts=1_000_000, timeout_seconds=timeout_s)
+
+
+class BoxState(enum.Enum):
+    STARTING = "starting"  # being created or resumed
+    IDLE = "idle"  # running, lendable
+    BUSY = "busy"  # lent to one execution
+    RETURNING = "returning"  # execution done, being cleaned: lendable again in a moment
+    SUSPENDING = "suspending"
+    SUSPENDED = "suspended"
+
+
+@dataclass(eq=False)
+class Devbox:
+    """One devbox the pool owns; ``idle_since`` is on the pool's clock."""
+
+    id: str
+    state: BoxState
+    idle_since: float
+
+
+class DevboxPool:
+    """Lends running devboxes, one execution each; boots, resumes, suspends and retires them."""
+
+    def __init__(
+        self,
+        client: AsyncRunloop,
+        config: RunloopConfig,
+        *,
+        clock: Clock = time.monotonic,
+        on_ready: ReadyHook | None = None,
+    ) -> None:
+        self._client = client
+        self._config = config
+        self._clock = clock
+        self._on_ready = on_ready
+        self._boxes: dict[str, Devbox] = {}
+        self._creating = 0  # creates whose devbox id is not known yet
+        self._waiting = 0
+        self._cond = asyncio.Condition()
+        self._tasks: set[asyncio.Task[Any]] = set()  # cancelled on close
+        self._boots: set[asyncio.Task[Any]] = set()  # creates and resumes, awaited by warm()
+        self._keep: set[asyncio.Task[Any]] = set()  # create calls and shutdowns: awaited on close, never cancelled
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"DevboxPool({self.counts()})"
+
+    def counts(self) -> dict[str, int]:
+        """How many devboxes are in each state (plus creates in flight), for tests and benches."""
+        out = {state.value: 0 for state in BoxState}
+        for box in self._boxes.values():
+            out[box.state.value] += 1
+        out["creating"] = self._creating
+        return out
+
+    @property
+    def devbox_ids(self) -> list[str]:
+        return list(self._boxes)
+
+    # -- lending ---------------------------------------------------------------------------
+
+    async def acquire(self) -> Devbox:
+        """A running devbox lent to the caller alone: an idle one, else resumed, else new."""
+        while True:
+            async with self._cond:
+                self._check_open()
+                box = self._take_idle()
+                if box is not None:
+                    return box
+                start = self._start_for_demand()
+                if start is None:
+                    self._waiting += 1
+                    try:
+                        await self._cond.wait()
+                    finally:
+                        self._waiting -= 1
+                    continue
+            try:
+                # Shielded: a caller that gives up must not cancel a boot others may use.
+                await asyncio.shield(start)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not start.cancelled() or (current is not None and current.cancelling()):
+                    raise
+
+    def returning(self, box: Devbox) -> None:
+        """``box`` finished its execution and is being cleaned: a caller waits for it rather than boot another."""
+        if self._boxes.get(box.id) is box and box.state is BoxState.BUSY:
+            box.state = BoxState.RETURNING
+
+    async def release(self, box: Devbox, *, healthy: bool = True) -> None:
+        """Take ``box`` back; when the execution went wrong, check its status before lending it again."""
+        if self._closed or self._boxes.get(box.id) is not box:
+            return
+        if not healthy and not await self._is_running(box):
+            return
+        async with self._cond:
+            box.state = BoxState.IDLE
+            box.idle_since = self._clock()
+            self._cond.notify_all()
+
+    async def discard(self, box: Devbox, why: str) -> None:
+        """Forget ``box``, shut it down (forced: it may be mid-snapshot) and boot a replacement."""
+        if self._boxes.get(box.id) is not box:
+            return
+        log.warning("Runloop devbox %s replaced: %s", box.id, why)
+        async with self._cond:
+            del self._boxes[box.id]
+            self._cond.notify_all()
+        self._spawn_kept(self._shutdown(box.id, force=True))
+        self._refill()
+
+    def _take_idle(self) -> Devbox | None:
+        idle = [b for b in self._boxes.values() if b.state is BoxState.IDLE]
+        if not idle:
+            return None
+        # Most recently used first, so the others age and can be suspended or retired.
+        box = max(idle, key=lambda b: b.idle_since)
+        box.state = BoxState.BUSY
+        return box
+
+    def _start_for_demand(self) -> asyncio.Task[None] | None:
+        """Boot one more devbox if waiting callers outnumber those booting or returning (lock held)."""
+        coming = (BoxState.STARTING, BoxState.RETURNING)
+        starting = self._creating + sum(b.state in coming for b in self._boxes.values())
+        if self._waiting + 1 <= starting:
+            return None
+        suspended = [b for b in self._boxes.values() if b.state is BoxState.SUSPENDED]
+        if suspended:
+            box = max(suspended, key=lambda b: b.idle_since)
+            box.state = BoxState.STARTING
+            return self._spawn(self._resume(box), boot=True)
+        if len(self._boxes) + self._creating < self._config.max_devboxes:
+            self._creating += 1
+            return self._spawn(self._create(), boot=True)
+        return None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SandboxUnavailableError("the Runloop sandbox is closed")
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    # -- warming ---------------------------------------------------------------------------
+
+    async def warm(self) -> None:
+        """Boot devboxes until ``pool_size`` exist, and wait until every boot in flight is done."""
+        async with self._cond:
+            self._check_open()
+            self._refill()
+            starts = list(self._boots)
+        results = await asyncio.gather(*(asyncio.shield(t) for t in starts), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def settle(self) -> None:
+        """Wait until no background work (boot, suspend, shutdown) is left; for tests and benches."""
+        while pending := (self._tasks | self._keep) - {asyncio.current_task()}:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def start_warming(self) -> None:
+        """Warm in the background; failures are logged and the next acquire tries again."""
+        if not self._closed:
+            self._spawn(self._warm_quietly(), what="warm the devbox pool")
+
+    async def _warm_quietly(self) -> None:
+        await self.warm()
+
+    def _refill(self) -> None:
+        if self._closed:
+            return
+        missing = self._config.pool_size - len(self._boxes) - self._creating
+        for _ in range(max(0, missing)):
+            self._creating += 1
+            self._spawn(self._create(), what="boot a devbox for the pool", boot=True)
+
+    # -- boot, resume, suspend, shutdown ---------------------------------------------------
+
+    async def _create(self) -> None:
+        # The create call runs on its own: if this task is cancelled (on close), the devbox the
+        # API made is still registered, so close shuts it down instead of leaking it.
+        post = self._spawn_kept(self._post_create(idempotency_key("create")))
+        try:
+            box = await asyncio.shield(post)
+        except SandboxUnavailableError:
+            await self._notify()
+            raise
+        await self._boot(box, ready_hook=True)
+
+    async def _post_create(self, key: str) -> Devbox:
+        """The create call alone, registering the devbox as soon as its id is known."""
+        blueprint = self._config.blueprint
+        by_id = blueprint.startswith("bpt_")
+        try:
+            with api_errors("create a devbox", self._config.max_retries):
+                view = await self._client.devboxes.create(
+                    blueprint_id=blueprint if by_id else omit,
+                    blueprint_name=blueprint if blueprint and not by_id else omit,
+                    name="swarm-sandbox",
+                    metadata={"swarm": "sandbox"},
+                    idempotency_key=key,
+                )
+        finally:
+            self._creating -= 1
+        box = Devbox(view.id, BoxState.STARTING, self._clock())
+        self._boxes[box.id] = box
+        log.info("Runloop devbox %s created (%s)", box.id, view.status)
+        return box
+
+    async def _boot(self, box: Devbox, *, ready_hook: bool) -> None:
+        """Wait until ``box`` runs, then make it lendable; a box that cannot boot is dropped."""
+        try:
+            self._check_open()
+            with api_errors(f"boot devbox {box.id}", self._config.max_retries):
+                await self._client.devboxes.await_running(box.id, polling_config=polling(self._config.boot_timeout_s))
+            if ready_hook and self._on_ready is not None:
+                await self._on_ready(box.id)
+        except BaseException:
+            if self._boxes.get(box.id) is box and not self._closed:
+                del self._boxes[box.id]
+                self._spawn_kept(self._shutdown(box.id, force=True))
+                await self._notify()
+                self._refill()
+            raise
+        async with self._cond:
+            box.state = BoxState.IDLE
+            box.idle_since = self._clock()
+            self._cond.notify_all()
+
+    async def _resume(self, box: Devbox) -> None:
+        """Resume a suspended box; if it will not come back, drop it (acquire then boots another)."""
+        try:
+            with api_errors(f"resume devbox {box.id}", self._config.max_retries):
+                await self._client.devboxes.resume(box.id, idempotency_key=idempotency_key("resume"))
+            await self._boot(box, ready_hook=False)
+        except SandboxUnavailableError as exc:
+            log.warning("Runloop devbox %s did not resume: %s", box.id, exc)
+            await self.discard(box, "it did not resume")
+
+    async def _suspend(self, box: Devbox) -> None:
+        try:
+            with api_errors(f"suspend devbox {box.id}", self._config.max_retries):
+                await self._client.devboxes.suspend(box.id, idempotency_key=idempotency_key("suspend"))
+                await self._client.devboxes.await_suspended(box.id, polling_config=polling(self._config.boot_timeout_s))
+        except SandboxUnavailableError as exc:
+            await self.discard(box, f"it did not suspend: {exc}")
+            return
+        async with self._cond:
+            if self._boxes.get(box.id) is box:
+                box.state = BoxState.SUSPENDED
+                self._cond.notify_all()
+        log.info("Runloop devbox %s suspended after being idle", box.id)
+
+    async def _shutdown(self, box_id: str, *, force: bool) -> None:
+        """Best effort: a devbox that cannot be shut down is reported, not retried forever."""
+        try:
+            with api_errors(f"shut down devbox {box_id}", self._config.max_retries):
+                await self._client.devboxes.shutdown(
+                    box_id, force="true" if force else omit, idempotency_key=idempotency_key("shutdown")
+                )
+        except SandboxUnavailableError as exc:
+            log.warning("%s", exc)
+
+    async def _is_running(self, box: Devbox) -> bool:
+        """Health check: True when the API says ``running`` (or cannot say); otherwise replace the box."""
+        try:
+            with api_errors(f"check devbox {box.id}", self._config.max_retries):
+                view = await self._client.devboxes.retrieve(box.id)
+        except SandboxUnavailableError as exc:
+            log.warning("%s", exc)
+            return True
+        if view.status == "running":
+            return True
+        reason = f" ({view.failure_reason})" if view.failure_reason else ""
+        await self.discard(box, f"status {view.status}{reason}")
+        return False
+
+    # -- idle policy -----------------------------------------------------------------------
+
+    async def maintain(self) -> None:
+        """One pass of the idle policy and health checks; the sandbox runs it periodically."""
+        cfg = self._config
+        now = self._clock()
+        retire: list[Devbox] = []
+        suspend: list[Devbox] = []
+        check: list[Devbox] = []
+        async with self._cond:
+            if self._closed:
+                return
+            resting = sorted(
+                (b for b in self._boxes.values() if b.state in (BoxState.IDLE, BoxState.SUSPENDED)),
+                key=lambda b: b.idle_since,
+            )
+            excess = len(self._boxes) + self._creating - cfg.pool_size
+            for box in resting:
+                idle_for = now - box.idle_since
+                if excess > 0 and idle_for >= cfg.idle_shutdown_s:
+                    excess -= 1
+                    del self._boxes[box.id]
+                    retire.append(box)
+                elif box.state is BoxState.IDLE and idle_for >= cfg.idle_suspend_s:
+                    box.state = BoxState.SUSPENDING
+                    suspend.append(box)
+                elif box.state is BoxState.IDLE:
+                    check.append(box)
+        for box in retire:
+            log.info("Runloop devbox %s shut down after %.0fs idle", box.id, now - box.idle_since)
+        await asyncio.gather(
+            *(self._shutdown(b.id, force=False) for b in retire),
+            *(self._suspend(b) for b in suspend),
+            *(self._is_running(b) for b in check),
+        )
+        self._refill()
+
+    # -- tasks and closing -----------------------------------------------------------------
+
+    def _spawn(
+        self, coro: Coroutine[Any, Any, None], *, what: str | None = None, boot: bool = False
+    ) -> asyncio.Task[None]:
+        """Track a background task; ``what`` names it in the log line if it fails unobserved."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        if boot:
+            self._boots.add(task)
+        task.add_done_callback(lambda t: self._reap(t, what))
+        return task
+
+    def _spawn_kept(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        task = asyncio.ensure_future(coro)
+        self._keep.add(task)
+        task.add_done_callback(lambda t: self._reap(t, None))
+        return task
+
+    def _reap(self, task: asyncio.Task[Any], what: str | None) -> None:
+        self._tasks.discard(task)
+        self._boots.discard(task)
+        self._keep.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved here so asyncio never reports it as lost
+        if exc is not None and what is not None:
+            log.warning("could not %s: %s", what, exc)
+
+    async def aclose(self) -> None:
+        """Shut down every devbox the pool created, forced so a suspend in progress cannot block it."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._notify()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A create already sent still yields a devbox: wait for its id so it is shut down too.
+        await asyncio.gather(*self._keep, return_exceptions=True)
+        ids = list(self._boxes)
+        self._boxes.clear()
+        await asyncio.gather(*(self._shutdown(box_id, force=True) for box_id in ids))

@@ -1,0 +1,630 @@
+"""A fake Runloop API for contract tests, on plain asyncio HTTP/1.1 (no extra dependencies).
+
+The real service boots VMs in seconds to minutes and its failures (5xx, 429, a devbox dying
+mid-execution, slow provisioning) cannot be provoked on demand, so the sandbox is tested against
+this server through the real ``runloop_api_client`` SDK. It serves the routes the SDK 3.0.0 sends,
+shaped as the SDK reads them:
+
+* bearer auth on every request (401 otherwise; the key is never echoed back);
+* ``x-request-id`` is the SDK's idempotency header: a mutating request that repeats a key which
+  already succeeded gets the stored answer again instead of acting twice;
+* ``wait_for_status`` long-polls: it answers as soon as the devbox (or execution) reaches one of
+  the requested statuses, or 408 when ``timeout_seconds`` (clamped like the server does) runs out;
+* each devbox has a state machine (provisioning -> running -> suspending -> suspended -> resuming
+  -> running -> shutdown, or failure) and a home directory in a temporary folder where commands
+  really run (``bash -c``), so outputs and exit statuses are real. Isolation is not the point here.
+
+Faults are queued per operation (``inject``) and consumed one per request. ``kill_next_execution``
+makes the devbox of the next matching execution die while it runs; ``freeze_next_execution`` makes
+an execution never report its end (a devbox agent that lost track of it). Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from swarm_cli.http1 import HttpRequest, read_request
+
+BOOTING = ("provisioning", "initializing")
+DEVBOX_LONG_POLL_MAX_S = 30.0
+EXEC_LONG_POLL_MAX_S = 25.0
+MUTATING = frozenset({"create", "suspend", "resume", "shutdown", "execute", "kill", "write_file_contents"})
+
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("GET", re.compile(r"/v1/devboxes"), "list"),
+    ("POST", re.compile(r"/v1/devboxes"), "create"),
+    ("GET", re.compile(r"/v1/devboxes/(?P<id>[^/]+)"), "retrieve"),
+    ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/wait_for_status"), "wait_for_status"),
+    ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/(?P<op>suspend|resume|shutdown)"), ""),
+    ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/execute"), "execute"),
+    ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/(?P<op>write_file_contents|read_file_contents)"), ""),
+    ("GET", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/executions/(?P<eid>[^/]+)"), "retrieve_execution"),
+    ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/executions/(?P<eid>[^/]+)/wait_for_status"), "wait_for_command"),
+    ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/executions/(?P<eid>[^/]+)/kill"), "kill"),
+]
+
+
+class ApiError(Exception):
+    """An error answer: status and message, shaped like the API's JSON errors."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class FakeClock:
+    """A clock the pool reads instead of ``time.monotonic``; tests move it forward by hand."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected failure. ``after`` acts first and loses the answer (the client must retry)."""
+
+    status: int
+    retry_after: str | None = "0.01"
+    after: bool = False
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the server saw it and what it answered."""
+
+    method: str
+    path: str
+    op: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    status: int
+    replayed: bool = False
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return self.headers.get("x-request-id")
+
+    @property
+    def devbox_id(self) -> str | None:
+        match = re.match(r"/v1/devboxes/([^/]+)", self.path)
+        return match.group(1) if match and self.op not in ("list", "create") else None
+
+
+@dataclass(eq=False)
+class FakeExecution:
+    """One command running (or finished) in a devbox's home."""
+
+    id: str
+    devbox_id: str
+    command: str
+    command_id: str | None
+    process: asyncio.subprocess.Process | None = None
+    status: str = "running"
+    exit_status: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    frozen: bool = False
+    collected: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def complete(self) -> None:
+        self.status = "completed"
+        self.done.set()
+
+    def view(self, last_n: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"devbox_id": self.devbox_id, "execution_id": self.id, "status": self.status}
+        if self.status == "completed":
+            stdout, cut_out = _last_lines(self.stdout, last_n)
+            stderr, cut_err = _last_lines(self.stderr, last_n)
+            out |= {
+                "exit_status": self.exit_status,
+                "stdout": stdout,
+                "stderr": stderr,
+                "stdout_truncated": cut_out,
+                "stderr_truncated": cut_err,
+            }
+        return out
+
+
+@dataclass(eq=False)
+class FakeDevbox:
+    """A devbox: status with its history, a home directory, and the executions it ran."""
+
+    id: str
+    home: Path
+    blueprint_id: str | None
+    blueprint_name: str | None
+    name: str | None
+    metadata: dict[str, str]
+    status: str = "provisioning"
+    failure_reason: str | None = None
+    shutdown_reason: str | None = None
+    create_time_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    end_time_ms: int | None = None
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    executions: dict[str, FakeExecution] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def move(self, status: str) -> None:
+        """Change status, record the transition and wake every long-poll waiting on this devbox."""
+        self.status = status
+        self.transitions.append({"status": status, "transition_time_ms": int(time.time() * 1000)})
+        if status in ("shutdown", "failure"):
+            self.end_time_ms = int(time.time() * 1000)
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "capabilities": [],
+            "create_time_ms": self.create_time_ms,
+            "end_time_ms": self.end_time_ms,
+            "launch_parameters": {},
+            "metadata": self.metadata,
+            "state_transitions": self.transitions,
+            "blueprint_id": self.blueprint_id,
+            "name": self.name,
+            "failure_reason": self.failure_reason,
+            "shutdown_reason": self.shutdown_reason,
+        }
+
+
+@dataclass
+class FakeRunloopAPI:
+    """The Runloop devbox API on 127.0.0.1 (ephemeral port), as far as the sandbox uses it.
+
+    ``provision_delay_s``, ``suspend_delay_s`` and ``resume_delay_s`` are how long the devbox
+    stays in each transitional state; ``devbox_long_poll_s`` clamps a devbox ``wait_for_status``
+    (30 s on the real server) so tests can see the SDK retry after a 408.
+    """
+
+    api_key: str = "rl_fake_secret_4c1d9e7a2b"
+    provision_delay_s: float = 0.02
+    suspend_delay_s: float = 0.01
+    resume_delay_s: float = 0.01
+    devbox_long_poll_s: float = DEVBOX_LONG_POLL_MAX_S
+    requests: list[RecordedRequest] = field(default_factory=list)
+    devboxes: dict[str, FakeDevbox] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._faults: dict[str, deque[Fault]] = {}
+        self._answers: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._sabotage: list[tuple[str, str, float, str]] = []  # (kind, command substring, after_s, reason)
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._root = Path(tempfile.mkdtemp(prefix="fake-runloop-"))
+        self._ids = itertools.count(1)
+        self.port = 0
+
+    # -- test controls ---------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def inject(self, op: str, *faults: Fault) -> None:
+        """Answer the next requests of ``op`` (e.g. ``create``, ``execute``) with these faults."""
+        self._faults.setdefault(op, deque()).extend(faults)
+
+    def kill_next_execution(self, match: str = "", after_s: float = 0.05, reason: str = "execution_failed") -> None:
+        """The devbox running the next execution whose command contains ``match`` dies ``after_s`` into it."""
+        self._sabotage.append(("kill", match, after_s, reason))
+
+    def freeze_next_execution(self, match: str = "") -> None:
+        """The next execution whose command contains ``match`` runs but never reports completion."""
+        self._sabotage.append(("freeze", match, 0.0, ""))
+
+    def executions(self, match: str = "") -> list[FakeExecution]:
+        """Every execution on any devbox whose command contains ``match``."""
+        return [e for box in self.devboxes.values() for e in box.executions.values() if match in e.command]
+
+    def calls(self, op: str, devbox_id: str | None = None) -> list[RecordedRequest]:
+        """Recorded requests of one operation, optionally on one devbox."""
+        return [r for r in self.requests if r.op == op and (devbox_id is None or r.devbox_id == devbox_id)]
+
+    def statuses(self) -> dict[str, str]:
+        return {box.id: box.status for box in self.devboxes.values()}
+
+    def live(self) -> list[FakeDevbox]:
+        """Devboxes not shut down and not failed."""
+        return [box for box in self.devboxes.values() if box.status not in ("shutdown", "failure")]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening, end long-polls and kill every command still running."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._background):
+            task.cancel()
+        for box in self.devboxes.values():
+            box.changed.set()
+            for execution in box.executions.values():
+                _kill(execution)
+        handlers = [t for t in self._handlers if t is not asyncio.current_task()]
+        if handlers:
+            _, pending = await asyncio.wait(handlers, timeout=2.0)
+            for task in pending:
+                task.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    async def __aenter__(self) -> FakeRunloopAPI:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while not self._stopping.is_set():
+                request = await read_request(reader)
+                if request is None or not await self._serve(request, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
+        parts = urlsplit(request.path)
+        query = dict(parse_qsl(parts.query))
+        try:
+            body: Any = json.loads(request.body) if request.body else None
+        except ValueError:
+            body = request.body.decode("utf-8", "replace")
+        op, params = _route(request.method, parts.path)
+        key = request.headers.get("x-request-id")
+        status, payload, extra, replayed = await self._answer(op, params, query, body, request, key)
+        self.requests.append(
+            RecordedRequest(request.method, parts.path, op, query, dict(request.headers), body, status, replayed)
+        )
+        if self._stopping.is_set():
+            return False
+        await _respond(writer, status, payload, request.keep_alive, extra)
+        return request.keep_alive
+
+    async def _answer(
+        self,
+        op: str,
+        params: dict[str, str],
+        query: dict[str, str],
+        body: Any,
+        request: HttpRequest,
+        key: str | None,
+    ) -> tuple[int, Any, dict[str, str], bool]:
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return 401, {"error": "missing or invalid bearer token"}, {}, False
+        if not op:
+            return 404, {"error": f"no route {request.method} {urlsplit(request.path).path}"}, {}, False
+        if key is not None and op in MUTATING and (op, key) in self._answers:
+            status, payload = self._answers[(op, key)]
+            return status, payload, {}, True
+        queue = self._faults.get(op)
+        fault = queue.popleft() if queue else None
+        extra = {"Retry-After": fault.retry_after} if fault and fault.retry_after is not None else {}
+        if fault is not None and not fault.after:
+            return fault.status, {"error": f"injected HTTP {fault.status}"}, extra, False
+        try:
+            status, payload = 200, await self._dispatch(op, params, query, body)
+        except ApiError as exc:
+            status, payload = exc.status, {"error": str(exc)}
+        if key is not None and op in MUTATING and status == 200:
+            self._answers[(op, key)] = (status, payload)
+        if fault is not None:
+            return fault.status, {"error": f"injected HTTP {fault.status} after acting"}, extra, False
+        return status, payload, {}, False
+
+    async def _dispatch(self, op: str, params: dict[str, str], query: dict[str, str], body: Any) -> Any:
+        args = body if isinstance(body, dict) else {}
+        if op == "list":
+            boxes = [b.view() for b in self.devboxes.values()]
+            limit = int(query.get("limit", "20"))
+            return {"devboxes": boxes[:limit], "has_more": len(boxes) > limit, "total_count": len(boxes)}
+        if op == "create":
+            return self._create(args).view()
+        box = self.devboxes.get(params["id"])
+        if box is None:
+            raise ApiError(404, f"devbox {params['id']} not found")
+        if op == "retrieve":
+            return box.view()
+        if op == "wait_for_status":
+            return await self._wait_devbox(box, args)
+        if op in ("suspend", "resume", "shutdown"):
+            return self._transition(box, op, query).view()
+        if box.status != "running":
+            raise ApiError(400, f"devbox {box.id} is not running (status {box.status})")
+        if op == "read_file_contents":
+            source = _home_path(box, args.get("file_path"))
+            if not source.is_file():
+                raise ApiError(404, f"file {args.get('file_path')!r} not found")
+            return source.read_bytes().decode("utf-8", "replace")
+        if op == "write_file_contents":
+            target = _home_path(box, args.get("file_path"))
+            if not target.parent.is_dir():
+                raise ApiError(400, f"directory of {args.get('file_path')!r} does not exist")
+            target.write_text(str(args.get("contents", "")), encoding="utf-8")
+            return {"devbox_id": box.id, "exit_status": 0, "stdout": "", "stderr": ""}
+        if op == "execute":
+            return await self._execute(box, args, query)
+        execution = box.executions.get(params["eid"])
+        if execution is None:
+            raise ApiError(404, f"execution {params['eid']} not found")
+        last_n = int(query.get("last_n", "100"))
+        if op == "retrieve_execution":
+            return execution.view(last_n)
+        if op == "kill":
+            _kill(execution)
+            execution.frozen = False
+            if execution.collected and execution.status != "completed":
+                execution.complete()
+            await execution.done.wait()
+            return execution.view(last_n)
+        statuses = set(args.get("statuses") or [])
+        if not statuses:
+            raise ApiError(400, "statuses must not be empty")
+        hold = min(float(args.get("timeout_seconds") or EXEC_LONG_POLL_MAX_S), EXEC_LONG_POLL_MAX_S)
+        return await self._wait_execution(box, execution, statuses, hold, last_n, long_poll=True)
+
+    # -- devboxes --------------------------------------------------------------------------
+
+    def _create(self, args: dict[str, Any]) -> FakeDevbox:
+        box_id = f"dbx_{next(self._ids):04d}{uuid.uuid4().hex[:8]}"
+        home = self._root / box_id
+        home.mkdir()
+        box = FakeDevbox(
+            id=box_id,
+            home=home,
+            blueprint_id=args.get("blueprint_id"),
+            blueprint_name=args.get("blueprint_name"),
+            name=args.get("name"),
+            metadata=dict(args.get("metadata") or {}),
+        )
+        box.move("provisioning")
+        self.devboxes[box_id] = box
+        self._later(self.provision_delay_s, box, "provisioning", "running")
+        return box
+
+    def _transition(self, box: FakeDevbox, op: str, query: dict[str, str]) -> FakeDevbox:
+        if op == "shutdown":
+            if box.status == "suspending" and query.get("force") != "true":
+                raise ApiError(409, f"devbox {box.id} has a snapshot in progress; shut down with force=true")
+            if box.status not in ("shutdown", "failure"):
+                box.shutdown_reason = "api_shutdown"
+                self._stop_all(box)
+                box.move("shutdown")
+            return box
+        wanted, middle, final, delay = {
+            "suspend": ("running", "suspending", "suspended", self.suspend_delay_s),
+            "resume": ("suspended", "resuming", "running", self.resume_delay_s),
+        }[op]
+        if box.status != wanted:
+            raise ApiError(400, f"cannot {op} devbox {box.id} in status {box.status}")
+        if op == "suspend":
+            self._stop_all(box)  # memory is not part of the snapshot
+        box.move(middle)
+        self._later(delay, box, middle, final)
+        return box
+
+    def _later(self, delay: float, box: FakeDevbox, expected: str, status: str) -> None:
+        async def move() -> None:
+            await asyncio.sleep(delay)
+            if box.status == expected:
+                box.move(status)
+
+        self._spawn(move())
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _stop_all(self, box: FakeDevbox) -> None:
+        for execution in box.executions.values():
+            _kill(execution)
+
+    async def _wait_devbox(self, box: FakeDevbox, args: dict[str, Any]) -> Any:
+        statuses = set(args.get("statuses") or [])
+        if not statuses:
+            raise ApiError(400, "statuses must not be empty")
+        hold = min(float(args.get("timeout_seconds") or self.devbox_long_poll_s), self.devbox_long_poll_s)
+        deadline = asyncio.get_running_loop().time() + hold
+        while box.status not in statuses:
+            if not await self._until(box.changed, deadline):
+                raise ApiError(408, f"devbox {box.id} did not reach {sorted(statuses)} in {hold:g}s")
+        return box.view()
+
+    async def _until(self, event: asyncio.Event, deadline: float) -> bool:
+        """Wait for ``event`` until ``deadline``; False on timeout or when the server stops."""
+        return await self._until_any(event, event, deadline)
+
+    # -- executions ------------------------------------------------------------------------
+
+    async def _execute(self, box: FakeDevbox, args: dict[str, Any], query: dict[str, str]) -> Any:
+        command = args.get("command")
+        if not isinstance(command, str) or not command:
+            raise ApiError(400, "command is required")
+        execution = FakeExecution(f"exe_{uuid.uuid4().hex[:12]}", box.id, command, args.get("command_id"))
+        box.executions[execution.id] = execution
+        env = {
+            "HOME": str(box.home),
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+        }
+        execution.process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            command,
+            cwd=box.home,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        for plan in self._sabotage:
+            kind, match, after_s, reason = plan
+            if match in command:
+                self._sabotage.remove(plan)
+                if kind == "kill":
+                    self._spawn(self._die(box, execution, after_s, reason))
+                else:
+                    execution.frozen = True
+                break
+        self._spawn(self._collect(execution))
+        optimistic = min(float(args.get("optimistic_timeout") or EXEC_LONG_POLL_MAX_S), EXEC_LONG_POLL_MAX_S)
+        last_n = int(query.get("last_n", "100"))
+        return await self._wait_execution(box, execution, {"completed"}, optimistic, last_n, long_poll=False)
+
+    async def _collect(self, execution: FakeExecution) -> None:
+        assert execution.process is not None
+        out, err = await execution.process.communicate()
+        execution.stdout = out.decode("utf-8", "replace")
+        execution.stderr = err.decode("utf-8", "replace")
+        execution.exit_status = execution.process.returncode
+        if execution.exit_status is not None and execution.exit_status < 0:
+            execution.exit_status = 128 - execution.exit_status  # as a shell reports a signal
+        execution.collected = True
+        if not execution.frozen:
+            execution.complete()
+
+    async def _die(self, box: FakeDevbox, execution: FakeExecution, after_s: float, reason: str) -> None:
+        await asyncio.sleep(after_s)
+        if box.status == "running":
+            box.failure_reason = reason
+            _kill(execution)
+            box.move("failure")
+
+    async def _wait_execution(
+        self,
+        box: FakeDevbox,
+        execution: FakeExecution,
+        statuses: set[str],
+        hold: float,
+        last_n: int,
+        *,
+        long_poll: bool,
+    ) -> Any:
+        """Answer once the execution is in ``statuses``; after ``hold``, 408 for a long-poll, else as is."""
+        deadline = asyncio.get_running_loop().time() + hold
+        while True:
+            if box.status != "running":
+                raise ApiError(400, f"devbox {box.id} is not running (status {box.status})")
+            if execution.status in statuses:
+                return execution.view(last_n)
+            if not await self._until_any(execution.done, box.changed, deadline):
+                if long_poll:
+                    raise ApiError(408, f"execution {execution.id} still {execution.status} after {hold:g}s")
+                return execution.view(last_n)
+
+    async def _until_any(self, first: asyncio.Event, second: asyncio.Event, deadline: float) -> bool:
+        """Wait until either event is set or ``deadline``; False on timeout or when the server stops."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0 or self._stopping.is_set():
+            return False
+        waiters = {asyncio.ensure_future(e.wait()) for e in (first, second, self._stopping)}
+        try:
+            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return (first.is_set() or second.is_set()) and not self._stopping.is_set()
+
+
+def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
+    for route_method, pattern, op in _ROUTES:
+        match = pattern.fullmatch(path)
+        if route_method == method and match:
+            params = match.groupdict()
+            return op or params.pop("op"), params
+    return "", {}
+
+
+def _home_path(box: FakeDevbox, raw: object) -> Path:
+    """A path relative to the devbox's home; absolute or escaping paths would touch the host."""
+    if not isinstance(raw, str) or not raw or raw.startswith("/") or ".." in Path(raw).parts:
+        raise ApiError(400, f"file_path {raw!r} must be relative to the home directory")
+    target = box.home / raw
+    if target.is_dir():
+        raise ApiError(400, f"{raw!r} is a directory")
+    return target
+
+
+def _last_lines(text: str, n: int) -> tuple[str, bool]:
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-n:]), len(lines) > n
+
+
+def _kill(execution: FakeExecution) -> None:
+    process = execution.process
+    if process is not None and process.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, status: int, payload: Any, keep_alive: bool, extra: dict[str, str]
+) -> None:
+    if isinstance(payload, str):
+        data, content_type = payload.encode("utf-8"), "text/plain; charset=utf-8"
+    else:
+        data, content_type = json.dumps(payload).encode("utf-8"), "application/json"
+    headers: Iterable[tuple[str, str]] = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(data))),
+        ("Connection", "keep-alive" if keep_alive else "close"),
+        *extra.items(),
+    ]
+    phrase = http.HTTPStatus(status).phrase
+    head = f"HTTP/1.1 {status} {phrase}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+    writer.write(head.encode("latin-1") + data)
+    await writer.drain()

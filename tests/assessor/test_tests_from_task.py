@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swarm_assessor.tests_from_task import tests_from_task as find_tests
+from swarm_assessor.tests_from_task import call_the_entry_point, tests_from_task as find_tests
 
 HUMANEVAL = '''from typing import List
 
@@ -96,3 +96,49 @@ def test_examples_stated_with_arrows_and_words_become_asserts() -> None:
 def test_arithmetic_after_an_arrow_is_an_explanation_not_a_value() -> None:
     task = 'fruit_distribution("5 apples and 6 oranges", 19) ->19 - 5 - 6 = 8'
     assert find_tests(task) == []
+
+
+def test_an_assert_written_with_a_prose_arrow_becomes_a_real_assert() -> None:
+    task = """For example:
+    assert list_sort(["aa", "a", "aaa"]) => ["aa"]
+    assert list_sort(["ab", "a"]) == ["ab"]
+    """
+    assert [t.source for t in find_tests(task)] == [
+        "assert list_sort(['ab', 'a']) == ['ab']",
+        "assert list_sort(['aa', 'a', 'aaa']) == [\"aa\"]",
+    ]
+
+
+def test_an_example_calling_a_name_that_exists_nowhere_calls_the_one_function() -> None:
+    task = '''def sorted_list_sum(lst):
+    """Sort by length.
+    For example:
+    assert list_sort(["aa", "a", "aaa"]) => ["aa"]
+    assert len(["a"]) == 1
+    """
+'''
+    tests = call_the_entry_point(find_tests(task), task, ["sorted_list_sum"])
+    assert [t.source for t in tests] == [
+        "assert len(['a']) == 1",
+        "assert sorted_list_sum(['aa', 'a', 'aaa']) == ['aa']",
+    ]
+    assert "sorted_list_sum" in tests[1].name
+    # Two functions: which one the example meant is unknown, so it is left alone.
+    two = task + "\\n\\ndef helper(x):\\n    return x\\n"
+    assert call_the_entry_point(find_tests(two), two, ["sorted_list_sum", "helper"]) == find_tests(two)
+
+
+def test_a_doctest_comparison_without_output_states_that_it_holds() -> None:
+    task = '''def count_nums(arr):
+    """
+    >>> count_nums([]) == 0
+    >>> count_nums([1, 1, 2]) == 3
+    >>> print_it([1])
+    """
+'''
+    tests = find_tests(task)
+    assert [(t.source, t.want) for t in tests] == [
+        ("count_nums([]) == 0", "True"),
+        ("count_nums([1, 1, 2]) == 3", "True"),
+        ("print_it([1])", ""),
+    ]

@@ -31,7 +31,7 @@ from .config import AssessorConfig
 from .generated_tests import attached_tests, clean_generated, name_generated, runnable
 from .harness import DEADLINE, Plan, TestOutcome, build_program, build_spec, parse_report
 from .probes import collect_probes, mutate_probes
-from .tests_from_task import TaskTest, tests_from_task
+from .tests_from_task import TaskTest, call_the_entry_point, tests_from_task
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,9 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         reason = self._sandbox.unavailable_reason
         if reason is not None:
             raise SandboxUnavailableError(reason)
-        task_tests = tests_from_task(request.task)
-        visible = task_tests + attached_tests(request.attached_tests, task_tests)
         wanted = entry_points(request.task)
+        task_tests = call_the_entry_point(tests_from_task(request.task), request.task, wanted)
+        visible = task_tests + attached_tests(request.attached_tests, task_tests)
         generated = clean_generated(request.generated_tests, wanted, visible, self._config.max_generated_tests)
         tests = visible + generated
         plan = self._plan(tests, wanted, len(visible), timeout)

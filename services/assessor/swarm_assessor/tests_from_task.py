@@ -7,11 +7,12 @@ every candidate by the same yardstick the user had in mind, with no model-writte
 from __future__ import annotations
 
 import ast
+import builtins
 import doctest
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from swarmlib import parse_python, unparse_python
+from swarmlib import parse_python, task_code, unparse_python
 
 _NAME_CAP = 100
 _MAX_ASSERT_LINES = 12
@@ -155,8 +156,10 @@ def _stated_equalities(task: str) -> list[str]:
     found: list[str] = []
     for line in task.splitlines():
         stripped = line.strip()
-        if stripped.startswith((">>>", "...", "assert", "def ", "return ")):
+        if stripped.startswith((">>>", "...", "def ", "return ")):
             continue
+        if stripped.startswith("assert") and parse_python(stripped) is not None:
+            continue  # a real assert statement: ``_assert_statements`` has it
         for match in _CALL_START.finditer(line):
             end = _call_end(line, match.end() - 1)
             if end is None:
@@ -194,6 +197,18 @@ def _clean_want(want: str) -> str:
     return "\n".join(lines).strip()
 
 
+def _is_check(source: str) -> bool:
+    """A lone comparison such as ``f([]) == 0``: written as a doctest, it is an assertion."""
+    tree = parse_python(source)
+    return (
+        tree is not None
+        and len(tree.body) == 1
+        and isinstance(tree.body[0], ast.Expr)
+        and isinstance(tree.body[0].value, ast.Compare)
+        and all(isinstance(op, ast.Eq | ast.Is | ast.In) for op in tree.body[0].value.ops)
+    )
+
+
 def tests_from_task(task: str) -> list[TaskTest]:
     """The task's tests, doctests first, without duplicates (an assert restating a doctest counts once)."""
     tests: list[TaskTest] = []
@@ -201,6 +216,8 @@ def tests_from_task(task: str) -> list[TaskTest]:
     for example in _doctest_examples(task):
         source = example.source.strip()
         want = _clean_want(example.want)
+        if not want and example.exc_msg is None and _is_check(source):
+            want = "True"  # ">>> f(x) == y" with no output line states that the comparison holds
         key = canonical_key(TaskTest("", "doctest", source, want, example.exc_msg))
         if key in seen:
             continue
@@ -209,7 +226,7 @@ def tests_from_task(task: str) -> list[TaskTest]:
         if example.exc_msg is not None:
             exc_type = example.exc_msg.split(":", 1)[0].strip()
             name = f"doctest {number}: {source} raises {exc_type}"
-        elif want:
+        elif want and not (want == "True" and _is_check(source)):
             name = f"doctest {number}: {source} == {want}"
         else:
             name = f"doctest {number}: {source}"
@@ -223,3 +240,54 @@ def tests_from_task(task: str) -> list[TaskTest]:
         shown = statement.removeprefix("assert ").strip()
         tests.append(TaskTest(clip(f"assert {number}: {shown}"), "assert", statement))
     return tests
+
+
+def _names_defined(code: str) -> set[str]:
+    tree = parse_python(code)
+    if tree is None:
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def call_the_entry_point(tests: list[TaskTest], task: str, entry_points: list[str]) -> list[TaskTest]:
+    """Examples that call the function by another name call the task's one function instead.
+
+    Task authors rename a function and forget an example ("def sorted_list_sum" above
+    "assert list_sort([...]) => [...]"). Such an example would fail for every candidate and give
+    no probe; when the task defines exactly one function and the example's called name exists
+    nowhere (not in the task, not a builtin), it can only mean that function.
+    """
+    if len(entry_points) != 1:
+        return tests
+    entry = entry_points[0]
+    known = _names_defined(task_code(task)) | set(dir(builtins)) | {entry}
+    renamed: list[TaskTest] = []
+    for test in tests:
+        tree = parse_python(test.source)
+        called = (
+            {
+                node.func.id
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in known
+            }
+            if tree is not None
+            else set()
+        )
+        if tree is None or len(called) != 1 or _names_defined(test.source) & called:
+            renamed.append(test)
+            continue
+        stand_in = called.pop()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and node.id == stand_in:
+                node.id = entry
+        source = unparse_python(tree) or test.source
+        renamed.append(replace(test, name=clip(test.name.replace(stand_in, entry)), source=source))
+    return renamed

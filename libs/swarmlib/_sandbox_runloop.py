@@ -219,7 +219,10 @@ class RunloopSandbox:
     async def _prepare(self, box_id: str) -> None:
         """Make the first working directory as soon as a devbox boots, off any execution's path."""
         workdir = _workdir()
-        await self._shell(box_id, f"mkdir -p -- {shlex.quote(workdir)}", "make a working directory")
+        try:
+            await self._shell(box_id, f"mkdir -p -- {shlex.quote(workdir)}", "make a working directory")
+        except _DevboxDied as died:
+            raise SandboxUnavailableError(f"devbox {box_id} died right after booting") from died
         self._prepared[box_id] = workdir
 
     def _recycle(self, box: Devbox, workdir: str | None, *, healthy: bool) -> None:
@@ -259,7 +262,7 @@ class RunloopSandbox:
         except SandboxUnavailableError:
             await self._raise_if_dead(box_id)
             raise
-        return _result(trailer, stdout, stderr, timeout_s, self._config.output_cap_bytes)
+        return _result(trailer, stdout, stderr, timeout_s, self._config.output_cap_bytes, self._config.memory_mb)
 
     async def _run_script(self, box_id: str, workdir: str, timeout_s: float) -> DevboxAsyncExecutionDetailView | None:
         """Start the run script and wait for it; None if the devbox stays silent past the grace."""
@@ -402,7 +405,7 @@ def _capped(text: str, cap: int) -> str:
     return text.encode("utf-8")[:cap].decode("utf-8", "replace")
 
 
-def _result(trailer: _Trailer, stdout: str, stderr: str, timeout_s: float, cap: int) -> ExecResult:
+def _result(trailer: _Trailer, stdout: str, stderr: str, timeout_s: float, cap: int, memory_mb: int) -> ExecResult:
     code = trailer.exit_code
     # timeout(1) exits 128+9 when it kills; so does a program SIGKILLed otherwise, but not at the deadline.
     timed_out = code == 128 + signal.SIGKILL and trailer.duration_ms >= timeout_s * 1000.0 - 1.0
@@ -413,7 +416,7 @@ def _result(trailer: _Trailer, stdout: str, stderr: str, timeout_s: float, cap: 
     return ExecResult(
         exit_code=code,
         timed_out=timed_out,
-        reason=_reason(code, timed_out, timeout_s, overflow, cap),
+        reason=_reason(code, timed_out, timeout_s, overflow, cap) or _limit_hit(code, stderr, memory_mb),
         stdout=_capped(stdout, cap),
         stderr=_capped(stderr, cap),
         duration_ms=trailer.duration_ms,
@@ -423,6 +426,18 @@ def _result(trailer: _Trailer, stdout: str, stderr: str, timeout_s: float, cap: 
 def _hung(timeout_s: float) -> ExecResult:
     reason = f"timed out after {timeout_s:g}s (the devbox did not report the end of the program)"
     return ExecResult(None, True, reason, "", "", timeout_s * 1000.0)
+
+
+def _limit_hit(code: int, stderr: str, memory_mb: int) -> str:
+    """A limit that ends a program with an exception rather than a signal, named as the local backend does."""
+    last = (stderr.strip().splitlines() or [""])[-1]
+    if code == 0:
+        return ""
+    if "MemoryError" in last:
+        return f"memory limit of {memory_mb} MB reached (MemoryError)"
+    if "[Errno 27]" in last:
+        return "file size limit reached (EFBIG)"
+    return ""
 
 
 def _reason(code: int, timed_out: bool, timeout_s: float, overflow: str | None, cap: int) -> str:

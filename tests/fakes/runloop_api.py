@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from swarm_cli.http1 import HttpRequest, read_request
+from swarmlib import RunloopConfig, SandboxConfig
 
 BOOTING = ("provisioning", "initializing")
 DEVBOX_LONG_POLL_MAX_S = 30.0
@@ -82,6 +83,14 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def sandbox_config(fake: FakeRunloopAPI, *, cap: int = 4096, **runloop: Any) -> SandboxConfig:
+    """A Runloop sandbox config aimed at ``fake``: small pool, few retries, ``runloop`` overriding."""
+    settings: dict[str, Any] = {"pool_size": 1, "max_devboxes": 2, "max_retries": 2, **runloop}
+    settings.setdefault("api_key", fake.api_key)
+    settings.setdefault("base_url", fake.base_url)
+    return SandboxConfig(backend="runloop", output_cap_bytes=cap, runloop=RunloopConfig(**settings))
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,7 @@ class FakeRunloopAPI:
         self._faults: dict[str, deque[Fault]] = {}
         self._answers: dict[tuple[str, str], tuple[int, Any]] = {}
         self._sabotage: list[tuple[str, str, float, str]] = []  # (kind, command substring, after_s, reason)
+        self._boot_failures: deque[str] = deque()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -240,6 +250,10 @@ class FakeRunloopAPI:
         """The devbox running the next execution whose command contains ``match`` dies ``after_s`` into it."""
         self._sabotage.append(("kill", match, after_s, reason))
 
+    def fail_next_boot(self, reason: str = "health_check_failed") -> None:
+        """The next devbox created ends its provisioning in ``failure`` instead of ``running``."""
+        self._boot_failures.append(reason)
+
     def freeze_next_execution(self, match: str = "") -> None:
         """The next execution whose command contains ``match`` runs but never reports completion."""
         self._sabotage.append(("freeze", match, 0.0, ""))
@@ -251,6 +265,12 @@ class FakeRunloopAPI:
     def calls(self, op: str, devbox_id: str | None = None) -> list[RecordedRequest]:
         """Recorded requests of one operation, optionally on one devbox."""
         return [r for r in self.requests if r.op == op and (devbox_id is None or r.devbox_id == devbox_id)]
+
+    async def until_status(self, box_id: str, status: str) -> None:
+        """Return once devbox ``box_id`` is in ``status``."""
+        box = self.devboxes[box_id]
+        while box.status != status:
+            await box.changed.wait()
 
     def statuses(self) -> dict[str, str]:
         return {box.id: box.status for box in self.devboxes.values()}
@@ -431,7 +451,11 @@ class FakeRunloopAPI:
         )
         box.move("provisioning")
         self.devboxes[box_id] = box
-        self._later(self.provision_delay_s, box, "provisioning", "running")
+        if self._boot_failures:
+            box.failure_reason = self._boot_failures.popleft()
+            self._later(self.provision_delay_s, box, "provisioning", "failure")
+        else:
+            self._later(self.provision_delay_s, box, "provisioning", "running")
         return box
 
     def _transition(self, box: FakeDevbox, op: str, query: dict[str, str]) -> FakeDevbox:

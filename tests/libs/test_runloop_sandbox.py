@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from swarmlib import ConfigError, RunloopConfig, SandboxConfig, SandboxUnavailableError, open_sandbox
 from swarmlib._sandbox_runloop import RunloopSandbox
-from tests.fakes.runloop_api import FakeClock, FakeRunloopAPI, Fault
+from tests.fakes.runloop_api import FakeClock, FakeRunloopAPI, Fault, sandbox_config
 
 Factory = Callable[..., RunloopSandbox]
 RUN_SCRIPT = "python3 -I main.py"
@@ -36,13 +36,9 @@ async def make(fake: FakeRunloopAPI) -> AsyncIterator[Factory]:
     """Build sandboxes aimed at the fake (no background maintenance); close them all afterwards."""
     made: list[RunloopSandbox] = []
 
-    def build(*, cap: int = 4096, tracer_provider: TracerProvider | None = None, **runloop: Any) -> RunloopSandbox:
-        settings: dict[str, Any] = {"pool_size": 1, "max_devboxes": 2, "max_retries": 2, **runloop}
-        settings.setdefault("api_key", fake.api_key)
-        settings.setdefault("base_url", fake.base_url)
-        config = SandboxConfig(backend="runloop", output_cap_bytes=cap, runloop=RunloopConfig(**settings))
+    def build(*, tracer_provider: TracerProvider | None = None, **settings: Any) -> RunloopSandbox:
         tracer = tracer_provider.get_tracer("test") if tracer_provider else None
-        sandbox = RunloopSandbox(config, clock=FakeClock(), maintenance=False, tracer=tracer)
+        sandbox = RunloopSandbox(sandbox_config(fake, **settings), clock=FakeClock(), maintenance=False, tracer=tracer)
         made.append(sandbox)
         return sandbox
 
@@ -83,9 +79,9 @@ async def test_devbox_is_reused_and_each_execution_gets_a_fresh_directory(fake: 
 
 
 async def test_timeout_kills_the_program_and_says_so(make: Factory) -> None:
-    result = await make().run("while True:\n    pass\n", 0.5)
+    result = await make().run("while True:\n    pass\n", 0.3)
     assert result.timed_out
-    assert result.reason == "timed out after 0.5s"
+    assert result.reason == "timed out after 0.3s"
     assert result.exit_code == 137
 
 
@@ -100,6 +96,12 @@ async def test_output_is_capped_and_the_overflow_reported(make: Factory) -> None
     assert result.reason == "stdout exceeded 4096 bytes"
     assert len(result.stdout.encode()) == 4096
     assert len(result.stderr.encode()) <= 4096
+
+
+async def test_memory_limit_is_applied_and_named(make: Factory) -> None:
+    result = await make().run("x = bytearray(2 * 1024 ** 3)\n", 5.0)
+    assert result.exit_code == 1
+    assert result.reason == "memory limit of 512 MB reached (MemoryError)"
 
 
 async def test_many_output_lines_come_back_whole(make: Factory) -> None:
@@ -168,7 +170,7 @@ async def test_429_that_persists_says_rate_limit(fake: FakeRunloopAPI, make: Fac
 
 
 async def test_slow_provisioning_is_waited_for_through_the_long_poll() -> None:
-    async with FakeRunloopAPI(provision_delay_s=0.3, devbox_long_poll_s=0.05) as fake:
+    async with FakeRunloopAPI(provision_delay_s=0.2, devbox_long_poll_s=0.05) as fake:
         config = SandboxConfig(
             backend="runloop",
             runloop=RunloopConfig(api_key=fake.api_key, base_url=fake.base_url, pool_size=1, max_devboxes=1),
@@ -202,9 +204,9 @@ async def test_devbox_dying_mid_execution_is_reported_and_replaced(fake: FakeRun
 
 
 async def test_a_devbox_that_never_reports_the_end_is_given_up_on(fake: FakeRunloopAPI, make: Factory) -> None:
-    sandbox = make(exec_grace_s=0.3)
+    sandbox = make(exec_grace_s=0.2)
     fake.freeze_next_execution(match=RUN_SCRIPT)
-    result = await sandbox.run("print('lost')\n", 0.2)
+    result = await sandbox.run("print('lost')\n", 0.1)
     assert result.timed_out and result.exit_code is None
     assert "did not report the end" in result.reason
     await sandbox.wait_idle()
@@ -298,7 +300,7 @@ def test_runloop_settings_come_from_the_environment() -> None:
 
 async def test_concurrent_runs_never_exceed_max_devboxes(fake: FakeRunloopAPI, make: Factory) -> None:
     sandbox = make(pool_size=0, max_devboxes=2)
-    program = "import time\ntime.sleep(0.2)\nprint('ok')\n"
+    program = "import time\ntime.sleep(0.1)\nprint('ok')\n"
     results = await asyncio.gather(*(sandbox.run(program, 5.0) for _ in range(4)))
     assert [r.stdout for r in results] == ["ok\n"] * 4
     assert len(fake.calls("create")) == 2

@@ -156,27 +156,27 @@ class DevboxPool:
 
     async def acquire(self) -> Devbox:
         """A running devbox lent to the caller alone: an idle one, else resumed, else new."""
-        while True:
-            async with self._cond:
-                self._check_open()
-                box = self._take_idle()
-                if box is not None:
-                    return box
-                start = self._start_for_demand()
-                if start is None:
-                    self._waiting += 1
-                    try:
+        self._waiting += 1  # callers in acquire without a devbox yet
+        try:
+            while True:
+                async with self._cond:
+                    self._check_open()
+                    box = self._take_idle()
+                    if box is not None:
+                        return box
+                    start = self._start_for_demand()
+                    if start is None:
                         await self._cond.wait()
-                    finally:
-                        self._waiting -= 1
-                    continue
-            try:
-                # Shielded: a caller that gives up must not cancel a boot others may use.
-                await asyncio.shield(start)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if not start.cancelled() or (current is not None and current.cancelling()):
-                    raise
+                        continue
+                try:
+                    # Shielded: a caller that gives up must not cancel a boot others may use.
+                    await asyncio.shield(start)
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if not start.cancelled() or (current is not None and current.cancelling()):
+                        raise
+        finally:
+            self._waiting -= 1
 
     def returning(self, box: Devbox) -> None:
         """``box`` finished its execution and is being cleaned: a caller waits for it rather than boot another."""
@@ -218,7 +218,7 @@ class DevboxPool:
         """Boot one more devbox if waiting callers outnumber those booting or returning (lock held)."""
         coming = (BoxState.STARTING, BoxState.RETURNING)
         starting = self._creating + sum(b.state in coming for b in self._boxes.values())
-        if self._waiting + 1 <= starting:
+        if self._waiting <= starting:
             return None
         suspended = [b for b in self._boxes.values() if b.state is BoxState.SUSPENDED]
         if suspended:

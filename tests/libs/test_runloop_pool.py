@@ -182,3 +182,11 @@ async def test_devboxes_are_created_from_the_configured_blueprint(
     [create] = fake.calls("create")
     assert {k: v for k, v in create.body.items() if k.startswith("blueprint")} == sent
     assert create.body["metadata"] == {"swarm": "sandbox"}
+
+
+async def test_concurrent_callers_boot_their_devboxes_in_parallel(fake: FakeRunloopAPI, make: Factory) -> None:
+    sandbox = make(pool_size=0, max_devboxes=3)
+    program = "import time\ntime.sleep(0.1)\nprint('ok')\n"
+    results = await asyncio.gather(*(sandbox.run(program, 5.0) for _ in range(3)))
+    assert [r.stdout for r in results] == ["ok\n"] * 3
+    assert len(fake.calls("create")) == 3

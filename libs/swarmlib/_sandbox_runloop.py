@@ -69,7 +69,11 @@ class _DevboxDied(Exception):
 
 
 class RunloopSandbox:
-    """Executes programs on pooled Runloop devboxes, one execution per devbox at a time."""
+    """Executes programs on pooled Runloop devboxes, one execution per devbox at a time.
+
+    ``clock`` (the pool's idle time), ``maintenance`` (the periodic idle policy and health checks)
+    and ``tracer`` are there for tests; ``open_sandbox`` uses the defaults.
+    """
 
     def __init__(
         self,
@@ -226,15 +230,18 @@ class RunloopSandbox:
         self._prepared[box_id] = workdir
 
     def _recycle(self, box: Devbox, workdir: str | None, *, healthy: bool) -> None:
+        if self._pool is None or self._closed:
+            return  # closing shuts every devbox down; nothing to clean
         if healthy:
-            self._ensure_pool().returning(box)
+            self._pool.returning(box)
         task = asyncio.ensure_future(self._clean_and_release(box, workdir, healthy))
         self._recycling.add(task)
         task.add_done_callback(self._recycling.discard)
 
     async def _clean_and_release(self, box: Devbox, workdir: str | None, healthy: bool) -> None:
         """Remove the execution's directory and make the next one in one call, then lend the box again."""
-        pool = self._ensure_pool()
+        pool = self._pool
+        assert pool is not None
         following = _workdir()
         old = shlex.quote(workdir) if workdir else ""
         script = f"chmod -R u+rwX -- {old} 2>/dev/null; rm -rf -- {old}; " if workdir else ""

@@ -304,3 +304,10 @@ async def test_concurrent_runs_never_exceed_max_devboxes(fake: FakeRunloopAPI, m
     results = await asyncio.gather(*(sandbox.run(program, 5.0) for _ in range(4)))
     assert [r.stdout for r in results] == ["ok\n"] * 4
     assert len(fake.calls("create")) == 2
+
+
+async def test_an_unreachable_api_is_named_in_the_probe_error(make: Factory) -> None:
+    sandbox = make(base_url="http://127.0.0.1:9", max_retries=0)
+    with pytest.raises(SandboxUnavailableError, match="cannot reach the Runloop API to list devboxes"):
+        await sandbox.probe()
+    assert sandbox.unavailable_reason is not None

@@ -6,6 +6,7 @@ from ._channels import open_channel
 from ._config import env_bool, env_float, env_int, env_str
 from ._errors import (
     ConfigError,
+    FailedPreconditionError,
     InvalidArgumentError,
     LLMConnectError,
     LLMEmptyError,
@@ -20,6 +21,7 @@ from ._errors import (
     SandboxUnavailableError,
     StageError,
     SwarmError,
+    UnauthenticatedError,
     mapped_error_types,
     status_for,
 )
@@ -32,10 +34,14 @@ from ._pyparse import compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
 from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, open_sandbox
 from ._scoring import (
+    REPUTATION_PRIOR,
+    REPUTATION_SIGNAL_WEIGHTS,
     assessment_score,
     cluster_shares,
     dual_agreement,
     evidence_score,
+    reputation_mean,
+    reputation_multiplier,
     selection_score,
     vote_weights,
 )
@@ -45,12 +51,15 @@ from ._telemetry import configure_tracing
 __all__ = [
     "BACKENDS",
     "PURPOSE_HEADER",
+    "REPUTATION_PRIOR",
+    "REPUTATION_SIGNAL_WEIGHTS",
     "RUN_HEADER",
     "ChatClient",
     "ChatResult",
     "ConfigError",
     "Endpoint",
     "ExecResult",
+    "FailedPreconditionError",
     "InstanceSpec",
     "InvalidArgumentError",
     "LLMConnectError",
@@ -71,6 +80,7 @@ __all__ = [
     "StageError",
     "SwarmError",
     "SwarmServer",
+    "UnauthenticatedError",
     "assessment_score",
     "build_server",
     "check_candidate_ids",
@@ -92,6 +102,8 @@ __all__ = [
     "open_sandbox",
     "parse_instances",
     "parse_python",
+    "reputation_mean",
+    "reputation_multiplier",
     "run_service",
     "selection_score",
     "serve_until_terminated",

@@ -25,6 +25,15 @@ class PermissionDeniedError(SwarmError):
     """The caller may not use what it asked for (for example an instance whose key it named)."""
 
 
+class UnauthenticatedError(SwarmError):
+    """The caller did not say who it is where an action needs an identity (``x-swarm-user`` metadata)."""
+
+
+class FailedPreconditionError(SwarmError):
+    """The request is well formed but the target is not in a state that allows it (for example
+    approving a run that is not waiting for approval); the message says what state it is in."""
+
+
 class ConfigError(SwarmError):
     """Configuration (environment or instances file) is missing or malformed."""
 
@@ -79,6 +88,8 @@ _STATUS: dict[type[SwarmError], grpc.StatusCode] = {
     InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
     NotFoundError: grpc.StatusCode.NOT_FOUND,
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     QuorumNotReachedError: grpc.StatusCode.UNAVAILABLE,
     StageError: grpc.StatusCode.UNAVAILABLE,

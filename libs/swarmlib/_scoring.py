@@ -13,6 +13,21 @@ divided by the run's largest), cluster share is the share of the swarm that beha
 probes, reads) the same, with each model's answers together counting sqrt(their number) votes
 (``vote_weights``: samples of one model share its mistakes), and centrality is mean embedding
 similarity to the others. With no visible tests, "passed" is 1 when the program runs cleanly.
+
+Reputation prior (``reputation_mean``, ``reputation_multiplier``, the ``multipliers`` of
+``vote_weights``): each instance and each model keeps a Beta posterior of "its answer was good",
+fed by assessment history (its candidate passed every visible test; it was in the behaviour
+cluster of the final answer) and by people (a user preferred its candidate or rated the answer it
+produced; an approver approved or rejected it). With ``s`` successes and ``f`` failures (weighted,
+see ``REPUTATION_SIGNAL_WEIGHTS``) the posterior mean is
+  mean = (REPUTATION_PRIOR + s) / (2 REPUTATION_PRIOR + s + f)
+and a candidate's vote is multiplied by
+  multiplier = 1 + (mean - 0.5),   in (0.5, 1.5)
+so a source with no history is neutral (mean 0.5, multiplier exactly 1.0) and the ranking is the
+one above. The prior Beta(2, 2) keeps one observation from moving a vote by more than a tenth.
+The multiplier scales how much the candidate's agreement counts (cluster share and dual
+agreement), never the visible tests: reputation can break ties between answers that pass the
+same tests, it cannot make a failing answer outrank a passing one.
 """
 
 from __future__ import annotations
@@ -53,19 +68,58 @@ def selection_score(visible_passed: int, visible_total: int, runs_cleanly: bool,
     return (visible_passed + evidence) / (visible_total + 1)
 
 
-def vote_weights(models: Sequence[str]) -> list[float]:
-    """How much each candidate's agreement counts: ``1 / sqrt(n)`` for a model with ``n`` answers in the run.
+REPUTATION_PRIOR = 2.0
+"""Pseudo-counts of success and of failure before any evidence: Beta(2, 2), centred on 0.5."""
+
+REPUTATION_SIGNAL_WEIGHTS = {
+    "visible_tests": 1.0,
+    "selected_cluster": 1.0,
+    "preferred": 2.0,
+    "rating": 2.0,
+    "approval": 2.0,
+}
+"""How much one observation of each kind counts. What a person says of an answer (a preference,
+a rating, an approval) counts double what the machine infers, because it is rarer and it is
+the judgement the swarm tries to predict."""
+
+
+def reputation_mean(successes: float, failures: float) -> float:
+    """Posterior mean of "this source's answer is good" under the Beta(REPUTATION_PRIOR, REPUTATION_PRIOR) prior."""
+    return (REPUTATION_PRIOR + successes) / (2.0 * REPUTATION_PRIOR + successes + failures)
+
+
+def reputation_multiplier(successes: float, failures: float) -> float:
+    """Vote multiplier in (0.5, 1.5) from a source's evidence; exactly 1.0 without any.
+
+    Linear in the posterior mean so that the prior is easy to reason about: a source whose answers
+    were judged good three times out of four gets about 1.17 after a dozen observations.
+    """
+    if successes == 0 and failures == 0:
+        return 1.0
+    return 1.0 + (reputation_mean(successes, failures) - 0.5)
+
+
+def vote_weights(models: Sequence[str], multipliers: Sequence[float] | None = None) -> list[float]:
+    """How much each candidate's agreement counts: ``1 / sqrt(n)`` for a model with ``n`` answers in the run,
+    times the candidate's reputation multiplier (``reputation_multiplier``; 1.0 without history).
 
     Samples of one model share its mistakes, so ten of them agreeing is weaker evidence than ten
     different models agreeing; a model's answers together count ``sqrt(n)`` votes. When every
     answer comes from one model (the usual swarm of one model's instances) all weights are equal
-    and shares are plain cluster sizes.
+    and shares are plain cluster sizes. Shares are ratios of weights, so multipliers that are all
+    equal change nothing; they are then dropped to keep the weights, and ties, exact.
     """
+    if multipliers is not None and len(multipliers) != len(models):
+        raise ValueError(f"{len(multipliers)} multipliers for {len(models)} candidates")
     counts = Counter(models)
     if len(set(counts.values())) <= 1:
         # Equal counts give equal weights; exactly 1.0 keeps ties between clusters exact.
-        return [1.0] * len(models)
-    return [1.0 / math.sqrt(counts[model]) for model in models]
+        base = [1.0] * len(models)
+    else:
+        base = [1.0 / math.sqrt(counts[model]) for model in models]
+    if multipliers is None or len(set(multipliers)) <= 1:
+        return base
+    return [weight * multiplier for weight, multiplier in zip(base, multipliers, strict=True)]
 
 
 def cluster_shares(cluster_of: Sequence[int], weights: Sequence[float]) -> list[float]:

@@ -8,10 +8,12 @@ import pytest
 import swarmlib
 from swarmlib import (
     ConfigError,
+    FailedPreconditionError,
     InvalidArgumentError,
     LLMHTTPError,
     LLMTimeoutError,
     SwarmError,
+    UnauthenticatedError,
     mapped_error_types,
     status_for,
 )
@@ -43,6 +45,8 @@ def test_every_domain_error_is_exported() -> None:
     [
         (InvalidArgumentError("task is empty"), grpc.StatusCode.INVALID_ARGUMENT),
         (ConfigError("KEY unset"), grpc.StatusCode.FAILED_PRECONDITION),
+        (FailedPreconditionError("run is not waiting for approval"), grpc.StatusCode.FAILED_PRECONDITION),
+        (UnauthenticatedError("no x-swarm-user"), grpc.StatusCode.UNAUTHENTICATED),
         (LLMHTTPError("HTTP 500", 500), grpc.StatusCode.UNAVAILABLE),
         (LLMTimeoutError("slow"), grpc.StatusCode.DEADLINE_EXCEEDED),
         (SwarmError("?"), grpc.StatusCode.INTERNAL),

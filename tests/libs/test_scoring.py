@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from swarmlib import cluster_shares, dual_agreement, evidence_score, selection_score, vote_weights
+from swarmlib import (
+    cluster_shares,
+    dual_agreement,
+    evidence_score,
+    reputation_mean,
+    reputation_multiplier,
+    selection_score,
+    vote_weights,
+)
 
 
 def test_one_more_visible_test_beats_any_other_evidence() -> None:
@@ -59,3 +67,31 @@ def test_one_model_swarm_keeps_plain_cluster_sizes() -> None:
     assert dual_agreement(clusters, [1, 1, 3, 1, 1, 1], vote_weights(["qwen"] * 6)) == dual_agreement(
         clusters, [1, 1, 3, 1, 1, 1]
     )
+
+
+def test_reputation_is_neutral_without_history_and_bounded() -> None:
+    assert reputation_multiplier(0, 0) == 1.0
+    assert reputation_mean(0, 0) == 0.5
+    assert 1.0 < reputation_multiplier(1, 0) < reputation_multiplier(10, 0) < 1.5
+    assert 0.5 < reputation_multiplier(0, 10) < reputation_multiplier(0, 1) < 1.0
+    # Beta(2, 2): one observation moves the vote by a tenth, not a third.
+    assert reputation_multiplier(1, 0) == pytest.approx(1.1)
+    assert reputation_multiplier(3, 3) == pytest.approx(1.0)
+
+
+def test_vote_weights_without_history_are_unchanged() -> None:
+    models = ["a", "a", "b"]
+    assert vote_weights(models, [1.0, 1.0, 1.0]) == vote_weights(models)
+    assert vote_weights(["a", "b"], [1.2, 1.2]) == [1.0, 1.0]  # equal priors change no share
+    assert vote_weights(["a", "b"], [1.2, 0.8]) == [1.2, 0.8]
+    with pytest.raises(ValueError, match="2 multipliers for 3 candidates"):
+        vote_weights(models, [1.0, 1.0])
+
+
+def test_reputation_moves_the_shares_of_equal_clusters() -> None:
+    neutral = cluster_shares([0, 1], vote_weights(["a", "b"]))
+    assert neutral == [0.5, 0.5]
+    trusted_b = cluster_shares(
+        [0, 1], vote_weights(["a", "b"], [reputation_multiplier(0, 2), reputation_multiplier(4, 0)])
+    )
+    assert trusted_b[1] > 0.5 > trusted_b[0]

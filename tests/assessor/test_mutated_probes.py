@@ -48,6 +48,8 @@ def test_mutants_change_one_literal_argument_at_a_time() -> None:
     ]
     assert mutate_probes(["f(x)", "g(**kw)"], 10) == []
     assert len(mutate_probes(["f(1)", "f(2)", "f(3)"], 4)) == 4
+    # Numbers get both neighbours, the next but one (parity kept) and the double.
+    assert mutate_probes(["is_even_sum(8)"], 10) == [f"is_even_sum({n})" for n in (0, 1, -8, 9, 7, 10, 16)]
 
 
 async def test_edge_inputs_split_programs_the_examples_cannot(

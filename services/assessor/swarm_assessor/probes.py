@@ -103,13 +103,15 @@ def instrument(source: str, index: dict[str, int], entry_points: list[str]) -> s
 def _variants(value: object) -> list[object]:
     """Small, type-preserving neighbours of a literal argument: edge cases and near misses.
 
-    Programs that agree on the examples often part ways on an empty input, a negative number or
-    a reversed list; those inputs split clusters that the examples alone would merge.
+    Programs that agree on the examples often part ways on an empty input, a negative number,
+    the next number but one or a reversed list; those inputs split clusters that the examples
+    alone would merge.
     """
     if isinstance(value, bool):
         return [not value]
     if isinstance(value, int):
-        return [v for v in (0, 1, -value, value + 1) if v != value and abs(v) <= 10**6]
+        options = (0, 1, -value, value + 1, value - 1, value + 2, value * 2)
+        return list(dict.fromkeys(v for v in options if v != value and abs(v) <= 10**6))
     if isinstance(value, float):
         return [v for v in (0.0, -value, value * 2.5) if v != value and abs(v) <= 1e9]
     if isinstance(value, str):

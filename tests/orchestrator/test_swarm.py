@@ -144,6 +144,8 @@ async def test_refinement_is_kept_only_when_not_worse(stages: Stages, sqlite_url
         assert run.final.origin == pb.CANDIDATE_ORIGIN_REFINED and run.final.candidate_id == "r1"
         assert run.candidates[0].id == "r1" and run.candidates[0].rank == 1
         assert run.candidates[0].scores.tests_passed == 3
+        # The refinement sits on the same [0, 1] scale as the candidates it is ranked with.
+        assert all(0.0 <= c.scores.overall <= 1.0 for c in run.candidates)
 
 
 async def test_failing_instances_fall_back_and_are_reported(stages: Stages, sqlite_url: str) -> None:

@@ -110,8 +110,8 @@ def _variants(value: object) -> list[object]:
     if isinstance(value, bool):
         return [not value]
     if isinstance(value, int):
-        options = (0, 1, -value, value + 1, value - 1, value + 2, value * 2)
-        return list(dict.fromkeys(v for v in options if v != value and abs(v) <= 10**6))
+        numbers = (0, 1, -value, value + 1, value - 1, value + 2, value * 2)
+        return list(dict.fromkeys(v for v in numbers if v != value and abs(v) <= 10**6))
     if isinstance(value, float):
         return [v for v in (0.0, -value, value * 2.5) if v != value and abs(v) <= 1e9]
     if isinstance(value, str):

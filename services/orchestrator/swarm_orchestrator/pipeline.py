@@ -111,10 +111,20 @@ def _selection(candidate: pb.Candidate, share: float) -> float:
     return selection_score(s.tests_passed, s.tests_total, s.correctness >= 1.0, evidence)
 
 
+def _weights(candidates: list[pb.Candidate]) -> list[float]:
+    return vote_weights([c.model or c.instance for c in candidates])
+
+
+def _share_of(candidate_id: str, candidates: list[pb.Candidate]) -> float:
+    """The weighted share of the swarm in ``candidate_id``'s cluster, as ``_rank`` computed it."""
+    shares = cluster_shares(_cluster_keys(candidates), _weights(candidates))
+    return next((share for c, share in zip(candidates, shares, strict=True) if c.id == candidate_id), 0.0)
+
+
 def _rank(run: pb.Run, candidates: list[pb.Candidate]) -> None:
     """Score every candidate with the selection formula and sort best first (see ``_scoring``)."""
     clusters = _cluster_keys(candidates)
-    weights = vote_weights([c.model or c.instance for c in candidates])
+    weights = _weights(candidates)
     duals = dual_agreement(clusters, [c.scores.generated_passed for c in candidates], weights)
     shares = cluster_shares(clusters, weights)
     sizes = {key: clusters.count(key) for key in set(clusters)}
@@ -412,7 +422,7 @@ class Pipeline:
         candidate.scores.consensus = best.scores.consensus
         candidate.scores.dual_agreement = best.scores.dual_agreement
         candidate.scores.behaviour_cluster_size = best.scores.behaviour_cluster_size
-        candidate.scores.overall = _selection(candidate, len(ranked))
+        candidate.scores.overall = _selection(candidate, _share_of(best.id, ranked))
         candidate.tests.extend(assessment.tests)
         candidate.error = assessment.error
         await self._store.add_candidate(run.id, candidate)

@@ -47,9 +47,11 @@ def test_equal_sizes_are_ordered_by_first_appearance() -> None:
     vectors = unit(at_angle(90), at_angle(0), at_angle(91), at_angle(1))
     result = collate(vectors, threshold=0.9, consensus_share=0.5)
     assert [c.members for c in result.clusters] == [(0, 2), (1, 3)]
-    # 2 of 4 is exactly the default share: reached.
+    # 2 of 4 against 2 of 4 is a split, not a majority: no consensus.
     assert result.share == 0.5
-    assert result.reached
+    assert not result.reached
+    three_of_five = collate(unit(at_angle(90), at_angle(0), at_angle(91), at_angle(1), at_angle(2)), 0.9, 0.5)
+    assert three_of_five.reached
 
 
 def test_average_linkage_does_not_chain_through_a_bridge() -> None:

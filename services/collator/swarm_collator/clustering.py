@@ -157,7 +157,8 @@ def collate(
     identical outputs on every probe input; semantics only orders and describes them. Without,
     clusters come from average linkage over the embeddings. Clusters are ordered largest first,
     ties by first appearance, so cluster 0 is the majority. Consensus needs the largest cluster to
-    hold at least ``consensus_share`` of the responses *and* at least two of them: a lone response
+    hold more than ``consensus_share`` of the responses (by default a strict majority: half
+    against half is a split, not an agreement) *and* at least two of them: a lone response
     agreeing with itself says nothing.
     """
     sim = similarity_matrix(embeddings)
@@ -176,7 +177,7 @@ def collate(
         labels=tuple(labels),
         centrality=centrality(sim),
         share=share,
-        reached=largest >= 2 and share >= consensus_share,
+        reached=largest >= 2 and share > consensus_share,
         basis="behaviour" if by_behaviour else "semantic",
         confidence=confidence_of(largest, sim.shape[0]),
     )

@@ -14,6 +14,15 @@ shaped as the SDK reads them:
   -> running -> shutdown, or failure) and a home directory in a temporary folder where commands
   really run (``bash -c``), so outputs and exit statuses are real. Isolation is not the point here.
 
+Tunnels: ``enable_tunnel`` (or a ``tunnel`` given at create) returns a ``TunnelView`` whose
+``tunnel_key`` addresses the devbox's ports. A real tunnel is a host name
+(``https://{port}-{tunnel_key}.tunnel.runloop.ai``) that needs DNS; here it is a path on this
+server, ``tunnel_url`` is the template that forms it, and the gateway forwards each request to a
+local server standing in for what listens on that port inside the devbox (``serve``; e.g. a fake
+OpenAI server). The gateway answers 502 while the devbox is not running, while nothing listens
+on the port (``crash_server``) or before ``server_start_delay_s`` has passed since the devbox came
+up, as a tunnel in front of a model server still loading would.
+
 Faults are queued per operation (``inject``) and consumed one per request. ``kill_next_execution``
 makes the devbox of the next matching execution die while it runs; ``freeze_next_execution`` makes
 an execution never report its end (a devbox agent that lost track of it). Every request is recorded.
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import itertools
 import json
@@ -48,7 +58,22 @@ from swarmlib import RunloopConfig, SandboxConfig
 BOOTING = ("provisioning", "initializing")
 DEVBOX_LONG_POLL_MAX_S = 30.0
 EXEC_LONG_POLL_MAX_S = 25.0
-MUTATING = frozenset({"create", "suspend", "resume", "shutdown", "execute", "kill", "write_file_contents"})
+MUTATING = frozenset(
+    {
+        "create",
+        "suspend",
+        "resume",
+        "shutdown",
+        "execute",
+        "kill",
+        "write_file_contents",
+        "enable_tunnel",
+        "remove_tunnel",
+    }
+)
+TUNNEL_PREFIX = "/tunnel/"
+_TUNNEL_PATH = re.compile(r"/tunnel/(?P<port>\d+)-(?P<key>[^/]+)(?P<rest>/.*)?")
+_HOP_BY_HOP = frozenset({"host", "connection", "keep-alive", "x-runloop-tunnel-authorization"})
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/v1/devboxes"), "list"),
@@ -58,6 +83,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/(?P<op>suspend|resume|shutdown)"), ""),
     ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/execute"), "execute"),
     ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/(?P<op>write_file_contents|read_file_contents)"), ""),
+    ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/(?P<op>enable_tunnel|remove_tunnel)"), ""),
     ("GET", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/executions/(?P<eid>[^/]+)"), "retrieve_execution"),
     ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/executions/(?P<eid>[^/]+)/wait_for_status"), "wait_for_command"),
     ("POST", re.compile(r"/v1/devboxes/(?P<id>[^/]+)/executions/(?P<eid>[^/]+)/kill"), "kill"),
@@ -179,10 +205,15 @@ class FakeDevbox:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     executions: dict[str, FakeExecution] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    tunnel: dict[str, Any] | None = None
+    # Servers inside this devbox: port -> local port standing in for it (None: nothing listens).
+    ports: dict[int, int | None] = field(default_factory=dict)
+    running_since: float | None = None  # time.monotonic() when it last came up
 
     def move(self, status: str) -> None:
         """Change status, record the transition and wake every long-poll waiting on this devbox."""
         self.status = status
+        self.running_since = time.monotonic() if status == "running" else None
         self.transitions.append({"status": status, "transition_time_ms": int(time.time() * 1000)})
         if status in ("shutdown", "failure"):
             self.end_time_ms = int(time.time() * 1000)
@@ -203,6 +234,7 @@ class FakeDevbox:
             "name": self.name,
             "failure_reason": self.failure_reason,
             "shutdown_reason": self.shutdown_reason,
+            "tunnel": self.tunnel,
         }
 
 
@@ -220,6 +252,7 @@ class FakeRunloopAPI:
     suspend_delay_s: float = 0.01
     resume_delay_s: float = 0.01
     devbox_long_poll_s: float = DEVBOX_LONG_POLL_MAX_S
+    server_start_delay_s: float = 0.0
     requests: list[RecordedRequest] = field(default_factory=list)
     devboxes: dict[str, FakeDevbox] = field(default_factory=dict)
 
@@ -234,6 +267,8 @@ class FakeRunloopAPI:
         self._stopping = asyncio.Event()
         self._root = Path(tempfile.mkdtemp(prefix="fake-runloop-"))
         self._ids = itertools.count(1)
+        self._servers: dict[int, int] = {}  # devbox port -> local port, for every devbox
+        self._tunnels: dict[str, str] = {}  # tunnel key -> devbox id
         self.port = 0
 
     # -- test controls ---------------------------------------------------------------------
@@ -241,6 +276,19 @@ class FakeRunloopAPI:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tunnel_url(self) -> str:
+        """The tunnel URL template (``{port}``, ``{tunnel_key}``) pointing at this server's gateway."""
+        return f"http://127.0.0.1:{self.port}{TUNNEL_PREFIX}{{port}}-{{tunnel_key}}"
+
+    def serve(self, port: int, target_port: int) -> None:
+        """Every devbox, now and later, has a server on ``port``: the one listening on local ``target_port``."""
+        self._servers[port] = target_port
+
+    def crash_server(self, box_id: str, port: int) -> None:
+        """Nothing listens on ``port`` in devbox ``box_id`` any more, though the devbox keeps running."""
+        self.devboxes[box_id].ports[port] = None
 
     def inject(self, op: str, *faults: Fault) -> None:
         """Answer the next requests of ``op`` (e.g. ``create``, ``execute``) with these faults."""
@@ -342,6 +390,8 @@ class FakeRunloopAPI:
             body: Any = json.loads(request.body) if request.body else None
         except ValueError:
             body = request.body.decode("utf-8", "replace")
+        if parts.path.startswith(TUNNEL_PREFIX):
+            return await self._tunnel(request, query, body, writer)
         op, params = _route(request.method, parts.path)
         key = request.headers.get("x-request-id")
         status, payload, extra, replayed = await self._answer(op, params, query, body, request, key)
@@ -403,6 +453,15 @@ class FakeRunloopAPI:
             return self._transition(box, op, query).view()
         if box.status != "running":
             raise ApiError(400, f"devbox {box.id} is not running (status {box.status})")
+        if op == "enable_tunnel":
+            if box.tunnel is None:  # one tunnel per devbox: enabling again returns it
+                box.tunnel = self._new_tunnel(box, args)
+            return box.tunnel
+        if op == "remove_tunnel":
+            if box.tunnel is not None:
+                self._tunnels.pop(box.tunnel["tunnel_key"], None)
+                box.tunnel = None
+            return {}
         if op == "read_file_contents":
             source = _home_path(box, args.get("file_path"))
             if not source.is_file():
@@ -451,12 +510,33 @@ class FakeRunloopAPI:
         )
         box.move("provisioning")
         self.devboxes[box_id] = box
+        if isinstance(args.get("tunnel"), dict):
+            box.tunnel = self._new_tunnel(box, args["tunnel"])
         if self._boot_failures:
             box.failure_reason = self._boot_failures.popleft()
             self._later(self.provision_delay_s, box, "provisioning", "failure")
         else:
             self._later(self.provision_delay_s, box, "provisioning", "running")
         return box
+
+    def _new_tunnel(self, box: FakeDevbox, args: dict[str, Any]) -> dict[str, Any]:
+        """A ``TunnelView``: open unless ``auth_mode`` asks for a bearer token."""
+        key = f"tk{uuid.uuid4().hex}"
+        self._tunnels[key] = box.id
+        auth_mode = args.get("auth_mode") or "open"
+        if auth_mode not in ("open", "authenticated"):
+            raise ApiError(400, f"auth_mode {auth_mode!r} must be open or authenticated")
+        keep_alive, wake = args.get("http_keep_alive"), args.get("wake_on_http")
+        view: dict[str, Any] = {
+            "auth_mode": auth_mode,
+            "create_time_ms": int(time.time() * 1000),
+            "http_keep_alive": True if keep_alive is None else bool(keep_alive),
+            "tunnel_key": key,
+            "wake_on_http": bool(wake),
+        }
+        if auth_mode == "authenticated":
+            view["auth_token"] = f"tt_{uuid.uuid4().hex}"
+        return view
 
     def _transition(self, box: FakeDevbox, op: str, query: dict[str, str]) -> FakeDevbox:
         if op == "shutdown":
@@ -510,6 +590,80 @@ class FakeRunloopAPI:
     async def _until(self, event: asyncio.Event, deadline: float) -> bool:
         """Wait for ``event`` until ``deadline``; False on timeout or when the server stops."""
         return await self._until_any(event, event, deadline)
+
+    # -- tunnels ---------------------------------------------------------------------------
+
+    async def _tunnel(
+        self, request: HttpRequest, query: dict[str, str], body: Any, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Forward one request through a tunnel to the server on the devbox's port, or say why not."""
+        path = urlsplit(request.path).path
+        status, message, target = self._tunnel_target(path, request.headers)
+        record = RecordedRequest(request.method, path, "tunnel", query, dict(request.headers), body, status)
+        if target is None:
+            self.requests.append(record)
+            await _respond(writer, status, {"error": message}, request.keep_alive, {})
+            return request.keep_alive
+        try:
+            upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", target)
+        except OSError:
+            self.requests.append(dataclasses.replace(record, status=502))
+            await _respond(writer, 502, {"error": "connection refused by the devbox's server"}, request.keep_alive, {})
+            return request.keep_alive
+        try:
+            status = await self._forward(request, target, upstream_reader, upstream, writer)
+        finally:
+            upstream.close()
+            with contextlib.suppress(Exception):
+                await upstream.wait_closed()
+        self.requests.append(dataclasses.replace(record, status=status))
+        return False  # the answer was relayed until the server closed: close the client's connection too
+
+    def _tunnel_target(self, path: str, headers: dict[str, str]) -> tuple[int, str, int | None]:
+        """(status, reason, local port): a port when the request can be forwarded, else an error status."""
+        match = _TUNNEL_PATH.fullmatch(path)
+        box = self.devboxes.get(self._tunnels.get(match["key"], "")) if match else None
+        if match is None or box is None or box.tunnel is None:
+            return 404, "no such tunnel", None
+        token = box.tunnel.get("auth_token")
+        if token and headers.get("x-runloop-tunnel-authorization") != f"Bearer {token}":
+            return 401, "missing or invalid tunnel token", None
+        if box.status != "running" or box.running_since is None:
+            return 502, f"devbox is not running (status {box.status})", None
+        port = int(match["port"])
+        target = box.ports[port] if port in box.ports else self._servers.get(port)
+        if target is None or time.monotonic() - box.running_since < self.server_start_delay_s:
+            return 502, f"nothing listens on port {port} in the devbox", None
+        return 200, "", target
+
+    async def _forward(
+        self,
+        request: HttpRequest,
+        target: int,
+        upstream_reader: asyncio.StreamReader,
+        upstream: asyncio.StreamWriter,
+        writer: asyncio.StreamWriter,
+    ) -> int:
+        """Send the request upstream (one per connection) and relay the answer; returns its status."""
+        match = _TUNNEL_PATH.fullmatch(urlsplit(request.path).path)
+        assert match is not None
+        query = urlsplit(request.path).query
+        rest = (match["rest"] or "/") + (f"?{query}" if query else "")
+        headers = [(k, v) for k, v in request.headers.items() if k not in _HOP_BY_HOP]
+        head = [f"{request.method} {rest} HTTP/1.1", f"host: 127.0.0.1:{target}", "connection: close"]
+        head += [f"{k}: {v}" for k, v in headers]
+        upstream.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + request.body)
+        await upstream.drain()
+        status = 0
+        while data := await upstream_reader.read(65536):
+            if not status:
+                status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 502
+            writer.write(data)
+            await writer.drain()
+        if not status:
+            await _respond(writer, 502, {"error": "the devbox's server closed the connection"}, False, {})
+            return 502
+        return status
 
     # -- executions ------------------------------------------------------------------------
 

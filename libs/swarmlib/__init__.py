@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._channels import open_channel
 from ._config import env_bool, env_float, env_int, env_str
+from ._devbox_config import DevboxInstancesConfig
 from ._errors import (
     ConfigError,
     FailedPreconditionError,
@@ -57,6 +58,7 @@ __all__ = [
     "ChatClient",
     "ChatResult",
     "ConfigError",
+    "DevboxInstancesConfig",
     "Endpoint",
     "ExecResult",
     "FailedPreconditionError",

@@ -1,0 +1,462 @@
+"""LLM instances served from Runloop devboxes: provisioned from a blueprint, reached through a tunnel.
+
+A devbox boots in seconds to minutes and a model server then needs more time to load its weights,
+so a devbox-hosted instance has a lifecycle the static ``SWARM_INSTANCES`` do not: each of the
+``count`` instances (``devbox-1`` …) is a slot that holds at most one devbox at a time. Provisioning
+a slot creates a devbox from the blueprint, waits until it runs, opens an (open) tunnel, and waits
+until ``GET /v1/models`` answers through it; only then does the slot carry an ``InstanceSpec`` whose
+``base_url`` is the tunnel URL plus ``/v1``. Until then its spec points at a ``.invalid`` host.
+
+* ``warm`` mode provisions every slot at start-up, ``per-run`` mode when a call first needs it;
+  callers of ``using`` wait for a slot being provisioned instead of failing.
+* A devbox with no call in flight for ``idle_shutdown_s`` (on an injectable clock) is shut down;
+  its slot is provisioned again at its next use. Runloop's own idle policy is set a little later
+  as a backstop, so a devbox is not left running if this process dies without closing.
+* ``maintain`` (run with the orchestrator's periodic health check) retires idle devboxes, checks
+  the others (devbox status, then ``/v1/models`` through the tunnel), and replaces a devbox that
+  is no longer running or failed ``failures_to_replace`` checks in a row.
+
+Every mutating call carries an idempotency key the SDK repeats on its retries. The API key lives
+in the SDK client only; errors go through ``describe`` so they never contain it, and spans carry
+instance names and devbox ids only. A listener (the orchestrator's instance pool) is told when a
+slot's spec or availability changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from opentelemetry import trace
+from runloop_api_client import AsyncRunloop, DefaultAsyncHttpxClient, omit
+
+from ._devbox_config import DevboxInstancesConfig
+from ._errors import LLMConnectError, LLMError, SandboxUnavailableError, SwarmError
+from ._instances import InstanceSpec
+from ._llm import Endpoint, list_models
+from ._runloop_pool import Clock, api_errors, idempotency_key, polling
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+REQUEST_TIMEOUT_S = 60.0
+PROBE_TIMEOUT_S = 5.0
+# While waiting for the model server, the devbox status is read every this many failed probes,
+# so a devbox that died while loading is given up on without waiting for the whole deadline.
+STATUS_EVERY = 5
+# Runloop's own idle shutdown comes this long after ours: a backstop, never the first to act.
+BACKSTOP_MARGIN_S = 300
+
+
+class SlotState(enum.Enum):
+    DOWN = "down"  # no devbox: provisioned at the next use (or by maintain when wanted)
+    STARTING = "starting"  # being created, booted, tunnelled, waited for
+    READY = "ready"  # its model server answered through the tunnel
+
+
+class DevboxListener(Protocol):
+    """Told when a devbox instance's spec or availability changes (the orchestrator's pool)."""
+
+    def ready(self, spec: InstanceSpec) -> None:
+        """``spec`` (a live tunnel URL) answers: give it work."""
+
+    def unavailable(self, spec: InstanceSpec, reason: str) -> None:
+        """Its devbox is booting or gone: prefer other instances for now."""
+
+    def on_demand(self, spec: InstanceSpec) -> None:
+        """No devbox now, but one is provisioned when a call needs it: the instance may get work."""
+
+    def probe_failed(self, name: str, reason: str) -> None:
+        """A health check of a running devbox failed (counted like a failed answer)."""
+
+
+class _NoListener:
+    def ready(self, spec: InstanceSpec) -> None:
+        pass
+
+    def unavailable(self, spec: InstanceSpec, reason: str) -> None:
+        pass
+
+    def on_demand(self, spec: InstanceSpec) -> None:
+        pass
+
+    def probe_failed(self, name: str, reason: str) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class DevboxSlot:
+    """One devbox instance: its name, the devbox serving it now (if any) and its use."""
+
+    name: str
+    spec: InstanceSpec
+    state: SlotState = SlotState.DOWN
+    devbox_id: str | None = None
+    in_flight: int = 0
+    idle_since: float = 0.0
+    failures: int = 0
+    # Provision again at the next maintain pass without waiting for a call (warm, or replaced).
+    wanted: bool = False
+    last_error: str = ""
+    boot: asyncio.Task[InstanceSpec] | None = None
+
+
+def placeholder_spec(config: DevboxInstancesConfig, name: str) -> InstanceSpec:
+    """The spec of a slot without a devbox: a host that cannot resolve, so nothing reaches a stale tunnel."""
+    return InstanceSpec(
+        name=name,
+        base_url=f"http://{name}.devbox-not-running.invalid/v1",
+        model=config.model,
+        temperature=config.temperature,
+    )
+
+
+def tunnel_base_url(template: str, port: int, tunnel_key: str, api_host: str) -> str:
+    """The OpenAI base URL through a tunnel, formed as the SDK's ``get_tunnel_url`` forms the host."""
+    domain = api_host[4:] if api_host.startswith("api.") else api_host
+    return template.format(port=port, tunnel_key=tunnel_key, domain=domain).rstrip("/") + "/v1"
+
+
+class DevboxInstances:
+    """Provisions, health-checks, retires and replaces the devboxes behind ``devbox-1`` … ``devbox-N``.
+
+    ``http`` is the client that reaches the model servers (the orchestrator's); ``clock`` measures
+    idle time only, so tests move it by hand; ``client`` replaces the SDK client (tests, benches).
+    """
+
+    def __init__(
+        self,
+        config: DevboxInstancesConfig,
+        http: httpx.AsyncClient,
+        *,
+        listener: DevboxListener | None = None,
+        clock: Clock = time.monotonic,
+        failures_to_replace: int = 3,
+        tracer: trace.Tracer | None = None,
+        client: AsyncRunloop | None = None,
+    ) -> None:
+        if config.count < 1:
+            raise ValueError("DevboxInstances needs SWARM_DEVBOX_INSTANCES >= 1")
+        self._config = config
+        self._http = http
+        self._listener: DevboxListener = listener or _NoListener()
+        self._clock = clock
+        self._failures_to_replace = max(1, failures_to_replace)
+        self._tracer = tracer or trace.get_tracer(__name__)
+        self._client = client or AsyncRunloop(
+            bearer_token=config.api_key,
+            base_url=config.base_url or None,
+            max_retries=config.max_retries,
+            timeout=REQUEST_TIMEOUT_S,
+            # One HTTP client: left alone, the SDK builds one per resource shard.
+            http_client=DefaultAsyncHttpxClient(timeout=REQUEST_TIMEOUT_S),
+        )
+        self._slots = {name: DevboxSlot(name, placeholder_spec(config, name)) for name in config.names}
+        self._owned: set[str] = set()  # devboxes created and not yet shut down
+        self._tasks: set[asyncio.Task[Any]] = set()  # boots: cancelled on close
+        self._keep: set[asyncio.Task[Any]] = set()  # creates and shutdowns: awaited on close, never cancelled
+        self._closed = False
+
+    def __repr__(self) -> str:
+        states = {name: slot.state.value for name, slot in self._slots.items()}
+        return f"DevboxInstances(blueprint={self._config.blueprint!r}, mode={self._config.mode}, {states})"
+
+    # -- what the orchestrator sees --------------------------------------------------------
+
+    def listen(self, listener: DevboxListener) -> None:
+        self._listener = listener
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._slots)
+
+    def owns(self, name: str) -> bool:
+        return name in self._slots
+
+    def specs(self) -> tuple[InstanceSpec, ...]:
+        """Each slot's current spec: the tunnel URL when ready, else the placeholder."""
+        return tuple(slot.spec for slot in self._slots.values())
+
+    def slot(self, name: str) -> DevboxSlot:
+        """The slot behind ``name`` (tests and benches read its state, devbox id and use)."""
+        return self._slots[name]
+
+    def start(self) -> None:
+        """In ``warm`` mode, start provisioning every slot in the background; ``per-run`` waits for use."""
+        if not self._config.keep_warm:
+            return
+        for slot in self._slots.values():
+            slot.wanted = True
+            self._boot(slot)
+
+    @contextlib.asynccontextmanager
+    async def using(self, name: str) -> AsyncIterator[InstanceSpec]:
+        """The slot's live spec for one call, provisioning it first if needed.
+
+        While the block runs the devbox counts as in use, so the idle policy leaves it alone.
+        A slot that cannot be provisioned raises ``LLMConnectError`` (the instance is unreachable).
+        """
+        slot = self._slots[name]
+        slot.in_flight += 1
+        try:
+            spec = await self._ready(slot)
+            yield spec
+        finally:
+            slot.in_flight -= 1
+            slot.idle_since = self._clock()
+
+    async def wait_ready(self) -> None:
+        """Wait until no provisioning is in flight (tests, benches); failures are left to ``using``."""
+        while boots := [s.boot for s in self._slots.values() if s.boot is not None and not s.boot.done()]:
+            await asyncio.gather(*boots, return_exceptions=True)
+
+    async def settle(self) -> None:
+        """Wait until no background work (boot, shutdown) is left (tests, benches)."""
+        while pending := (self._tasks | self._keep) - {asyncio.current_task()}:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _ready(self, slot: DevboxSlot) -> InstanceSpec:
+        if self._closed:
+            raise LLMConnectError(f"{slot.name}: the devbox instances are shut down")
+        if slot.state is SlotState.READY:
+            return slot.spec
+        boot = self._boot(slot)
+        try:
+            # Shielded: a caller that gives up must not cancel a boot other callers wait for.
+            return await asyncio.shield(boot)
+        except SwarmError as exc:
+            raise LLMConnectError(f"{slot.name}: no devbox to serve it: {exc}") from exc
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not boot.cancelled() or (current is not None and current.cancelling()):
+                raise
+            raise LLMConnectError(f"{slot.name}: provisioning was stopped (the orchestrator is closing)") from None
+
+    # -- provisioning ----------------------------------------------------------------------
+
+    def _boot(self, slot: DevboxSlot) -> asyncio.Task[InstanceSpec]:
+        """The slot's provisioning in flight, or a new one (never after close: ``_ready`` checks first)."""
+        if slot.boot is not None and not slot.boot.done():
+            return slot.boot
+        slot.state = SlotState.STARTING
+        slot.failures = 0
+        self._listener.unavailable(slot.spec, "its devbox is starting")
+        slot.boot = self._track(self._provision(slot), self._tasks)
+        return slot.boot
+
+    async def _provision(self, slot: DevboxSlot) -> InstanceSpec:
+        cfg = self._config
+        retries = cfg.max_retries
+        box_id: str | None = None
+        with self._tracer.start_as_current_span("devbox.provision") as span:
+            span.set_attribute("swarm.instance", slot.name)
+            span.set_attribute("swarm.devbox.port", cfg.port)
+            try:
+                # The create runs on its own: cancelled here (on close), its devbox is still shut down.
+                box_id = await asyncio.shield(self._track(self._create(slot), self._keep))
+                span.set_attribute("runloop.devbox_id", box_id)
+                with api_errors(f"boot devbox {box_id} for {slot.name}", retries):
+                    await self._client.devboxes.await_running(box_id, polling_config=polling(cfg.boot_timeout_s))
+                with api_errors(f"open a tunnel to devbox {box_id}", retries):
+                    tunnel = await self._client.devboxes.enable_tunnel(
+                        box_id, auth_mode="open", http_keep_alive=True, idempotency_key=idempotency_key("tunnel")
+                    )
+                base_url = tunnel_base_url(cfg.tunnel_url, cfg.port, tunnel.tunnel_key, self._client.base_url.host)
+                spec = InstanceSpec(slot.name, base_url, cfg.model, temperature=cfg.temperature)
+                await self._until_serving(box_id, spec)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    slot.last_error = str(exc)
+                    log.warning("devbox instance %s could not be provisioned: %s", slot.name, exc)
+                slot.state = SlotState.DOWN
+                slot.devbox_id = None
+                if box_id is not None:
+                    self._track(self._shutdown(box_id, force=True), self._keep)
+                if not self._closed:
+                    self._listener.unavailable(slot.spec, f"its devbox could not be provisioned: {slot.last_error}")
+                raise
+        slot.spec = spec
+        slot.state = SlotState.READY
+        slot.idle_since = self._clock()
+        slot.last_error = ""
+        log.info("devbox instance %s ready on devbox %s (port %d through its tunnel)", slot.name, box_id, cfg.port)
+        self._listener.ready(spec)
+        return spec
+
+    async def _create(self, slot: DevboxSlot) -> str:
+        """The create call alone, remembering the devbox as soon as its id is known."""
+        cfg = self._config
+        by_id = cfg.blueprint.startswith("bpt_")
+        idle = int(cfg.idle_shutdown_s) + BACKSTOP_MARGIN_S
+        with api_errors(f"create a devbox for {slot.name}", cfg.max_retries):
+            view = await self._client.devboxes.create(
+                blueprint_id=cfg.blueprint if by_id else omit,
+                blueprint_name=omit if by_id else cfg.blueprint,
+                name=f"swarm-{slot.name}",
+                metadata={"swarm": "llm-instance", "instance": slot.name},
+                launch_parameters={"lifecycle": {"after_idle": {"idle_time_seconds": idle, "on_idle": "shutdown"}}},
+                idempotency_key=idempotency_key("create"),
+            )
+        self._owned.add(view.id)
+        slot.devbox_id = view.id
+        log.info("devbox %s created for %s (%s)", view.id, slot.name, view.status)
+        return view.id
+
+    async def _until_serving(self, box_id: str, spec: InstanceSpec) -> None:
+        """Probe ``/v1/models`` through the tunnel until it answers or ``ready_timeout_s`` passes."""
+        cfg = self._config
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.ready_timeout_s
+        endpoint = Endpoint(spec.name, spec.base_url, spec.model)
+        failed = 0
+        while True:
+            try:
+                models = await list_models(self._http, endpoint, timeout=min(PROBE_TIMEOUT_S, cfg.ready_timeout_s))
+            except LLMError as exc:
+                last = str(exc)
+            else:
+                if spec.model not in models:
+                    log.info("devbox instance %s serves %s, asked for as %s", spec.name, models, spec.model)
+                return
+            failed += 1
+            if failed % STATUS_EVERY == 0:
+                await self._raise_unless_running(box_id)
+            if loop.time() + cfg.probe_interval_s > deadline:
+                raise SandboxUnavailableError(
+                    f"the model server on devbox {box_id} did not answer GET /v1/models through the tunnel "
+                    f"within {cfg.ready_timeout_s:g}s (last: {last})"
+                )
+            await asyncio.sleep(cfg.probe_interval_s)
+
+    async def _raise_unless_running(self, box_id: str) -> None:
+        with api_errors(f"check devbox {box_id}", self._config.max_retries):
+            view = await self._client.devboxes.retrieve(box_id)
+        if view.status != "running":
+            reason = f" ({view.failure_reason})" if view.failure_reason else ""
+            raise SandboxUnavailableError(
+                f"devbox {box_id} stopped while its model server was starting: status {view.status}{reason}"
+            )
+
+    async def _shutdown(self, box_id: str, *, force: bool) -> None:
+        """Best effort: a devbox that cannot be shut down is reported (Runloop's idle policy is the backstop)."""
+        self._owned.discard(box_id)
+        try:
+            with api_errors(f"shut down devbox {box_id}", self._config.max_retries):
+                await self._client.devboxes.shutdown(
+                    box_id, force="true" if force else omit, idempotency_key=idempotency_key("shutdown")
+                )
+        except SandboxUnavailableError as exc:
+            log.warning("%s", exc)
+
+    # -- idle policy and health ------------------------------------------------------------
+
+    async def maintain(self) -> None:
+        """One pass: shut down idle devboxes, check the others, provision wanted slots, re-offer the rest."""
+        if self._closed:
+            return
+        now = self._clock()
+        checks: list[Coroutine[Any, Any, None]] = []
+        for slot in self._slots.values():
+            if slot.state is SlotState.READY:
+                idle_for = now - slot.idle_since
+                if slot.in_flight == 0 and idle_for >= self._config.idle_shutdown_s:
+                    self._retire(slot, idle_for)
+                else:
+                    checks.append(self._check(slot))
+            elif slot.state is SlotState.DOWN:
+                if slot.wanted:
+                    self._boot(slot)
+                else:
+                    self._listener.on_demand(slot.spec)
+        await asyncio.gather(*checks)
+
+    def _retire(self, slot: DevboxSlot, idle_for: float) -> None:
+        assert slot.devbox_id is not None
+        log.info("devbox instance %s: devbox %s shut down after %.0fs idle", slot.name, slot.devbox_id, idle_for)
+        self._track(self._shutdown(slot.devbox_id, force=False), self._keep)
+        self._down(slot)
+        slot.wanted = False
+        self._listener.on_demand(slot.spec)
+
+    def _down(self, slot: DevboxSlot) -> None:
+        slot.state = SlotState.DOWN
+        slot.devbox_id = None
+        slot.failures = 0
+        slot.spec = placeholder_spec(self._config, slot.name)
+
+    async def _check(self, slot: DevboxSlot) -> None:
+        """Status first (a dead devbox is replaced at once), then the model server through the tunnel."""
+        box_id, spec = slot.devbox_id, slot.spec
+        assert box_id is not None
+        try:
+            with api_errors(f"check devbox {box_id}", self._config.max_retries):
+                view = await self._client.devboxes.retrieve(box_id)
+        except SandboxUnavailableError as exc:
+            log.warning("%s", exc)  # the API cannot say: the tunnel probe decides
+            view = None
+        if slot.devbox_id != box_id or self._closed:
+            return  # retired, replaced or closed meanwhile
+        if view is not None and view.status != "running":
+            reason = f" ({view.failure_reason})" if view.failure_reason else ""
+            self._replace(slot, f"status {view.status}{reason}")
+            return
+        try:
+            await list_models(self._http, Endpoint(spec.name, spec.base_url, spec.model), timeout=PROBE_TIMEOUT_S)
+        except LLMError as exc:
+            if slot.devbox_id != box_id or self._closed:
+                return
+            slot.failures += 1
+            self._listener.probe_failed(slot.name, f"health check: {exc}")
+            if slot.failures >= self._failures_to_replace:
+                self._replace(slot, f"{slot.failures} failed health checks in a row, the last: {exc}")
+            return
+        if slot.devbox_id == box_id:
+            slot.failures = 0
+            self._listener.ready(spec)
+
+    def _replace(self, slot: DevboxSlot, why: str) -> None:
+        """Shut the devbox down (forced: it may be mid-snapshot) and provision another for the slot."""
+        assert slot.devbox_id is not None
+        log.warning("devbox instance %s: devbox %s replaced: %s", slot.name, slot.devbox_id, why)
+        self._track(self._shutdown(slot.devbox_id, force=True), self._keep)
+        self._down(slot)
+        slot.wanted = True
+        self._boot(slot)
+
+    # -- tasks and closing -----------------------------------------------------------------
+
+    def _track(self, coro: Coroutine[Any, Any, _T], into: set[asyncio.Task[Any]]) -> asyncio.Task[_T]:
+        task = asyncio.ensure_future(coro)
+        into.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._keep.discard(task)
+        if not task.cancelled():
+            task.exception()  # logged where it happened; retrieved so asyncio does not report it as lost
+
+    async def aclose(self) -> None:
+        """Stop provisioning and shut down every devbox created here (forced), then close the SDK client."""
+        if self._closed:
+            return
+        self._closed = True
+        boots = list(self._tasks)
+        for task in boots:
+            task.cancel()
+        await asyncio.gather(*boots, return_exceptions=True)
+        # A create already sent still yields a devbox: wait for its id so it is shut down too.
+        while self._keep:
+            await asyncio.gather(*self._keep, return_exceptions=True)
+        for slot in self._slots.values():
+            self._down(slot)
+        await asyncio.gather(*(self._shutdown(box_id, force=True) for box_id in list(self._owned)))
+        await self._client.close()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmlib import ConfigError, InstanceSpec, env_bool, env_float, env_int, env_str, load_instances
+from swarmlib import ConfigError, DevboxInstancesConfig, InstanceSpec, env_bool, env_float, env_int, env_str
 
 MAX_SWARM_SIZE = 16
 
@@ -21,6 +21,8 @@ class OrchestratorConfig:
     refiner_target: str
     database_url: str
     instances: tuple[InstanceSpec, ...]
+    # Instances served from Runloop devboxes, besides (or instead of) ``instances``.
+    devboxes: DevboxInstancesConfig = field(default_factory=DevboxInstancesConfig)
     max_task_chars: int = 20_000
     instance_timeout_s: float = 120.0
     stage_timeout_s: float = 120.0
@@ -49,7 +51,8 @@ class OrchestratorConfig:
             raise ConfigError(
                 f"SWARM_DATABASE_URL={database_url!r}: use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
             )
-        instances = load_instances(env)
+        devboxes = DevboxInstancesConfig.from_env(env)
+        instances = devboxes.static_instances(env)
         return cls(
             address=env_str(env, "SWARM_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
             collator_target=env_str(env, "SWARM_COLLATOR_TARGET", "127.0.0.1:50052"),
@@ -57,6 +60,7 @@ class OrchestratorConfig:
             refiner_target=env_str(env, "SWARM_REFINER_TARGET", "127.0.0.1:50054"),
             database_url=database_url,
             instances=instances,
+            devboxes=devboxes,
             max_task_chars=env_int(env, "SWARM_MAX_TASK_CHARS", 20_000, minimum=1),
             instance_timeout_s=env_float(env, "SWARM_INSTANCE_TIMEOUT_S", 120.0, minimum=0.1),
             stage_timeout_s=env_float(env, "SWARM_STAGE_TIMEOUT_S", 120.0, minimum=0.1),

@@ -22,8 +22,15 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     tracer_provider = configure_tracing("swarm-orchestrator", config.telemetry_env)
     store = await RunStore.open(config.database_url)
     http = httpx.AsyncClient(timeout=httpx.Timeout(config.instance_timeout_s, connect=5.0))
-    client = ChatClient(http, RetryPolicy(attempts=config.llm_retry_attempts, base_delay=config.llm_retry_base_delay_s))
+    retry = RetryPolicy(attempts=config.llm_retry_attempts, base_delay=config.llm_retry_base_delay_s)
+    client = ChatClient(http, retry)
     pool = InstancePool(config.instances, dict(config.secrets), config.unhealthy_after)
+    devboxes = None
+    if config.devboxes.count:  # imported only when configured: it loads the Runloop SDK
+        from .devboxes import open_devboxes
+
+        devboxes = open_devboxes(config, http, retry)
+        client, pool = devboxes.client, devboxes.pool
     channels = [
         open_channel(target, tracer_provider)
         for target in (config.collator_target, config.assessor_target, config.refiner_target)
@@ -42,10 +49,14 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
         tracer_provider=tracer_provider,
     )
     pool.start_checks(http, config.health_interval_s)
+    if devboxes is not None:
+        devboxes.start()
 
     async def close() -> None:
         await servicer.cancel_running()
         await pool.stop_checks()
+        if devboxes is not None:
+            await devboxes.aclose()
         for channel in channels:
             await channel.close()
         await http.aclose()

@@ -1,0 +1,150 @@
+"""Devbox-hosted instances in the orchestrator: pool entries whose address follows their devbox.
+
+``devbox-1`` … ``devbox-N`` are ordinary pool entries, so runs, fallbacks, ``ListInstances`` and
+the refiner use them like any ``SWARM_INSTANCES`` entry. Two things differ, and this module adds
+them without touching the fan-out or the pipeline:
+
+* their spec changes when a devbox is provisioned, retired or replaced (``DevboxInstancePool``
+  is the manager's listener and swaps the spec in place), and their health comes from the
+  manager, which runs on the pool's periodic check instead of a ``/v1/models`` probe of a
+  placeholder address;
+* a call to one waits for its devbox (``DevboxChatClient``): in ``per-run`` mode, or after an
+  idle shutdown, the first call provisions it, and every call keeps it from being shut down idle.
+
+This module imports the Runloop SDK, so the server imports it only when devboxes are configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+
+import httpx
+
+from swarmlib import ChatClient, ChatResult, ConfigError, Endpoint, InstanceSpec, LLMError, RetryPolicy, list_models
+from swarmlib._devbox_instances import DevboxInstances
+
+from .config import OrchestratorConfig
+from .pool import InstanceHealth, InstancePool
+
+log = logging.getLogger(__name__)
+
+
+class DevboxInstancePool(InstancePool):
+    """The instance pool with devbox entries; it is the ``DevboxListener`` of ``devboxes``."""
+
+    def __init__(
+        self, specs: tuple[InstanceSpec, ...], secrets: dict[str, str], unhealthy_after: int, devboxes: DevboxInstances
+    ) -> None:
+        super().__init__(specs + devboxes.specs(), secrets, unhealthy_after)
+        self._devboxes = devboxes
+        devboxes.listen(self)
+
+    # -- DevboxListener --------------------------------------------------------------------
+
+    def ready(self, spec: InstanceSpec) -> None:
+        self._install(spec)
+        self.succeeded(spec.name)
+
+    def unavailable(self, spec: InstanceSpec, reason: str) -> None:
+        state = self._install(spec)
+        state.healthy = False
+        state.last_error = reason
+
+    def on_demand(self, spec: InstanceSpec) -> None:
+        self._install(spec)
+        self.succeeded(spec.name)
+
+    def probe_failed(self, name: str, reason: str) -> None:
+        self.failed(name, reason)
+
+    def _install(self, spec: InstanceSpec) -> InstanceHealth:
+        state = self._health[spec.name]
+        state.spec = spec
+        return state
+
+    # -- health ----------------------------------------------------------------------------
+
+    async def check(self, http: httpx.AsyncClient) -> None:
+        """Probe the static instances as the base pool does; the manager checks (and retires) devboxes."""
+
+        async def probe(name: str) -> None:
+            try:
+                await list_models(http, self.endpoint(name))
+            except (LLMError, ConfigError) as exc:
+                self.failed(name, f"health check: {exc}")
+                return
+            if not self.is_healthy(name):
+                log.info("instance %s healthy again", name)
+            self.succeeded(name)
+
+        static = [name for name in self.names if not self._devboxes.owns(name)]
+        await asyncio.gather(self._devboxes.maintain(), *(probe(name) for name in static))
+
+
+class DevboxChatClient(ChatClient):
+    """A chat client that waits for a devbox instance's devbox and calls it at its current address."""
+
+    def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy, devboxes: DevboxInstances) -> None:
+        super().__init__(http, retry)
+        self._devboxes = devboxes
+
+    async def complete(
+        self,
+        endpoint: Endpoint,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        timeout: float,
+        temperature: float = 0.7,
+        seed: int | None = None,
+        max_tokens: int = 1024,
+        purpose: str = "solve",
+        run_id: str = "",
+    ) -> ChatResult:
+        """As ``ChatClient.complete``; waiting for provisioning does not count against ``timeout``."""
+        if not self._devboxes.owns(endpoint.name):
+            return await super().complete(
+                endpoint,
+                messages,
+                timeout=timeout,
+                temperature=temperature,
+                seed=seed,
+                max_tokens=max_tokens,
+                purpose=purpose,
+                run_id=run_id,
+            )
+        async with self._devboxes.using(endpoint.name) as spec:
+            return await super().complete(
+                dataclasses.replace(endpoint, base_url=spec.base_url),
+                messages,
+                timeout=timeout,
+                temperature=temperature,
+                seed=seed,
+                max_tokens=max_tokens,
+                purpose=purpose,
+                run_id=run_id,
+            )
+
+
+@dataclasses.dataclass
+class Devboxes:
+    """What the server wires: the pool and client to use instead of the plain ones, and the manager."""
+
+    instances: DevboxInstances
+    pool: DevboxInstancePool
+    client: DevboxChatClient
+
+    def start(self) -> None:
+        self.instances.start()
+
+    async def aclose(self) -> None:
+        await self.instances.aclose()
+
+
+def open_devboxes(config: OrchestratorConfig, http: httpx.AsyncClient, retry: RetryPolicy) -> Devboxes:
+    """The devbox manager, the pool holding static and devbox instances, and the client that calls them."""
+    instances = DevboxInstances(config.devboxes, http, failures_to_replace=config.unhealthy_after)
+    pool = DevboxInstancePool(config.instances, dict(config.secrets), config.unhealthy_after, instances)
+    return Devboxes(instances, pool, DevboxChatClient(http, retry, instances))

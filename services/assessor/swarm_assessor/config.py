@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from swarmlib import ConfigError, SandboxConfig, env_float, env_int, env_str
 
+from .gates import DEFAULT_GATES, GateRule, load_gates
+
 _PREFIX = "SWARM_ASSESSOR_"
 
 
@@ -36,6 +38,7 @@ class AssessorConfig:
     queue_timeout_s: float = 30.0
     max_code_bytes: int = 256 * 1024
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    gates: tuple[GateRule, ...] = DEFAULT_GATES
     grace_s: float = 5.0
     telemetry_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -87,6 +90,7 @@ class AssessorConfig:
             queue_timeout_s=env_float(env, f"{_PREFIX}QUEUE_TIMEOUT_S", cls.queue_timeout_s),
             max_code_bytes=env_int(env, f"{_PREFIX}MAX_CODE_BYTES", cls.max_code_bytes),
             sandbox=SandboxConfig.from_env(env),
+            gates=load_gates(env),
             grace_s=env_float(env, f"{_PREFIX}GRACE_S", cls.grace_s),
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

@@ -28,6 +28,7 @@ from swarmlib import (
 from . import scoring
 from .admission import Admission
 from .config import AssessorConfig
+from .gates import Evidence, evaluate
 from .generated_tests import attached_tests, clean_generated, name_generated, runnable
 from .harness import DEADLINE, Plan, TestOutcome, build_program, build_spec, parse_report
 from .probes import collect_probes, mutate_probes
@@ -180,6 +181,17 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             generated_tests_kept=len(kept),
             probes=len(plan.probes),
         )
+
+    async def EvaluateGates(
+        self, request: assessor_pb2.EvaluateGatesRequest, context: grpc.aio.ServicerContext
+    ) -> assessor_pb2.EvaluateGatesResponse:
+        """Judge a run's final answer against the configured gates (see ``gates``); no code runs here."""
+        if not request.HasField("final") or not request.final.candidate_id:
+            raise InvalidArgumentError("final is missing: send the run's final answer with its scores and tests")
+        evidence = Evidence(final=request.final, others=list(request.others), consensus=request.consensus)
+        decision = evaluate(self._config.gates, evidence)
+        log.info("run %s: gates %s", request.run_id, decision.summary)
+        return assessor_pb2.EvaluateGatesResponse(decision=decision)
 
     def _queue_deadline(self, context: grpc.aio.ServicerContext) -> float:
         """When a waiting execution gives up: the queue limit, or sooner if the caller's deadline is."""

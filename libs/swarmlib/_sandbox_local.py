@@ -61,7 +61,7 @@ _OPEN_FILES = 512
 _BWRAP_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 _PROBE_TIMEOUT_S = 10.0
 # A /dev of the harmless character devices only. Not bubblewrap's --dev: with it, a user
-# namespace's tmpfs mount on /tmp is refused (EPERM), and it brings ptys and a writable /dev/shm.
+# namespace's tmpfs mount on /tmp is refused (EPERM), and it brings ptys and an unbounded /dev/shm.
 _DEV = [
     "--perms",
     "0755",
@@ -79,6 +79,8 @@ _DEV = [
             ("stdin", "/proc/self/fd/0"),
             ("stdout", "/proc/self/fd/1"),
             ("stderr", "/proc/self/fd/2"),
+            # POSIX shared memory and semaphores (multiprocessing's locks) live in the bounded /tmp.
+            ("shm", "/tmp"),
         )
         for arg in ("--symlink", target, f"/dev/{link}")
     ),

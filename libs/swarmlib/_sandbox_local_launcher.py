@@ -12,7 +12,8 @@ sandbox's pid namespace, still holding the few capabilities bubblewrap was told 
 3. writes the program and its files into ``/box`` and remounts it read-only;
 4. sets the per-execution resource limits (CPU time counted from here, not from start-up),
    drops to the slot's uid (when the service runs as root), empties every capability set, sets
-   ``no_new_privs`` and checks in ``/proc/self/status`` that all of it took effect;
+   ``no_new_privs``, checks in ``/proc/self/status`` that all of it took effect, and installs a
+   seccomp filter that refuses new namespaces (see ``_seccomp_filter``);
 5. runs ``/box/main.py`` as ``__main__`` in this same interpreter, so a warm worker does not pay
    a second interpreter start-up.
 
@@ -159,6 +160,66 @@ def _drop_privileges(libc: ctypes.CDLL, uid: int) -> None:
         raise _SetupError("privileges were not dropped")
 
 
+# Seccomp: the one thing a program without capabilities can still do to get more is create a user
+# namespace, where it is root again and may, for one, mount a tmpfs no limit here accounts for.
+# So namespace creation is refused, and with it the mount API, keyrings, BPF, perf and io_uring
+# (kernel surface no candidate needs). clone3 answers ENOSYS, which makes the C library fall back
+# to clone, whose flags (unlike clone3's) the filter can read. Any other architecture's system
+# calls (x32, 32-bit compat) kill the process.
+_SECCOMP_ARCH = {
+    # machine: (AUDIT_ARCH, clone, clone3, refused system calls)
+    "x86_64": (0xC000003E, 56, 435, (272, 308, 165, 166, 155, 248, 249, 250, 298, 321, 323)),
+    "aarch64": (0xC00000B7, 220, 435, (97, 268, 40, 39, 41, 217, 218, 219, 241, 280, 282)),
+}
+# open_tree .. fspick, io_uring_setup .. io_uring_register, mount_setattr: the same on both.
+_SECCOMP_COMMON = (428, 429, 430, 431, 432, 433, 425, 426, 427, 442)
+_CLONE_NAMESPACES = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+_X32_BIT = 0x40000000
+_LD, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_ALLOW, _ERRNO, _KILL = 0x7FFF0000, 0x00050000, 0x80000000
+_EPERM, _ENOSYS = 1, 38
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
+
+
+def _seccomp_filter(machine: str) -> ctypes.Array[_SockFilter]:
+    """The classic-BPF program described above; jumps name their targets by label."""
+    if machine not in _SECCOMP_ARCH:
+        raise _SetupError(f"no system call filter for {machine}; refusing to run programs without one")
+    arch, clone, clone3, refused = _SECCOMP_ARCH[machine]
+    code: list[tuple[int, str | int, str | int, int]] = [
+        (_LD, 0, 0, 4),  # seccomp_data.arch
+        (_JEQ, 0, "kill", arch),
+        (_LD, 0, 0, 0),  # seccomp_data.nr
+        (_JGE, "eperm", 0, _X32_BIT),
+        *((_JEQ, "eperm", 0, nr) for nr in (*refused, *_SECCOMP_COMMON)),
+        (_JEQ, "enosys", 0, clone3),
+        (_JEQ, "clone", 0, clone),
+        (_RET, 0, 0, _ALLOW),
+    ]
+    labels = {"clone": len(code)}
+    code += [(_LD, 0, 0, 16), (_JSET, "eperm", 0, _CLONE_NAMESPACES), (_RET, 0, 0, _ALLOW)]  # clone flags
+    labels |= {"eperm": len(code), "enosys": len(code) + 1, "kill": len(code) + 2}
+    code += [(_RET, 0, 0, _ERRNO | _EPERM), (_RET, 0, 0, _ERRNO | _ENOSYS), (_RET, 0, 0, _KILL)]
+    program = (_SockFilter * len(code))()
+    for index, (op, jt, jf, k) in enumerate(code):
+        hop = [labels[j] - index - 1 if isinstance(j, str) else j for j in (jt, jf)]
+        program[index] = _SockFilter(op, hop[0], hop[1], k)
+    return program
+
+
+def _install_filter(libc: ctypes.CDLL, program: ctypes.Array[_SockFilter]) -> None:
+    fprog = _SockFprog(len(program), program)
+    _check(libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "installing seccomp")
+
+
 def _run(source: bytes) -> None:
     """Run ``source`` as ``python /box/main.py`` would, with this launcher hidden from tracebacks."""
     path = f"/box/{_MAIN}"
@@ -185,6 +246,7 @@ def main(argv: list[str]) -> None:
     try:
         uid, tmp_mb, memory_mb, nproc, fsize, nofile, status = (int(value) for value in argv[:7])
         libc = ctypes.CDLL(None, use_errno=True)
+        syscall_filter = _seccomp_filter(os.uname().machine)
         flags = _MS_NOSUID | _MS_NODEV
         _mount(libc, "tmpfs", "/tmp", "tmpfs", flags, f"size={tmp_mb}m,nr_inodes=4096,mode=1777")
         _mount(libc, "tmpfs", "/box", "tmpfs", flags, f"size={_BOX_SIZE},mode=0755")
@@ -202,6 +264,7 @@ def main(argv: list[str]) -> None:
         os.chdir("/tmp")
         _set_limits(timeout_s, memory_mb, nproc, fsize, nofile)
         _drop_privileges(libc, uid)
+        _install_filter(libc, syscall_filter)
         # Tell the service the program is starting (a crash from here on is the program's own),
         # and leave it no descriptor but stdin, stdout and stderr.
         os.write(status, STARTED)

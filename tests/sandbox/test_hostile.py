@@ -389,6 +389,29 @@ async def test_another_executions_hidden_tests_are_invisible(sandbox: Sandbox) -
     assert hidden.strip() not in theirs.stdout
 
 
+async def test_no_way_back_to_privileges_through_new_namespaces(sandbox: Sandbox) -> None:
+    # In a user namespace of its own a program would be root again and could, for one, mount a
+    # tmpfs that no limit of the sandbox accounts for.
+    escape = _program(
+        """
+        import ctypes, subprocess
+        libc = ctypes.CDLL(None, use_errno=True)
+        print("unshare", libc.unshare(0x10000000 | 0x00020000), ctypes.get_errno())
+        print("clone", libc.syscall(56 if _os.uname().machine == "x86_64" else 220, 0x10000000 | 17, 0, 0, 0, 0),
+              ctypes.get_errno())
+        print("mount", libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0, None), ctypes.get_errno())
+        print("unshare(1)", subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode)
+        """
+    )
+    result = await sandbox.run(escape, 5.0)
+    assert result.exit_code == 0, result
+    assert "unshare -1 1\n" in result.stdout  # EPERM
+    assert "clone -1 1\n" in result.stdout
+    assert "mount -1 1\n" in result.stdout
+    assert "unshare(1) 0" not in result.stdout
+    _assert_nothing_left(result)
+
+
 async def test_limits_and_privileges_inside(sandbox: Sandbox) -> None:
     timeout = 3.0
     probe = _program(

@@ -61,6 +61,25 @@ async def test_a_crash_shows_only_the_programs_traceback(pool_size: int) -> None
     assert "SyntaxError" in syntax.stderr and "/box/main.py" in syntax.stderr
 
 
+async def test_threads_processes_and_multiprocessing_work(pool_size: int) -> None:
+    box = await _opened(pool_size)
+    try:
+        program = (
+            "import multiprocessing, subprocess, threading\n"
+            "done = []\n"
+            "workers = [threading.Thread(target=done.append, args=(i,)) for i in range(4)]\n"
+            "[w.start() for w in workers]\n"
+            "[w.join() for w in workers]\n"
+            "print(len(done), subprocess.run(['echo', 'child'], capture_output=True, text=True).stdout.strip())\n"
+            "with multiprocessing.Pool(2) as pool:\n"
+            "    print(sum(pool.map(abs, [-1, -2, -3])))\n"
+        )
+        result = await box.run(program, 10.0)
+    finally:
+        await box.aclose()
+    assert result.stdout == "4 child\n6\n", result.stderr[-500:]
+
+
 async def test_bad_file_names_are_refused_before_anything_runs() -> None:
     box = await _opened(0)
     try:

@@ -38,3 +38,13 @@ def test_key_without_a_configured_instance_is_denied() -> None:
     ref = common_pb2.InstanceRef(name="remote", base_url=REMOTE["base_url"], model="m", api_key_env="REMOTE_KEY")
     with pytest.raises(PermissionDeniedError, match="configure it"):
         config.api_key(ref)
+
+
+def test_template_defaults_to_v2_and_v1_stays_selectable() -> None:
+    assert RefinerConfig.from_env({}).template == "refine_v2"
+    assert RefinerConfig.from_env({"SWARM_REFINER_TEMPLATE": "refine_v1"}).template == "refine_v1"
+
+
+def test_an_unknown_template_fails_at_start() -> None:
+    with pytest.raises(ConfigError, match=r"SWARM_REFINER_TEMPLATE='refine_v9'.*refine_v1, refine_v2"):
+        RefinerConfig.from_env({"SWARM_REFINER_TEMPLATE": "refine_v9"})

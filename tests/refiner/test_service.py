@@ -28,6 +28,7 @@ async def llm() -> AsyncIterator[FakeLLMServer]:
 @pytest.fixture(autouse=True)
 def reset_llm(llm: FakeLLMServer) -> None:
     llm.behaviour = Behaviour.ANSWER
+    llm.reply = REFINED_FIB_REPLY
     llm.script.clear()
     llm.requests.clear()
 
@@ -222,3 +223,49 @@ async def test_instance_without_a_key_needs_no_configuration(
     assert response.code
     (sent,) = llm.chat_requests
     assert "Authorization" not in sent.headers
+
+
+async def test_response_carries_the_explanation_and_template_version(
+    llm: FakeLLMServer, stub: refiner_pb2_grpc.RefinerServiceStub
+) -> None:
+    llm.reply = f"```python\n{OFF_BY_ONE.replace('n - 1', 'n')}```\n\nChanges:\n- Loop n times: fib(1) returned 0.\n"
+    response = await stub.Refine(request(llm))
+    assert response.explanation == "- Loop n times: fib(1) returned 0."
+    assert response.template_version == "refine_v2"
+    assert "refinement round 1" in response.prompt
+    assert "## Inputs on which the answers disagree" in response.prompt
+
+
+async def test_reply_without_changes_section_gets_a_summary(
+    llm: FakeLLMServer, stub: refiner_pb2_grpc.RefinerServiceStub
+) -> None:
+    response = await stub.Refine(request(llm))
+    assert response.explanation.startswith('No "Changes:" section in the reply; against the best answer (c2):')
+    assert "The reply said:" in response.explanation
+
+
+async def test_a_later_round_shows_the_rejected_attempt(
+    llm: FakeLLMServer, stub: refiner_pb2_grpc.RefinerServiceStub
+) -> None:
+    previous = refiner_pb2.RejectedAttempt(
+        attempt=refiner_pb2.RefineInput(
+            candidate=common_pb2.CandidateCode(id="r1", code="def fib(n):\n    return n * 2\n"),
+            tests=[common_pb2.TestResult(name="fib(1) == 1", passed=False, output="AssertionError: got 2")],
+        ),
+        reason="assessed 0.300 < best c2 0.700",
+        explanation="- Doubled n.",
+    )
+    message = request(llm, round=2)
+    message.previous.CopyFrom(previous)
+    response = await stub.Refine(message)
+    assert "refinement round 2" in response.prompt
+    assert "## Previous refinement attempt (round 1), not kept" in response.prompt
+    assert "assessed 0.300 < best c2 0.700" in response.prompt and "return n * 2" in response.prompt
+
+
+async def test_a_negative_round_is_invalid(llm: FakeLLMServer, stub: refiner_pb2_grpc.RefinerServiceStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.Refine(request(llm, round=-1))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "round is -1" in (info.value.details() or "")
+    assert not llm.requests

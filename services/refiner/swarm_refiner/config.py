@@ -17,6 +17,8 @@ from swarmlib import (
     load_instances,
 )
 
+from .prompt import TEMPLATE_VERSION, TEMPLATE_VERSIONS
+
 
 @dataclass(frozen=True)
 class RefinerConfig:
@@ -33,6 +35,8 @@ class RefinerConfig:
     default_max_tokens: int = 768
     llm_attempts: int = 3
     grace: float = 5.0
+    # Prompt template (templates/<version>.txt); an older version stays selectable to compare or roll back.
+    template: str = TEMPLATE_VERSION
     instances: Mapping[str, InstanceSpec] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -40,12 +44,17 @@ class RefinerConfig:
     def from_env(cls, env: Mapping[str, str]) -> RefinerConfig:
         configured = env.get("SWARM_INSTANCES", "").strip() or env.get("SWARM_INSTANCES_FILE", "").strip()
         instances = load_instances(env) if configured else ()
+        template = env_str(env, "SWARM_REFINER_TEMPLATE", TEMPLATE_VERSION)
+        if template not in TEMPLATE_VERSIONS:
+            shipped = ", ".join(TEMPLATE_VERSIONS)
+            raise ConfigError(f"SWARM_REFINER_TEMPLATE={template!r} is not a shipped template; use one of {shipped}")
         return cls(
             address=env_str(env, "SWARM_REFINER_ADDR", "127.0.0.1:50054"),
             llm_timeout=env_float(env, "SWARM_REFINER_LLM_TIMEOUT_S", 60.0, minimum=0.1),
             default_max_tokens=env_int(env, "SWARM_REFINER_MAX_TOKENS", 768, minimum=1),
             llm_attempts=env_int(env, "SWARM_REFINER_LLM_ATTEMPTS", 3, minimum=1),
             grace=env_float(env, "SWARM_REFINER_GRACE_S", 5.0, minimum=0.0),
+            template=template,
             instances=types.MappingProxyType({spec.name: spec for spec in instances}),
             env=types.MappingProxyType(dict(env)),
         )

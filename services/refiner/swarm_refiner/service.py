@@ -1,4 +1,8 @@
-"""The Refine RPC: one low-temperature call that merges the best answers and their evidence."""
+"""The Refine RPC: one low-temperature call that merges the best answers and their evidence.
+
+The reply's program is returned with what the model says it changed (``explanation``) and the
+template version the prompt came from, so a stored refinement can be read and audited later.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from swarm.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
 from swarmlib import ChatClient, Endpoint, InvalidArgumentError, extract_code, token_cost_usd
 
 from .config import RefinerConfig
+from .explanation import explain
 from .prompt import build_prompt
 
 # Refinement should converge on the evidence, not explore: low temperature.
@@ -32,6 +37,8 @@ def validate(request: refiner_pb2.RefineRequest) -> None:
         problems.append("instance.model is empty: set the model id sent in chat requests")
     if request.max_tokens < 0:
         problems.append(f"max_tokens is {request.max_tokens}: use a positive bound, or 0 for the server default")
+    if request.round < 0:
+        problems.append(f"round is {request.round}: rounds count from 1 (0 is read as 1)")
     if problems:
         raise InvalidArgumentError("invalid RefineRequest: " + "; ".join(problems))
 
@@ -59,7 +66,15 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServiceServicer):
             model=instance.model,
             api_key=self._config.api_key(instance),
         )
-        prompt = build_prompt(request.task, list(request.top), request.analysis)
+        version = self._config.template
+        prompt = build_prompt(
+            request.task,
+            list(request.top),
+            request.analysis,
+            round_number=request.round or 1,
+            previous=request.previous if request.HasField("previous") else None,
+            version=version,
+        )
         timeout = self._config.llm_timeout
         remaining = context.time_remaining()
         if remaining is not None:
@@ -75,10 +90,14 @@ class RefinerServicer(refiner_pb2_grpc.RefinerServiceServicer):
             purpose="refine",
             run_id=request.run_id,
         )
+        code = extract_code(result.text, request.task)
+        best = request.top[0].candidate
         return refiner_pb2.RefineResponse(
             text=result.text,
-            code=extract_code(result.text, request.task),
+            code=code,
             prompt=prompt,
             usage=_usage(instance, result.prompt_tokens, result.completion_tokens),
             latency_ms=result.latency_ms,
+            explanation=explain(result.text, code, best.code, best.id),
+            template_version=version,
         )

@@ -258,6 +258,9 @@ async def bench_stack(
             # A replay instance never gets sick; a refused duplicate (HTTP 409) must not bench it.
             "SWARM_UNHEALTHY_AFTER": "1000000",
             "SWARM_HEALTH_INTERVAL_S": "3600",
+            # Each draw is independent and replay instances serve arbitrary recorded sources, so a
+            # reputation learned over the bench's own runs would be noise; selection is measured alone.
+            "SWARM_REPUTATION": "false",
         }
         orchestrator, o_port = await create_orchestrator(OrchestratorConfig.from_env(orchestrator_env))
         servers.append(orchestrator)

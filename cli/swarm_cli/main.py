@@ -17,9 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 
+from . import quality as quality_cli
 from .render import progress_line, render_run
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NEEDS_APPROVAL = 0, 1, 2, 3, 4
 
 
 def _target(args: argparse.Namespace) -> str:
@@ -69,6 +70,8 @@ async def _run(args: argparse.Namespace) -> int:
         print(json.dumps(_as_dict(final), indent=2))
     else:
         render_run(final, sys.stdout)
+    if final.status == pb.RUN_STATUS_NEEDS_APPROVAL:
+        return EXIT_NEEDS_APPROVAL
     return EXIT_OK if final.status == pb.RUN_STATUS_SUCCEEDED else EXIT_FAILED
 
 
@@ -192,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
 
+    quality_cli.add_commands(sub)
+
     instances = sub.add_parser("instances", help="configured instances and their health")
     instances.add_argument("--json", action="store_true")
 
@@ -271,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("swarm run: give the task as an argument or with -f FILE", file=sys.stderr)
             return EXIT_USAGE
+    if args.command in quality_cli.COMMANDS:
+        return asyncio.run(quality_cli.run_command(_target(args), args, _rpc_error))
     handlers = {"run": _run, "runs": _runs, "instances": _instances, "wait": _wait}
     return asyncio.run(handlers[args.command](args))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from swarm.v1 import orchestrator_pb2 as pb
+from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 
 _KIND = {
     pb.FAILURE_KIND_HTTP_ERROR: "http error",
@@ -45,6 +45,8 @@ def progress_line(event: pb.RunSwarmResponse) -> str | None:
         return f"assessed: {a.tests_found} test(s) found in the task; best {a.best_candidate_id} ({a.best_overall:.3f})"
     if which == "refined":
         return f"refined: {event.refined.reason}"
+    if which == "gated":
+        return f"gates: {event.gated.summary}"
     return None
 
 
@@ -84,6 +86,21 @@ def render_run(run: pb.Run, out: TextIO) -> None:
         print(f"\nanalysis:\n{run.analysis}", file=out)
     if run.HasField("refinement"):
         print(f"\nrefinement: {run.refinement.reason}", file=out)
+    if run.gate.outcome != common_pb2.GATE_OUTCOME_UNSPECIFIED:
+        print(f"\nquality gates: {run.gate.summary}", file=out)
+        for rule in run.gate.rules:
+            mark = "ok  " if rule.passed else "FAIL"
+            print(f"  {mark} {rule.name}: {rule.detail}", file=out)
+    for entry in run.audit:
+        action = pb.AuditAction.Name(entry.action).removeprefix("AUDIT_ACTION_").lower()
+        when = entry.time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
+        comment = f": {entry.comment}" if entry.comment else ""
+        print(f"  {when} {action} by {entry.actor}{comment}", file=out)
+    if run.status == pb.RUN_STATUS_NEEDS_APPROVAL:
+        print(f"waiting for approval: swarm approve {run.id} --comment ... (or swarm reject)", file=out)
+    for feedback in run.feedback:
+        prefer = f", preferred {feedback.preferred_candidate_id}" if feedback.preferred_candidate_id else ""
+        print(f"  feedback from {feedback.user}: {feedback.rating}/5{prefer} {feedback.comment}".rstrip(), file=out)
     if run.HasField("final"):
         origin = "refined" if run.final.origin == pb.CANDIDATE_ORIGIN_REFINED else "swarm"
         print(f"\nfinal answer ({run.final.candidate_id}, {origin}, overall {run.final.overall:.3f}):", file=out)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import marshal
 import os
 import signal
 import site
@@ -116,6 +117,16 @@ def _site_dirs(prefix: str) -> list[str]:
     ]
 
 
+# Compiling the launcher costs more CPU than starting the interpreter does on a slow host, so it is
+# compiled once here and handed over marshalled (the sandbox runs this same interpreter version).
+_BOOTSTRAP = "import marshal, sys\nexec(marshal.loads(bytes.fromhex(sys.argv.pop(1))))\n"
+
+
+def _launcher_code() -> str:
+    source = Path(launcher.__file__).read_text(encoding="utf-8")
+    return marshal.dumps(compile(source, "<swarm-sandbox-launcher>", "exec", dont_inherit=True)).hex()
+
+
 def default_pool_size(config: SandboxConfig) -> int:
     """``warm_workers``, or one warm sandbox per slot when it is 0."""
     return config.warm_workers or config.max_slots
@@ -134,7 +145,7 @@ class LocalSandbox:
         self._python = base_python()
         self._prefix = sys.base_prefix
         self._site_dirs = os.pathsep.join(_site_dirs(self._prefix))
-        self._launcher = Path(launcher.__file__).read_text(encoding="utf-8")
+        self._launcher = _launcher_code()
         self._drop_privileges = os.geteuid() == 0
         self._slots = asyncio.Semaphore(config.max_slots)
         # Each live sandbox (running or warm) holds its own uid, so RLIMIT_NPROC (counted per
@@ -319,6 +330,7 @@ class LocalSandbox:
             "-S",
             "-B",
             "-c",
+            _BOOTSTRAP,
             self._launcher,
             *launch,
         ]

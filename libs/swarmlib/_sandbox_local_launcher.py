@@ -1,8 +1,9 @@
 """The first process inside every bubblewrap sandbox: set the box up, drop all privileges, run the program.
 
-This file is never imported by the service; its source is handed to the sandboxed interpreter with
-``python -I -S -B -c``, so it may import only the standard library. It runs as pid 2 of the
-sandbox's pid namespace, still holding the few capabilities bubblewrap was told to keep, and:
+The service compiles this file and hands the code, marshalled, to the sandboxed interpreter
+(``python -I -S -B -c <bootstrap> <code> <arguments>``), so it may import only the standard
+library. It runs as pid 2 of the sandbox's pid namespace, still holding the few capabilities
+bubblewrap was told to keep, and:
 
 1. mounts a size-bounded tmpfs on ``/tmp`` (bubblewrap 0.8 has no ``--size``; mounting it here,
    inside the sandbox's own mount namespace, is the way to bound it without touching the host) and

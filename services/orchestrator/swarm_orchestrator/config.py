@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,23 @@ from pathlib import Path
 from swarmlib import ConfigError, DevboxInstancesConfig, InstanceSpec, env_bool, env_float, env_int, env_str
 
 MAX_SWARM_SIZE = 16
+# Identities (approvers in SWARM_APPROVERS, callers in the x-swarm-user metadata): names, e-mail
+# addresses or service accounts; no spaces or separators, so a list can never be misread.
+IDENTITY = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
+
+
+def parse_approvers(raw: str) -> frozenset[str]:
+    """``SWARM_APPROVERS``: comma-separated identities; empty means nobody may approve."""
+    names = [name.strip() for name in raw.split(",")]
+    if names == [""]:
+        return frozenset()
+    bad = [name for name in names if not IDENTITY.match(name)]
+    if bad:
+        raise ConfigError(
+            f"SWARM_APPROVERS={raw!r}: {bad} are not identities; list names like alice,bob@example.com "
+            "separated by commas (letters, digits and . _ @ + - only)"
+        )
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -36,6 +54,8 @@ class OrchestratorConfig:
     grace_s: float = 10.0
     max_swarm_size: int = MAX_SWARM_SIZE
     test_writers: int = 1
+    approvers: frozenset[str] = frozenset()
+    reputation: bool = True
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -74,6 +94,8 @@ class OrchestratorConfig:
             grace_s=env_float(env, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0),
             max_swarm_size=env_int(env, "SWARM_MAX_SWARM_SIZE", MAX_SWARM_SIZE, minimum=1),
             test_writers=env_int(env, "SWARM_TEST_WRITERS", 1, minimum=0),
+            approvers=parse_approvers(env.get("SWARM_APPROVERS", "")),
+            reputation=env_bool(env, "SWARM_REPUTATION", True),
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

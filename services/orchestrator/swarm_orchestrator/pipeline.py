@@ -1,4 +1,4 @@
-"""One swarm run from acceptance to answer: fan-out, collate, assess, rank, refine, store."""
+"""One swarm run from acceptance to answer: fan-out, collate, assess, rank, refine, gate, store."""
 
 from __future__ import annotations
 
@@ -35,11 +35,13 @@ from swarmlib import (
 from .config import OrchestratorConfig
 from .fanout import Fanout, FanoutResult, FanoutSettings
 from .pool import InstancePool
+from .reputation import assessment_events, multiplier_for
 from .store import RunStore
 from .tests_writer import write_tests
 
 log = logging.getLogger(__name__)
 Emit = Callable[[pb.RunSwarmResponse], Awaitable[None]]
+GATES_ACTOR = "swarm-gates"
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ def _selection(candidate: pb.Candidate, share: float) -> float:
 
 
 def _weights(candidates: list[pb.Candidate]) -> list[float]:
-    return vote_weights([c.model or c.instance for c in candidates])
+    """Vote weights: per model ``1/sqrt(n)``, times each candidate's reputation multiplier (set by
+    ``_rank``; 1.0 while unset), so a refinement's share is computed on the ranking's scale."""
+    return vote_weights([c.model or c.instance for c in candidates], [c.reputation or 1.0 for c in candidates])
 
 
 def _share_of(candidate_id: str, candidates: list[pb.Candidate]) -> float:
@@ -121,8 +125,14 @@ def _share_of(candidate_id: str, candidates: list[pb.Candidate]) -> float:
     return next((share for c, share in zip(candidates, shares, strict=True) if c.id == candidate_id), 0.0)
 
 
-def _rank(run: pb.Run, candidates: list[pb.Candidate]) -> None:
-    """Score every candidate with the selection formula and sort best first (see ``_scoring``)."""
+def _rank(run: pb.Run, candidates: list[pb.Candidate], reputations: Sequence[float] | None = None) -> None:
+    """Score every candidate with the selection formula and sort best first (see ``_scoring``).
+
+    ``reputations`` are the candidates' vote multipliers from their sources' history (1.0 each
+    when absent): they weigh agreement, never the visible tests.
+    """
+    for candidate, multiplier in zip(candidates, reputations or [1.0] * len(candidates), strict=True):
+        candidate.reputation = multiplier
     clusters = _cluster_keys(candidates)
     weights = _weights(candidates)
     duals = dual_agreement(clusters, [c.scores.generated_passed for c in candidates], weights)
@@ -167,6 +177,45 @@ def _independently_supported(candidate: pb.Candidate) -> bool:
     return not candidate.code.strip()
 
 
+def _gate_subject(candidate: pb.Candidate) -> assessor_pb2.GateCandidate:
+    return assessor_pb2.GateCandidate(
+        candidate_id=candidate.id, scores=candidate.scores, tests=candidate.tests, error=candidate.error
+    )
+
+
+def _gates_unavailable(exc: grpc.aio.AioRpcError) -> common_pb2.GateDecision:
+    """Without a verdict the answer waits for a person: a gate that cannot be checked is not passed."""
+    detail = f"gate evaluation failed: {exc.code().name}: {exc.details()}"
+    rule = common_pb2.GateRuleResult(
+        name="gates_evaluated",
+        kind="gates_evaluated",
+        passed=False,
+        on_fail=common_pb2.GATE_OUTCOME_NEEDS_APPROVAL,
+        detail=detail,
+    )
+    return common_pb2.GateDecision(
+        outcome=common_pb2.GATE_OUTCOME_NEEDS_APPROVAL,
+        rules=[rule],
+        deciding_rules=[rule.name],
+        summary=f"needs approval: gates_evaluated ({detail})",
+    )
+
+
+def _settle_status(run: pb.Run) -> None:
+    """A run with an answer ends as its gate decision says: used, held for approval, or failed."""
+    outcome = run.gate.outcome
+    if outcome == common_pb2.GATE_OUTCOME_FAIL:
+        run.status = pb.RUN_STATUS_FAILED
+        run.error = f"the quality gates failed the answer: {run.gate.summary}"
+    elif outcome == common_pb2.GATE_OUTCOME_NEEDS_APPROVAL:
+        run.status = pb.RUN_STATUS_NEEDS_APPROVAL
+        held = pb.AuditEntry(actor=GATES_ACTOR, action=pb.AUDIT_ACTION_HELD, comment=run.gate.summary)
+        held.time.FromDatetime(_now())
+        run.audit.append(held)
+    else:
+        run.status = pb.RUN_STATUS_SUCCEEDED
+
+
 def _keep_gathered(run: pb.Run, gathered: FanoutResult) -> None:
     """A failed run still records every answer and failure that arrived, unranked."""
     if not run.candidates:
@@ -202,7 +251,7 @@ class Pipeline:
         gathered = FanoutResult(candidates=[], failures=[])
         try:
             await self._execute(run, options, emit, gathered)
-            run.status = pb.RUN_STATUS_SUCCEEDED
+            _settle_status(run)
         except (QuorumNotReachedError, StageError) as exc:
             run.status = pb.RUN_STATUS_FAILED
             run.error = str(exc)
@@ -216,7 +265,7 @@ class Pipeline:
             await asyncio.shield(self._store.finish_run(run))
             raise
         run.finished_at.FromDatetime(_now())
-        await self._store.finish_run(run)
+        await self._store.finish_run(run, assessment_events(run))
         return run, error
 
     async def _execute(self, run: pb.Run, options: RunOptions, emit: Emit, result: FanoutResult) -> None:
@@ -260,7 +309,7 @@ class Pipeline:
         candidates = list(result.candidates)
         await self._assess(run, candidates, generated.result(), options.attached_tests, emit)
         await self._collate(run, candidates, emit)
-        _rank(run, candidates)
+        _rank(run, candidates, await self._reputations(candidates))
         best = candidates[0]
         final = best
         dropped: pb.Candidate | None = None
@@ -286,6 +335,32 @@ class Pipeline:
                 origin=final.origin,
             )
         )
+        await self._gate(run, final, emit)
+
+    async def _reputations(self, candidates: list[pb.Candidate]) -> list[float]:
+        """Each candidate's vote multiplier from its instance's (else model's) history; all 1.0 when
+        SWARM_REPUTATION is off or nothing is known yet."""
+        if not self._config.reputation:
+            return [1.0] * len(candidates)
+        snapshot = await self._store.reputation()
+        return [multiplier_for(snapshot, c.instance, c.model) for c in candidates]
+
+    async def _gate(self, run: pb.Run, final: pb.Candidate, emit: Emit) -> None:
+        """Ask the assessor to judge the final answer against the quality gates; store the verdict."""
+        request = assessor_pb2.EvaluateGatesRequest(
+            run_id=run.id,
+            final=_gate_subject(final),
+            others=[_gate_subject(c) for c in run.candidates if c.id != final.id],
+            consensus=run.consensus,
+        )
+        try:
+            response = await self._stages.assessor.EvaluateGates(request, timeout=self._config.stage_timeout_s)
+            decision = response.decision
+        except grpc.aio.AioRpcError as exc:
+            log.warning("run %s: gate evaluation failed: %s", run.id, exc.details())
+            decision = _gates_unavailable(exc)
+        run.gate.CopyFrom(decision)
+        await emit(pb.RunSwarmResponse(gated=decision))
 
     async def _collate(self, run: pb.Run, candidates: list[pb.Candidate], emit: Emit) -> None:
         """Clusters and consensus; a collator outage degrades the run instead of failing it."""

@@ -1,4 +1,9 @@
-"""The OrchestratorService RPCs: validation, streaming, run lookup."""
+"""The OrchestratorService RPCs: validation, streaming, run lookup, approvals, feedback, reports.
+
+Who the caller is comes from the ``x-swarm-user`` request metadata. The orchestrator does not
+authenticate it: deployments put an authenticating proxy in front that sets (and overwrites) this
+header, as with any trusted identity header; SWARM_APPROVERS then says who may approve.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,24 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from swarmlib import InvalidArgumentError, SwarmError
+from swarmlib import InvalidArgumentError, PermissionDeniedError, SwarmError, UnauthenticatedError
 
-from .config import OrchestratorConfig
+from . import report
+from .config import IDENTITY, OrchestratorConfig
 from .pipeline import Pipeline, RunOptions
 from .pool import InstancePool
+from .reputation import Event, Tally, approval_events, entry, feedback_events, touched
 from .sizing import auto_swarm_size, quorum_for
 from .store import RunStore
 
 MAX_PAGE_SIZE = 100
 MAX_INSTANCE_TIMEOUT_S = 3600.0
 DEFAULT_PAGE_SIZE = 20
+MAX_COMMENT_CHARS = 2000
+USER_METADATA = "x-swarm-user"
 
 
 def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: list[str]) -> list[str]:
@@ -51,6 +61,41 @@ def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: lis
     if unknown:
         raise InvalidArgumentError(f"unknown instance(s) {unknown}; configured instances: {known}")
     return list(dict.fromkeys(request.instances)) or list(known)
+
+
+def caller(context: grpc.aio.ServicerContext) -> str:
+    """The identity in the request's ``x-swarm-user`` metadata; refuse a call without a valid one."""
+    values = [str(value) for key, value in context.invocation_metadata() or () if key == USER_METADATA]
+    if not values or not values[0].strip():
+        raise UnauthenticatedError(
+            f"no identity: send the {USER_METADATA} metadata (the CLI sends --user or $SWARM_USER)"
+        )
+    user = values[0].strip()
+    if len(values) > 1 or not IDENTITY.match(user):
+        raise InvalidArgumentError(
+            f"{USER_METADATA} must be one identity of letters, digits and . _ @ + - (at most 128), got {values!r}"
+        )
+    return user
+
+
+def _check_run_id(run_id: str) -> None:
+    if not run_id.strip():
+        raise InvalidArgumentError("run_id is empty: pass the id printed by `swarm run` or `swarm runs list`")
+
+
+def _check_comment(comment: str) -> None:
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise InvalidArgumentError(f"comment is {len(comment)} characters; keep it to {MAX_COMMENT_CHARS}")
+
+
+def _check_page_size(page_size: int) -> int:
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgumentError(f"page_size is {page_size}; use 1..{MAX_PAGE_SIZE} (0 means 20)")
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+def _time(stamp: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | None:
+    return stamp.ToDatetime(tzinfo=dt.UTC) if present else None
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -132,15 +177,113 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise error
 
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.GetRunResponse:
-        if not request.run_id.strip():
-            raise InvalidArgumentError("run_id is empty: pass the id printed by `swarm run` or `swarm runs list`")
+        _check_run_id(request.run_id)
         return pb.GetRunResponse(run=await self._store.get_run(request.run_id))
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgumentError(f"page_size is {request.page_size}; use 1..{MAX_PAGE_SIZE} (0 means 20)")
-        runs, token = await self._store.list_runs(request.page_size or DEFAULT_PAGE_SIZE, request.page_token)
+        page_size = _check_page_size(request.page_size)
+        runs, token = await self._store.list_runs(page_size, request.page_token)
         return pb.ListRunsResponse(runs=runs, next_page_token=token)
+
+    def _approver(self, context: grpc.aio.ServicerContext, verb: str) -> str:
+        """The caller, if SWARM_APPROVERS lets them approve and reject; checked before the run is
+        looked up, so who may not decide learns nothing about runs."""
+        user = caller(context)
+        if user not in self._config.approvers:
+            if not self._config.approvers:
+                raise PermissionDeniedError(
+                    f"{user} may not {verb} runs: no approvers are configured (set SWARM_APPROVERS on the orchestrator)"
+                )
+            raise PermissionDeniedError(f"{user} may not {verb} runs: only the approvers in SWARM_APPROVERS may")
+        return user
+
+    async def _decide(self, run_id: str, comment: str, context: grpc.aio.ServicerContext, approve: bool) -> pb.Run:
+        _check_run_id(run_id)
+        _check_comment(comment)
+        user = self._approver(context, "approve" if approve else "reject")
+        return await self._store.decide(
+            run_id, user, approve, comment.strip(), lambda run: approval_events(run, approved=approve)
+        )
+
+    async def ApproveRun(
+        self, request: pb.ApproveRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApproveRunResponse:
+        return pb.ApproveRunResponse(run=await self._decide(request.run_id, request.comment, context, approve=True))
+
+    async def RejectRun(self, request: pb.RejectRunRequest, context: grpc.aio.ServicerContext) -> pb.RejectRunResponse:
+        return pb.RejectRunResponse(run=await self._decide(request.run_id, request.comment, context, approve=False))
+
+    async def ListPendingApprovals(
+        self, request: pb.ListPendingApprovalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPendingApprovalsResponse:
+        page_size = _check_page_size(request.page_size)
+        pending, token = await self._store.list_pending(page_size, request.page_token)
+        return pb.ListPendingApprovalsResponse(
+            runs=[pb.PendingApproval(run=summary, gate=gate) for summary, gate in pending], next_page_token=token
+        )
+
+    async def SubmitFeedback(
+        self, request: pb.SubmitFeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitFeedbackResponse:
+        _check_run_id(request.run_id)
+        _check_comment(request.comment)
+        if not 1 <= request.rating <= 5:
+            raise InvalidArgumentError(f"rating is {request.rating}; rate the answer 1 (useless) to 5 (use as is)")
+        user = caller(context)
+        preferred = request.preferred_candidate_id.strip()
+
+        def events(run: pb.Run) -> list[Event]:
+            ids = [c.id for c in run.candidates]
+            if preferred and preferred not in ids:
+                raise InvalidArgumentError(
+                    f"preferred_candidate_id {preferred!r} is not a candidate of run {run.id}; its candidates: "
+                    f"{', '.join(ids)}"
+                )
+            return feedback_events(run, request.rating, preferred)
+
+        feedback = pb.Feedback(
+            user=user, rating=request.rating, preferred_candidate_id=preferred, comment=request.comment.strip()
+        )
+        stored, new_events, before = await self._store.submit_feedback(request.run_id, feedback, events)
+        now = await self._store.reputation()
+        return pb.SubmitFeedbackResponse(
+            feedback=stored,
+            reputation=[entry(key, now.get(key, Tally()), before.get(key, Tally())) for key in touched(new_events)],
+        )
+
+    async def ListReputation(
+        self, request: pb.ListReputationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReputationResponse:
+        now = await self._store.reputation()
+        since = _time(request.since, request.HasField("since"))
+        before = await self._store.reputation(since) if since is not None else {}
+        return pb.ListReputationResponse(
+            reputation=[entry(key, now[key], before.get(key, Tally())) for key in sorted(now)]
+        )
+
+    async def GetRunReport(
+        self, request: pb.GetRunReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRunReportResponse:
+        _check_run_id(request.run_id)
+        run = await self._store.get_run(request.run_id)
+        if request.format == pb.REPORT_FORMAT_JSON:
+            return pb.GetRunReportResponse(format=request.format, content=report.render(report.run_document(run)))
+        return pb.GetRunReportResponse(format=pb.REPORT_FORMAT_MARKDOWN, content=report.run_markdown(run))
+
+    async def GetQualityReport(
+        self, request: pb.GetQualityReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetQualityReportResponse:
+        since = _time(request.since, request.HasField("since"))
+        until = _time(request.until, request.HasField("until"))
+        if since is not None and until is not None and until <= since:
+            raise InvalidArgumentError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+        runs = await self._store.runs_between(since, until)
+        now = await self._store.reputation(until)
+        before = await self._store.reputation(since) if since is not None else {}
+        metrics = report.quality_metrics(runs, now, before, since, until)
+        if request.format == pb.REPORT_FORMAT_JSON:
+            return pb.GetQualityReportResponse(format=request.format, content=report.render(metrics))
+        return pb.GetQualityReportResponse(format=pb.REPORT_FORMAT_MARKDOWN, content=report.quality_markdown(metrics))
 
     async def ListInstances(
         self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext

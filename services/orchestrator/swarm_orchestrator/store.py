@@ -1,25 +1,35 @@
-"""Persistence of runs, candidates and failures (SQLAlchemy 2 async; SQLite or PostgreSQL).
+"""Persistence of runs, candidates, failures, approvals, feedback and reputation (SQLAlchemy 2 async;
+SQLite or PostgreSQL).
 
 A run row is written when the run is accepted, each candidate and failure as it arrives, and the
 final document when the run ends: a crash mid-run leaves a RUNNING row with everything gathered so
 far, never a half-validated request.
+
+What people add to a finished run (the approval trail, feedback) and the reputation events lives
+in tables of its own, never in the run's document: several people may act on one run at once, and
+rows can be added without rewriting (and racing on) the document. ``get_run`` joins them back.
+Approving or rejecting is one conditional update (``status`` must still be NEEDS_APPROVAL), so two
+approvers acting at once cannot both succeed, on SQLite or PostgreSQL.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from swarm.v1 import orchestrator_pb2 as pb
-from swarmlib import InvalidArgumentError, NotFoundError
+from swarm.v1 import common_pb2, orchestrator_pb2 as pb
+from swarmlib import FailedPreconditionError, InvalidArgumentError, NotFoundError
+
+from .reputation import INSTANCE, MODEL, Event, Key, Snapshot, Tally
 
 
 class _Base(DeclarativeBase):
@@ -60,6 +70,45 @@ class FailureRow(_Base):
     document: Mapped[str] = mapped_column(Text)
 
 
+class AuditRow(_Base):
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FeedbackRow(_Base):
+    __tablename__ = "feedback"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    author: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    preferred_candidate_id: Mapped[str] = mapped_column(String(40), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReputationEventRow(_Base):
+    """One observation about an instance and its model; ``origin`` says who made it ("" for the
+    assessment, "feedback:USER" or "approval:USER"), so a user's replaced feedback can be undone."""
+
+    __tablename__ = "reputation_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    instance: Mapped[str] = mapped_column(String(128), index=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    signal: Mapped[str] = mapped_column(String(32))
+    origin: Mapped[str] = mapped_column(String(160), default="")
+    successes: Mapped[float] = mapped_column(Float)
+    failures: Mapped[float] = mapped_column(Float)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 def _to_json(message: Message) -> str:
     return str(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None))
 
@@ -93,6 +142,66 @@ def _decode_token(token: str) -> tuple[dt.datetime, str]:
 def _aware(value: dt.datetime) -> dt.datetime:
     """SQLite returns naive datetimes; everything stored is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _document(run: pb.Run) -> str:
+    """The run as stored: without the approval trail and feedback, which have tables of their own."""
+    stored = pb.Run()
+    stored.CopyFrom(run)
+    del stored.audit[:]
+    del stored.feedback[:]
+    return _to_json(stored)
+
+
+def _summary(row: RunRow) -> pb.RunSummary:
+    summary = pb.RunSummary(
+        id=row.id,
+        task=row.task[:200],
+        status=cast("pb.RunStatus", row.status),
+        swarm_size=row.swarm_size,
+        final_overall=row.final_overall,
+        consensus_reached=bool(row.consensus_reached),
+    )
+    summary.created_at.FromDatetime(_aware(row.created_at))
+    return summary
+
+
+def _status_name(status: int) -> str:
+    return pb.RunStatus.Name(cast("pb.RunStatus", status)).removeprefix("RUN_STATUS_").lower()
+
+
+def _audit_entry(row: AuditRow) -> pb.AuditEntry:
+    entry = pb.AuditEntry(actor=row.actor, action=cast("pb.AuditAction", row.action), comment=row.comment)
+    entry.time.FromDatetime(_aware(row.at))
+    return entry
+
+
+def _feedback(row: FeedbackRow) -> pb.Feedback:
+    feedback = pb.Feedback(
+        user=row.author, rating=row.rating, preferred_candidate_id=row.preferred_candidate_id, comment=row.comment
+    )
+    feedback.time.FromDatetime(_aware(row.at))
+    return feedback
+
+
+def _event_rows(run_id: str, events: list[Event], origin: str, at: dt.datetime) -> list[ReputationEventRow]:
+    return [
+        ReputationEventRow(
+            run_id=run_id,
+            instance=e.instance,
+            model=e.model,
+            signal=e.signal,
+            origin=origin,
+            successes=e.successes,
+            failures=e.failures,
+            at=at,
+        )
+        for e in events
+    ]
 
 
 class RunStore:
@@ -143,9 +252,22 @@ class RunStore:
         async with self._sessions.begin() as session:
             session.add(FailureRow(run_id=run_id, document=_to_json(failure)))
 
-    async def finish_run(self, run: pb.Run) -> None:
-        """Store the final document and every candidate with its final scores and rank."""
+    async def finish_run(self, run: pb.Run, events: list[Event] | None = None) -> None:
+        """Store the final document and every candidate with its final scores and rank, the run's
+        audit entries (the gates' hold) and the reputation events its assessment produced."""
         async with self._sessions.begin() as session:
+            for entry in run.audit:
+                session.add(
+                    AuditRow(
+                        run_id=run.id,
+                        actor=entry.actor,
+                        action=entry.action,
+                        comment=entry.comment,
+                        at=entry.time.ToDatetime(tzinfo=dt.UTC),
+                    )
+                )
+            finished = run.finished_at.ToDatetime(tzinfo=dt.UTC) if run.HasField("finished_at") else _now()
+            session.add_all(_event_rows(run.id, events or [], "", finished))
             for candidate in run.candidates:
                 await session.merge(
                     CandidateRow(run_id=run.id, candidate_id=candidate.id, document=_to_json(candidate))
@@ -159,7 +281,7 @@ class RunStore:
                     final_overall=run.final.overall if run.HasField("final") else 0.0,
                     consensus_reached=int(run.consensus.reached),
                     error=run.error,
-                    document=_to_json(run),
+                    document=_document(run),
                 )
             )
 
@@ -169,7 +291,9 @@ class RunStore:
             if row is None:
                 raise NotFoundError(f"run {run_id!r} does not exist; `swarm runs list` shows stored runs")
             if row.document:
-                return _parse(row.document, pb.Run())
+                run = _parse(row.document, pb.Run())
+                await self._join_people(session, run)
+                return run
             run = pb.Run(
                 id=row.id,
                 task=row.task,
@@ -191,6 +315,191 @@ class RunStore:
                 run.failures.append(_parse(failure.document, pb.InstanceFailure()))
             return run
 
+    @staticmethod
+    async def _join_people(session: AsyncSession, run: pb.Run) -> None:
+        """Add the approval trail and the feedback, oldest first, to a run read from its document."""
+        audit = await session.scalars(select(AuditRow).where(AuditRow.run_id == run.id).order_by(AuditRow.id))
+        run.audit.extend(_audit_entry(row) for row in audit)
+        feedback = await session.scalars(
+            select(FeedbackRow).where(FeedbackRow.run_id == run.id).order_by(FeedbackRow.at, FeedbackRow.author)
+        )
+        run.feedback.extend(_feedback(row) for row in feedback)
+
+    async def decide(
+        self, run_id: str, actor: str, approve: bool, comment: str, events: Callable[[pb.Run], list[Event]]
+    ) -> pb.Run:
+        """Approve or reject a run that waits for approval: status, audit entry and reputation
+        events in one transaction; ``events`` derives the reputation events from the stored run.
+
+        Raises NotFoundError for an unknown run and FailedPreconditionError for one that does not
+        wait (never approved, or already decided: the message says by whom).
+        """
+        new_status = pb.RUN_STATUS_SUCCEEDED if approve else pb.RUN_STATUS_REJECTED
+        verb = "approve" if approve else "reject"
+        at = _now()
+        async with self._sessions.begin() as session:
+            claimed = await session.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status == pb.RUN_STATUS_NEEDS_APPROVAL)
+                .values(status=new_status)
+            )
+            if cast("Any", claimed).rowcount != 1:
+                await self._refuse_decision(session, run_id, verb)
+            row = await session.get(RunRow, run_id)
+            assert row is not None  # the update above matched it
+            run = _parse(row.document, pb.Run())
+            run.status = new_status
+            if not approve:
+                run.error = f"rejected by {actor}" + (f": {comment}" if comment else "")
+            row.document = _document(run)
+            row.error = run.error
+            action = pb.AUDIT_ACTION_APPROVED if approve else pb.AUDIT_ACTION_REJECTED
+            session.add(AuditRow(run_id=run_id, actor=actor, action=action, comment=comment, at=at))
+            session.add_all(_event_rows(run_id, events(run), f"approval:{actor}", at))
+        return await self.get_run(run_id)
+
+    async def _refuse_decision(self, session: AsyncSession, run_id: str, verb: str) -> NoReturn:
+        row = await session.get(RunRow, run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} does not exist; `swarm approvals` lists the runs waiting for approval")
+        last = await session.scalar(
+            select(AuditRow)
+            .where(AuditRow.run_id == run_id, AuditRow.action != pb.AUDIT_ACTION_HELD)
+            .order_by(AuditRow.id.desc())
+            .limit(1)
+        )
+        history = ""
+        if last is not None:
+            done = "approved" if last.action == pb.AUDIT_ACTION_APPROVED else "rejected"
+            history = f" ({done} by {last.actor} at {_aware(last.at).isoformat(timespec='seconds')})"
+        raise FailedPreconditionError(
+            f"run {run_id} is {_status_name(row.status)}{history}, not waiting for approval: only runs in "
+            f"needs_approval can be approved or rejected, so there is nothing to {verb}; "
+            "`swarm approvals` lists the runs waiting"
+        )
+
+    async def list_pending(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[tuple[pb.RunSummary, common_pb2.GateDecision]], str]:
+        """Runs waiting for approval, oldest first (the longest wait is the first to see)."""
+        query = (
+            select(RunRow)
+            .where(RunRow.status == pb.RUN_STATUS_NEEDS_APPROVAL)
+            .order_by(RunRow.created_at, RunRow.id)
+            .limit(page_size + 1)
+        )
+        if page_token:
+            created, run_id = _decode_token(page_token)
+            query = query.where((RunRow.created_at > created) | ((RunRow.created_at == created) & (RunRow.id > run_id)))
+        async with self._sessions() as session:
+            rows = list(await session.scalars(query))
+        pending = [(_summary(row), _parse(row.document, pb.Run()).gate) for row in rows[:page_size]]
+        next_token = ""
+        if len(rows) > page_size:
+            last = rows[page_size - 1]
+            next_token = _encode_token(_aware(last.created_at), last.id)
+        return pending, next_token
+
+    async def submit_feedback(
+        self, run_id: str, feedback: pb.Feedback, events: Callable[[pb.Run], list[Event]]
+    ) -> tuple[pb.Feedback, list[Event], Snapshot]:
+        """Store (or replace) one user's feedback on a finished run with its reputation events.
+
+        Returns the stored feedback, the events and the reputation snapshot from just before
+        (for "how it moved"). ``events`` derives the events from the run and may raise to refuse.
+        """
+        at = _now()
+        origin = f"feedback:{feedback.user}"
+        run = await self.get_run(run_id)
+        if run.status == pb.RUN_STATUS_RUNNING:
+            raise FailedPreconditionError(f"run {run_id} is still running; give feedback once it has finished")
+        if not run.HasField("final"):
+            raise FailedPreconditionError(
+                f"run {run_id} is {_status_name(run.status)} without an answer; there is nothing to give feedback on"
+            )
+        new_events = events(run)
+        async with self._sessions.begin() as session:
+            before = await self._tally(session, None)
+            await session.execute(
+                delete(FeedbackRow).where(FeedbackRow.run_id == run_id, FeedbackRow.author == feedback.user)
+            )
+            await session.execute(
+                delete(ReputationEventRow).where(
+                    ReputationEventRow.run_id == run_id, ReputationEventRow.origin == origin
+                )
+            )
+            session.add(
+                FeedbackRow(
+                    run_id=run_id,
+                    author=feedback.user,
+                    rating=feedback.rating,
+                    preferred_candidate_id=feedback.preferred_candidate_id,
+                    comment=feedback.comment,
+                    at=at,
+                )
+            )
+            session.add_all(_event_rows(run_id, new_events, origin, at))
+        stored = pb.Feedback()
+        stored.CopyFrom(feedback)
+        stored.time.FromDatetime(at)
+        return stored, new_events, before
+
+    async def reputation(self, before: dt.datetime | None = None) -> dict[Key, Tally]:
+        """Every instance's and model's summed events, optionally only those before a time."""
+        async with self._sessions() as session:
+            return await self._tally(session, before)
+
+    @staticmethod
+    async def _tally(session: AsyncSession, before: dt.datetime | None) -> dict[Key, Tally]:
+        tallies: dict[Key, Tally] = {}
+        for scope, column in ((INSTANCE, ReputationEventRow.instance), (MODEL, ReputationEventRow.model)):
+            query = select(
+                column,
+                func.sum(ReputationEventRow.successes),
+                func.sum(ReputationEventRow.failures),
+                func.count(ReputationEventRow.id),
+            ).group_by(column)
+            if before is not None:
+                query = query.where(ReputationEventRow.at < before)
+            for name, successes, failures, count in await session.execute(query):
+                if name:
+                    tallies[(scope, name)] = Tally(float(successes or 0.0), float(failures or 0.0), int(count))
+        return tallies
+
+    async def runs_between(self, since: dt.datetime | None, until: dt.datetime | None) -> list[pb.Run]:
+        """Every run created in [since, until), oldest first, with its approvals and feedback."""
+        query = select(RunRow).order_by(RunRow.created_at, RunRow.id)
+        if since is not None:
+            query = query.where(RunRow.created_at >= since)
+        if until is not None:
+            query = query.where(RunRow.created_at < until)
+        async with self._sessions() as session:
+            rows = list(await session.scalars(query))
+            audit: dict[str, list[pb.AuditEntry]] = {}
+            feedback: dict[str, list[pb.Feedback]] = {}
+            ids = [row.id for row in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for entry in await session.scalars(
+                    select(AuditRow).where(AuditRow.run_id.in_(chunk)).order_by(AuditRow.id)
+                ):
+                    audit.setdefault(entry.run_id, []).append(_audit_entry(entry))
+                for item in await session.scalars(
+                    select(FeedbackRow).where(FeedbackRow.run_id.in_(chunk)).order_by(FeedbackRow.at)
+                ):
+                    feedback.setdefault(item.run_id, []).append(_feedback(item))
+        runs = []
+        for row in rows:
+            if row.document:
+                run = _parse(row.document, pb.Run())
+            else:
+                run = pb.Run(id=row.id, task=row.task, status=cast("pb.RunStatus", row.status))
+                run.created_at.FromDatetime(_aware(row.created_at))
+            run.audit.extend(audit.get(row.id, []))
+            run.feedback.extend(feedback.get(row.id, []))
+            runs.append(run)
+        return runs
+
     async def list_runs(self, page_size: int, page_token: str) -> tuple[list[pb.RunSummary], str]:
         query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(page_size + 1)
         if page_token:
@@ -198,18 +507,7 @@ class RunStore:
             query = query.where((RunRow.created_at < created) | ((RunRow.created_at == created) & (RunRow.id < run_id)))
         async with self._sessions() as session:
             rows = list(await session.scalars(query))
-        summaries = []
-        for row in rows[:page_size]:
-            summary = pb.RunSummary(
-                id=row.id,
-                task=row.task[:200],
-                status=cast("pb.RunStatus", row.status),
-                swarm_size=row.swarm_size,
-                final_overall=row.final_overall,
-                consensus_reached=bool(row.consensus_reached),
-            )
-            summary.created_at.FromDatetime(_aware(row.created_at))
-            summaries.append(summary)
+        summaries = [_summary(row) for row in rows[:page_size]]
         next_token = ""
         if len(rows) > page_size:
             last = rows[page_size - 1]

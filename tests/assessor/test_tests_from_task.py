@@ -142,3 +142,18 @@ def test_a_doctest_comparison_without_output_states_that_it_holds() -> None:
         ("count_nums([1, 1, 2]) == 3", "True"),
         ("print_it([1])", ""),
     ]
+
+
+def test_examples_stated_per_parameter_become_positional_asserts() -> None:
+    task = '''def remove(s, c):
+    """Delete from s every character in c.
+    For s = "abcde", c = "ae", the result should be ('bcd',False)
+    For c = "b", s = "abcdef"  the output should be 'acdef'.
+    For N = 1000, the sum of digits will be 1 the output should be "1".
+    For s = "x" the output should be 'x'
+    """
+'''
+    assert [t.source for t in find_tests(task)] == [
+        "assert remove('abcde', 'ae') == ('bcd',False)",
+        "assert remove('abcdef', 'b') == 'acdef'",
+    ]

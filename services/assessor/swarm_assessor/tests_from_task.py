@@ -185,6 +185,53 @@ def _stated_equalities(task: str) -> list[str]:
     return found
 
 
+_FOR_INPUT = re.compile(
+    r"^\s*For\s+(?P<args>[A-Za-z_]\w*\s*=.+?)\s*,?\s+(?:the\s+)?(?:output|result)\s+should\s+be\s+(?P<want>.+)$",
+    re.IGNORECASE,
+)
+
+
+def _parameters(task: str) -> dict[str, list[str]]:
+    tree = parse_python(task_code(task))
+    if tree is None:
+        return {}
+    return {
+        node.name: [a.arg for a in node.args.posonlyargs + node.args.args]
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def _examples_by_parameter(task: str) -> list[str]:
+    """Examples stated per parameter, "For lst = [1, 2] the output should be 5", as asserts.
+
+    The names must be exactly the parameters of the task's one function; the call is written
+    positionally in the signature's order, so a candidate that renames a parameter still runs it.
+    """
+    functions = _parameters(task)
+    if len(functions) != 1:
+        return []
+    [(name, params)] = functions.items()
+    found: list[str] = []
+    for line in task.splitlines():
+        match = _FOR_INPUT.match(line)
+        if match is None:
+            continue
+        expected = _expected_value(match["want"])
+        call = parse_python(f"f({match['args'].rstrip(' ,')})")
+        if expected is None or call is None or len(call.body) != 1 or not isinstance(call.body[0], ast.Expr):
+            continue
+        node = call.body[0].value
+        if not isinstance(node, ast.Call) or node.args or not all(_literal(k.value) for k in node.keywords):
+            continue
+        given = {k.arg: k.value for k in node.keywords if k.arg is not None}
+        if sorted(given) != sorted(params) or len(given) != len(node.keywords):
+            continue
+        arguments = ", ".join(ast.unparse(given[p]) for p in params)
+        found.append(f"assert {name}({arguments}) == {expected}")
+    return found
+
+
 def _clean_want(want: str) -> str:
     """Drop a docstring's closing quotes that the parser reads as expected output (raw task text)."""
     lines = want.strip().splitlines()
@@ -231,7 +278,7 @@ def tests_from_task(task: str) -> list[TaskTest]:
         else:
             name = f"doctest {number}: {source}"
         tests.append(TaskTest(clip(name), "doctest", source, want, example.exc_msg))
-    for statement in _assert_statements(task) + _stated_equalities(task):
+    for statement in _assert_statements(task) + _stated_equalities(task) + _examples_by_parameter(task):
         key = _canonical(statement)
         if key in seen:
             continue

@@ -64,6 +64,17 @@ def ranking_table(run: pb.Run) -> str:
     return "\n".join(lines)
 
 
+def _refinement_details(refined: pb.Refined, out: TextIO) -> None:
+    """Rounds, template and, in the refiner's words, what the attempt changed and why."""
+    if refined.rounds:
+        template = f", template {refined.template_version}" if refined.template_version else ""
+        print(f"  {refined.rounds} round(s){template}", file=out)
+    if refined.explanation:
+        verdict = "kept" if refined.kept else "not kept"
+        print(f"  what {refined.candidate_id or 'the attempt'} ({verdict}) changed:", file=out)
+        print("    " + refined.explanation.replace("\n", "\n    "), file=out)
+
+
 def render_run(run: pb.Run, out: TextIO) -> None:
     """The full result of a run, as `swarm run` and `swarm runs show` print it."""
     status = pb.RunStatus.Name(run.status).removeprefix("RUN_STATUS_").lower()
@@ -86,6 +97,7 @@ def render_run(run: pb.Run, out: TextIO) -> None:
         print(f"\nanalysis:\n{run.analysis}", file=out)
     if run.HasField("refinement"):
         print(f"\nrefinement: {run.refinement.reason}", file=out)
+        _refinement_details(run.refinement, out)
     if run.gate.outcome != common_pb2.GATE_OUTCOME_UNSPECIFIED:
         print(f"\nquality gates: {run.gate.summary}", file=out)
         for rule in run.gate.rules:

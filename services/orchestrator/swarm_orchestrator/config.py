@@ -10,6 +10,8 @@ from pathlib import Path
 from swarmlib import ConfigError, DevboxInstancesConfig, InstanceSpec, env_bool, env_float, env_int, env_str
 
 MAX_SWARM_SIZE = 16
+# Each refinement round is one LLM call and one assessment; past a few, a small model repeats itself.
+MAX_REFINE_ROUNDS = 5
 # Identities (approvers in SWARM_APPROVERS, callers in the x-swarm-user metadata): names, e-mail
 # addresses or service accounts; no spaces or separators, so a list can never be misread.
 IDENTITY = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
@@ -27,6 +29,17 @@ def parse_approvers(raw: str) -> frozenset[str]:
             "separated by commas (letters, digits and . _ @ + - only)"
         )
     return frozenset(names)
+
+
+def _refine_rounds(env: Mapping[str, str]) -> int:
+    """``SWARM_REFINE_ROUNDS``: refinement rounds at most per run, 1..MAX_REFINE_ROUNDS."""
+    rounds = env_int(env, "SWARM_REFINE_ROUNDS", 2, minimum=1)
+    if rounds > MAX_REFINE_ROUNDS:
+        raise ConfigError(
+            f"SWARM_REFINE_ROUNDS={rounds} must be at most {MAX_REFINE_ROUNDS}: each round is an LLM call and "
+            "an assessment; use SWARM_REFINE=false to skip refinement"
+        )
+    return rounds
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class OrchestratorConfig:
     unhealthy_after: int = 3
     health_interval_s: float = 30.0
     refine: bool = True
+    refine_rounds: int = 2
     llm_retry_attempts: int = 2
     llm_retry_base_delay_s: float = 0.25
     grace_s: float = 10.0
@@ -89,6 +103,7 @@ class OrchestratorConfig:
             unhealthy_after=env_int(env, "SWARM_UNHEALTHY_AFTER", 3, minimum=1),
             health_interval_s=env_float(env, "SWARM_HEALTH_INTERVAL_S", 30.0, minimum=0.1),
             refine=env_bool(env, "SWARM_REFINE", True),
+            refine_rounds=_refine_rounds(env),
             llm_retry_attempts=env_int(env, "SWARM_LLM_RETRY_ATTEMPTS", 2, minimum=1),
             llm_retry_base_delay_s=env_float(env, "SWARM_LLM_RETRY_BASE_DELAY_S", 0.25, minimum=0.0),
             grace_s=env_float(env, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0),

@@ -450,32 +450,93 @@ class Pipeline:
     async def _refine(
         self, run: pb.Run, ranked: list[pb.Candidate], options: RunOptions, emit: Emit
     ) -> tuple[pb.Candidate | None, bool]:
-        """Ask for an improved answer; keep it only if it assesses at least as well as the best."""
+        """Up to ``refine_rounds`` refinements, each kept only if it assesses at least as well as the
+        best answer so far (assessment score and visible tests passed both >= the best's).
+
+        Another round runs only while the best so far still fails a visible test: once they all
+        pass, a further call can only trade the user's own evidence for style. The quality gates
+        are no guide here: they judge the final answer after refinement and include rules
+        (consensus, generated tests) no rewrite can move. A round after a rejected attempt is shown
+        that attempt and why it was rejected. Returns the last kept attempt, else the last attempt
+        with a program (stored unranked), and whether it was kept; ``run.refinement`` sums up every
+        round, whose own outcome is streamed as it happens.
+        """
         best = ranked[0]
-        instance = self._refiner_instance(best, options.allowed)
+        kept: pb.Candidate | None = None
+        last: pb.Candidate | None = None
+        previous: refiner_pb2.RejectedAttempt | None = None
+        outcomes: list[pb.Refined] = []
+        for number in range(1, self._config.refine_rounds + 1):
+            if number > 1 and not self._fails_a_visible_test(best):
+                break
+            candidate, outcome, go_on = await self._refine_round(run, ranked, best, number, previous, options)
+            outcomes.append(outcome)
+            reason = f"round {number}: {outcome.reason}" if self._config.refine_rounds > 1 else outcome.reason
+            await self._refined(run, emit, kept=outcome.kept, overall=outcome.overall, reason=reason)
+            previous = None
+            if candidate is not None and outcome.kept:
+                kept = best = candidate
+            elif candidate is not None:
+                last = candidate if candidate.code.strip() else last
+                previous = refiner_pb2.RejectedAttempt(
+                    attempt=refiner_pb2.RefineInput(
+                        candidate=_code_of(candidate), scores=candidate.scores, tests=candidate.tests
+                    ),
+                    reason=outcome.reason.removeprefix("dropped: "),
+                    explanation=outcome.explanation,
+                )
+            if not go_on:
+                break
+        decisive = next((o for o in reversed(outcomes) if o.kept), outcomes[-1])
+        summary = pb.Refined()
+        summary.CopyFrom(decisive)
+        summary.rounds = sum(o.rounds for o in outcomes)
+        if len(outcomes) > 1:
+            rounds = "; ".join(f"round {i}: {o.reason}" for i, o in enumerate(outcomes, start=1))
+            summary.reason = f"{decisive.reason} [{rounds}]"
+        run.refinement.CopyFrom(summary)
+        return (kept, True) if kept is not None else (last, False)
+
+    async def _refine_round(
+        self,
+        run: pb.Run,
+        ranked: list[pb.Candidate],
+        best: pb.Candidate,
+        number: int,
+        previous: refiner_pb2.RejectedAttempt | None,
+        options: RunOptions,
+    ) -> tuple[pb.Candidate | None, pb.Refined, bool]:
+        """One refinement call and its assessment against ``best`` (a swarm answer or a kept attempt).
+
+        Returns the attempt (None when nothing came back; empty code when the reply held none), its
+        outcome (``rounds`` is 1 when the refiner was called), and whether another round may follow:
+        not after an outage of the refiner or the assessor, which another call would only repeat.
+        """
+        swarm_best = ranked[0]
+        instance = self._refiner_instance(swarm_best, options.allowed)
         if instance is None:
-            await self._refined(run, emit, kept=False, overall=0.0, reason="skipped: no healthy instance")
-            return None, False
+            return None, pb.Refined(reason="skipped: no healthy instance"), False
         request = refiner_pb2.RefineRequest(
             run_id=run.id,
             task=run.task,
             analysis=run.analysis,
             instance=self._pool.instance_ref(instance),
             max_tokens=self._config.max_tokens,
-            top=[refiner_pb2.RefineInput(candidate=_code_of(c), scores=c.scores, tests=c.tests) for c in ranked[:3]],
+            top=[
+                refiner_pb2.RefineInput(candidate=_code_of(c), scores=c.scores, tests=c.tests)
+                for c in self._refine_top(best, ranked)
+            ],
+            round=number,
+            previous=previous,
         )
         try:
             refined = await self._stages.refiner.Refine(request, timeout=self._config.stage_timeout_s)
         except grpc.aio.AioRpcError as exc:
             reason = f"skipped: refiner failed ({exc.code().name}: {exc.details()})"
-            await self._refined(run, emit, kept=False, overall=0.0, reason=reason)
-            return None, False
+            return None, pb.Refined(reason=reason, rounds=1), False
         _add_usage(run.usage, refined.usage)
-        if not refined.code.strip():
-            await self._refined(run, emit, kept=False, overall=0.0, reason="dropped: the reply held no code")
-            return None, False
         candidate = pb.Candidate(
-            id="r1",
+            id=f"r{number}",
             origin=pb.CANDIDATE_ORIGIN_REFINED,
             instance=instance,
             model=self._pool.spec(instance).model,
@@ -485,32 +546,79 @@ class Pipeline:
             latency_ms=refined.latency_ms,
             cluster_id=-1,
         )
+        outcome = pb.Refined(
+            rounds=1,
+            explanation=refined.explanation,
+            template_version=refined.template_version,
+            candidate_id=candidate.id,
+        )
+        if not refined.code.strip():
+            outcome.reason = "dropped: the reply held no code"
+            outcome.candidate_id = ""
+            return candidate, outcome, True
         try:
             response = await self._assess_codes(run, [_code_of(candidate)], [], options.attached_tests)
         except StageError as exc:
-            await self._refined(run, emit, kept=False, overall=0.0, reason=f"dropped: {exc}")
-            return None, False
+            outcome.reason = f"dropped: {exc}"
+            outcome.candidate_id = ""
+            return None, outcome, False
         assessment = response.assessments[0]
         candidate.scores.CopyFrom(assessment.scores)
         # Built from the top candidates, the refinement inherits the best one's swarm evidence
         # (agreement, cluster share, dual agreement), so its overall sits on the same scale.
-        candidate.scores.consensus = best.scores.consensus
-        candidate.scores.dual_agreement = best.scores.dual_agreement
-        candidate.scores.behaviour_cluster_size = best.scores.behaviour_cluster_size
-        candidate.scores.overall = _selection(candidate, _share_of(best.id, ranked))
+        candidate.scores.consensus = swarm_best.scores.consensus
+        candidate.scores.dual_agreement = swarm_best.scores.dual_agreement
+        candidate.scores.behaviour_cluster_size = swarm_best.scores.behaviour_cluster_size
+        candidate.scores.overall = _selection(candidate, _share_of(swarm_best.id, ranked))
         candidate.tests.extend(assessment.tests)
         candidate.error = assessment.error
         await self._store.add_candidate(run.id, candidate)
         best_assessed = assessment_score(best.scores.correctness, best.scores.completeness, best.scores.style)
-        refined_assessed = assessment.scores.overall
-        not_worse = refined_assessed >= best_assessed and assessment.scores.tests_passed >= best.scores.tests_passed
-        if not not_worse:
-            reason = f"dropped: assessed {refined_assessed:.3f} < best {best.id} {best_assessed:.3f}"
-            await self._refined(run, emit, kept=False, overall=refined_assessed, reason=reason)
-            return candidate, False
-        reason = f"kept: assessed {refined_assessed:.3f} >= best {best.id} {best_assessed:.3f}"
-        await self._refined(run, emit, kept=True, overall=refined_assessed, reason=reason)
-        return candidate, True
+        outcome.overall = assessment.scores.overall
+        tests = f"tests {assessment.scores.tests_passed}/{assessment.scores.tests_total}"
+        if outcome.overall >= best_assessed and assessment.scores.tests_passed >= best.scores.tests_passed:
+            outcome.kept = True
+            outcome.reason = f"kept: assessed {outcome.overall:.3f} >= best {best.id} {best_assessed:.3f}, {tests}"
+        else:
+            outcome.reason = (
+                f"dropped: assessed {outcome.overall:.3f} vs best {best.id} {best_assessed:.3f}, "
+                f"{tests} vs {best.scores.tests_passed}/{best.scores.tests_total}"
+            )
+        return candidate, outcome, True
+
+    @staticmethod
+    def _fails_a_visible_test(candidate: pb.Candidate) -> bool:
+        """Whether another refinement round could still earn something the user asked for.
+
+        The run has no cost or time budget of its own: rounds are bounded by SWARM_REFINE_ROUNDS
+        and each call by SWARM_STAGE_TIMEOUT_S. With no visible test there is nothing to fix.
+        """
+        return candidate.scores.tests_passed < candidate.scores.tests_total
+
+    @staticmethod
+    def _refine_top(best: pb.Candidate, ranked: list[pb.Candidate], size: int = 3) -> list[pb.Candidate]:
+        """``best``, then the best-ranked answers that behave differently, then other distinct code.
+
+        Two answers that behave alike show the refiner nothing new (their diff is cosmetic, their
+        tests agree), so one that differs on some probe input ranks ahead of them here.
+        """
+        chosen = [best]
+        rest = [c for c in ranked if c.id != best.id]
+
+        def source(c: pb.Candidate) -> str:
+            return "".join((c.code or c.text).split())  # whitespace-only differences are no difference
+
+        def differs(c: pb.Candidate) -> bool:
+            return all(c.id != o.id and source(c) != source(o) for o in chosen)
+
+        def behaves_differently(c: pb.Candidate) -> bool:
+            return bool(c.behaviour) and all(c.behaviour != o.behaviour for o in chosen) and differs(c)
+
+        for keep in (behaves_differently, differs):
+            for candidate in rest:
+                if len(chosen) < size and keep(candidate):
+                    chosen.append(candidate)
+        return chosen
 
     async def _refined(self, run: pb.Run, emit: Emit, *, kept: bool, overall: float, reason: str) -> None:
         run.refinement.CopyFrom(pb.Refined(kept=kept, overall=overall, reason=reason))

@@ -1,0 +1,209 @@
+"""Refinement rounds through the real services: each attempt is assessed and kept only if not worse.
+
+The fake instances answer solve prompts with a swarm answer and refinement prompts by the round
+the prompt names, so every test scripts exactly what each round brings back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+
+from swarm.v1 import orchestrator_pb2 as pb
+from swarm_orchestrator.config import MAX_REFINE_ROUNDS, OrchestratorConfig
+from swarm_orchestrator.pipeline import Pipeline
+from swarm_orchestrator.prompts import SOLVE_SYSTEM
+from swarm_orchestrator.tests_writer import TESTS_SYSTEM
+from swarmlib import ConfigError
+from tests.fakes.openai_server import Behaviour, FakeLLMServer
+from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
+from tests.orchestrator.test_swarm import FIB_TASK, WRONG_FIB_REPLY, collect, fakes, named
+from tests.stack import Stages, orchestrator
+
+# fib(0) == 0 only: 1 of the task's 3 visible tests, like WRONG_FIB_REPLY.
+NEGATIVE_REPLY = "Simplified:\n\n```python\ndef fib(n):\n    return -1\n```\n\nChanges:\n- Return early.\n"
+# fib(0) and fib(1) right, fib(10) wrong: 2 of 3.
+HALF_FIXED_REPLY = """```python
+def fib(n):
+    if n <= 1:
+        return n
+    return n - 1
+```
+
+Changes:
+- fib(1) returns 1: the base case returned 0 for it.
+"""
+FIXED_REPLY = REFINED_FIB_REPLY + "\nChanges:\n- Loop n times: the recursion's base case returned 0 for fib(1).\n"
+ROUND = re.compile(r"refinement round (\d+)")
+
+
+def by_round(solve: str, *rounds: str) -> Callable[[list[dict[str, object]]], str]:
+    """Answer solve prompts with ``solve`` and refinement round i with ``rounds[i - 1]``."""
+
+    def reply(messages: list[dict[str, object]]) -> str:
+        contents = [str(m.get("content", "")) for m in messages]
+        if SOLVE_SYSTEM in contents:
+            return solve
+        if TESTS_SYSTEM in contents:
+            return "```python\nassert fib(2) == 1\n```"
+        found = ROUND.search(contents[-1])
+        assert found, "a refinement prompt names its round"
+        return rounds[int(found.group(1)) - 1]
+
+    return reply
+
+
+def refine_prompts(servers: list[FakeLLMServer]) -> list[str]:
+    """Refinement prompts in the order they were sent (the round is in each)."""
+    prompts = [r.prompt for s in servers for r in s.chat_requests if r.headers["x-swarm-purpose"] == "refine"]
+    return sorted(prompts, key=lambda p: int(ROUND.search(p).group(1)))  # type: ignore[union-attr]
+
+
+def refined_events(events: list[pb.RunSwarmResponse]) -> list[pb.Refined]:
+    return [e.refined for e in events if e.HasField("refined")]
+
+
+async def test_a_worse_first_round_is_dropped_and_a_better_second_round_kept(stages: Stages, sqlite_url: str) -> None:
+    reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, FIXED_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url) as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+        assert error is None
+        run = events[-1].done
+        stored = (await orch.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
+
+    rounds = refined_events(events)
+    assert [(r.kept, r.reason.split(":")[0]) for r in rounds] == [(False, "round 1"), (True, "round 2")]
+    assert rounds[0].reason.startswith("round 1: dropped: assessed")
+    refinement = run.refinement
+    assert refinement.kept and refinement.rounds == 2 and refinement.candidate_id == "r2"
+    assert refinement.explanation == "- Loop n times: the recursion's base case returned 0 for fib(1)."
+    assert refinement.template_version == "refine_v2"
+    assert refinement.reason.startswith("kept: assessed") and "round 1: dropped" in refinement.reason
+    assert run.final.candidate_id == "r2" and run.final.origin == pb.CANDIDATE_ORIGIN_REFINED
+    assert run.candidates[0].id == "r2" and run.candidates[0].scores.tests_passed == 3
+    assert stored.refinement == refinement, "the explanation is stored with the run"
+
+    first, second = refine_prompts(servers)
+    assert "refinement round 1" in first and "Previous refinement attempt" not in first
+    # Round 2 is shown round 1's rejected program, why it was rejected and what it claimed.
+    previous = second[second.index("## Previous refinement attempt (round 1), not kept") :]
+    assert "return -1" in previous and "Why it was not kept: assessed" in previous
+    assert "What it said it changed: - Return early." in previous
+    assert "## Inputs on which the answers disagree" in second and "Failing tests:" in second
+
+
+async def test_a_kept_round_that_still_fails_a_test_leads_the_next_round(stages: Stages, sqlite_url: str) -> None:
+    reply = by_round(WRONG_FIB_REPLY, HALF_FIXED_REPLY, NEGATIVE_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url) as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+        assert error is None
+        run = events[-1].done
+
+    assert [r.kept for r in refined_events(events)] == [True, False]
+    # The worse second round never replaces the kept first one, and is judged against it.
+    assert run.refinement.kept and run.refinement.rounds == 2 and run.refinement.candidate_id == "r1"
+    assert run.refinement.explanation == "- fib(1) returns 1: the base case returned 0 for it."
+    assert "round 2: dropped: assessed" in run.refinement.reason and "best r1" in run.refinement.reason
+    assert run.final.candidate_id == "r1" and run.candidates[0].scores.tests_passed == 2
+    _, second = refine_prompts(servers)
+    assert "### Answer 1 (r1)" in second and "Previous refinement attempt" not in second
+
+
+async def test_rounds_stop_once_every_visible_test_passes(stages: Stages, sqlite_url: str) -> None:
+    reply = by_round(WRONG_FIB_REPLY, FIXED_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="4") as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+        assert error is None
+        run = events[-1].done
+    assert len(refine_prompts(servers)) == 1
+    assert run.refinement.kept and run.refinement.rounds == 1 and run.final.candidate_id == "r1"
+    assert run.refinement.reason.startswith("kept: assessed")
+
+    # A swarm answer that already passes every visible test gets one round, never more.
+    reply = by_round(FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+        assert error is None
+        run = events[-1].done
+    assert len(refine_prompts(servers)) == 1 and run.refinement.rounds == 1
+    assert not run.refinement.kept and run.final.origin == pb.CANDIDATE_ORIGIN_SWARM
+
+
+async def test_a_worse_refinement_is_never_kept_however_many_rounds(stages: Stages, sqlite_url: str) -> None:
+    reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+        assert error is None
+        run = events[-1].done
+    assert [r.kept for r in refined_events(events)] == [False, False, False]
+    assert not run.refinement.kept and run.refinement.rounds == 3
+    assert run.refinement.reason.startswith("dropped: assessed") and run.refinement.candidate_id == "r3"
+    assert run.final.origin == pb.CANDIDATE_ORIGIN_SWARM and run.final.candidate_id.startswith("c")
+    refined = [c for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_REFINED]
+    assert [(c.id, c.rank) for c in refined] == [("r3", 0)], "the last attempt is kept for the record, unranked"
+    assert all(c.scores.tests_passed == 1 for c in run.candidates if c.rank)
+    assert len(refine_prompts(servers)) == 3
+
+
+async def test_single_round_configuration_keeps_the_first_versions_behaviour(stages: Stages, sqlite_url: str) -> None:
+    reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, FIXED_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="1") as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+        assert error is None
+        run = events[-1].done
+    assert len(refine_prompts(servers)) == 1
+    assert not run.refinement.kept and run.refinement.rounds == 1
+    assert run.refinement.reason.startswith("dropped: assessed") and "round" not in run.refinement.reason
+
+
+def _config(**env: str) -> OrchestratorConfig:
+    return OrchestratorConfig.from_env(
+        {"SWARM_INSTANCES": '[{"name": "a", "base_url": "http://h/v1", "model": "m"}]'} | env
+    )
+
+
+def test_refine_rounds_default_to_two_and_fail_fast_out_of_range() -> None:
+    assert _config().refine_rounds == 2
+    assert _config(SWARM_REFINE_ROUNDS=str(MAX_REFINE_ROUNDS)).refine_rounds == MAX_REFINE_ROUNDS
+    for bad, message in (("0", "must be >= 1"), (str(MAX_REFINE_ROUNDS + 1), "must be at most"), ("two", "integer")):
+        with pytest.raises(ConfigError, match=f"SWARM_REFINE_ROUNDS.*{message}"):
+            _config(SWARM_REFINE_ROUNDS=bad)
+
+
+def _candidate(cid: str, behaviour: str, code: str) -> pb.Candidate:
+    return pb.Candidate(id=cid, behaviour=behaviour, code=code)
+
+
+def test_refinement_shows_answers_that_behave_differently_before_look_alikes() -> None:
+    ranked = [
+        _candidate("c1", "A", "def f(): return 1"),
+        _candidate("c2", "A", "def f():\n    x = 1\n    return x"),
+        _candidate("c3", "A", "def f():  return 1"),
+        _candidate("c4", "B", "def f(): return 2"),
+    ]
+    assert [c.id for c in Pipeline._refine_top(ranked[0], ranked)] == ["c1", "c4", "c2"]
+    # A kept refinement (no behaviour signature of its own) leads; the same code is never repeated.
+    refined = _candidate("r1", "", "def f(): return 1")
+    assert [c.id for c in Pipeline._refine_top(refined, ranked)] == ["r1", "c2", "c4"]
+    no_probes = [_candidate(c.id, "", c.code) for c in ranked]
+    assert [c.id for c in Pipeline._refine_top(no_probes[0], no_probes)] == ["c1", "c2", "c4"]

@@ -13,7 +13,8 @@ What a program gets (each point is proven by ``tests/sandbox/test_hostile.py``):
 * ``/box`` (read-only) holding ``main.py`` and the caller's files, and ``/tmp``, a private tmpfs
   bounded to ``tmp_size_mb`` (mounted inside the sandbox, as bubblewrap 0.8 has no ``--size``);
 * limits on CPU time, address space, processes, file size and open files, set just before the
-  program starts; no capabilities and ``no_new_privs``;
+  program starts; no capabilities, ``no_new_privs``, and a seccomp filter that refuses new
+  namespaces (in a user namespace of its own a program would be root again);
 * a wall clock: at the deadline, or when stdout/stderr pass ``output_cap_bytes``, the pid
   namespace is killed, so background and daemonised children die too, and ``run`` returns only
   once none of the sandbox's processes is left.
@@ -23,6 +24,11 @@ and the kernel never applies RLIMIT_NPROC to (host) root, so a fork bomb would g
 In that case the sandbox skips the user namespace and drops to a dedicated unprivileged uid per
 sandbox, which makes the process limit real and per execution. Without root, bubblewrap uses a
 user namespace and RLIMIT_NPROC counts all processes of the service's user (a weaker bound).
+
+Not bounded here: the memory of a sandbox as a whole. RLIMIT_AS is per process, so a program
+may hold up to ``max_processes`` x ``memory_mb`` (plus ``tmp_size_mb`` of /tmp); only the
+container's memory limit caps the sum. A per-sandbox cgroup would, where the service may create
+one (not in the unprivileged pod).
 
 Warm pool: starting bubblewrap and the interpreter costs tens of milliseconds, more than the
 programs the assessor runs. So ``pool_size`` sandboxes (``warm_workers``, or ``max_slots`` when

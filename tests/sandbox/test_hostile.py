@@ -506,7 +506,7 @@ async def test_assessor_serves_others_while_a_hostile_candidate_runs() -> None:
                             common_pb2.CandidateCode(id="spin", code=SPIN),
                             common_pb2.CandidateCode(id="bomb", code=BOMB),
                         ],
-                        timeout_seconds=6.0,
+                        timeout_seconds=8.0,
                     )
                 )
             )

@@ -162,6 +162,28 @@ async def test_a_worse_refinement_is_never_kept_however_many_rounds(stages: Stag
     assert len(refine_prompts(servers)) == 3
 
 
+async def test_a_reply_without_code_is_dropped_and_the_last_program_stays_on_record(
+    stages: Stages, sqlite_url: str
+) -> None:
+    reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, "I would need more context to improve this.")
+    async with (
+        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url) as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+        assert error is None
+        run = events[-1].done
+    assert len(refine_prompts(servers)) == 2
+    refinement = run.refinement
+    assert not refinement.kept and refinement.rounds == 2
+    # The summary speaks of the attempt kept on record (r1), not of the empty reply.
+    assert refinement.candidate_id == "r1" and refinement.explanation == "- Return early."
+    assert refinement.reason.startswith("dropped: assessed") and "round 2: dropped: the reply held no code" in (
+        refinement.reason
+    )
+    assert [(c.id, c.rank) for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_REFINED] == [("r1", 0)]
+
+
 async def test_single_round_configuration_keeps_the_first_versions_behaviour(stages: Stages, sqlite_url: str) -> None:
     reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, FIXED_REPLY)
     async with (

@@ -487,7 +487,9 @@ class Pipeline:
                 )
             if not go_on:
                 break
-        decisive = next((o for o in reversed(outcomes) if o.kept), outcomes[-1])
+        # The outcome of the attempt returned: the last kept, else the last with a program.
+        about = kept or last
+        decisive = next((o for o in reversed(outcomes) if about and o.candidate_id == about.id), outcomes[-1])
         summary = pb.Refined()
         summary.CopyFrom(decisive)
         summary.rounds = sum(o.rounds for o in outcomes)

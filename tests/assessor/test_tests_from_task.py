@@ -157,3 +157,25 @@ def test_examples_stated_per_parameter_become_positional_asserts() -> None:
         "assert remove('abcde', 'ae') == ('bcd',False)",
         "assert remove('abcdef', 'b') == 'acdef'",
     ]
+
+
+def test_input_and_output_lines_become_asserts() -> None:
+    task = '''def maximum(arr, k):
+    """The k largest numbers, sorted.
+
+    Example 1:
+        Input: arr = [-3, -4, 5], k = 3
+        Output: [-4, -3, 5]
+
+    Example 2:
+        Input: [4, -4, 4], 2
+        Output: [4, 4] # the two fours
+    Example 3:
+        Input: arr = [1]
+        Output: [1]
+    """
+'''
+    assert [t.source for t in find_tests(task)] == [
+        "assert maximum([-3, -4, 5], 3) == [-4, -3, 5]",
+        "assert maximum([4, -4, 4], 2) == [4, 4]",
+    ]

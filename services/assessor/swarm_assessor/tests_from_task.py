@@ -191,6 +191,10 @@ _FOR_INPUT = re.compile(
 )
 
 
+_INPUT = re.compile(r"^\s*Input\s*:\s*(?P<args>\S.*)$", re.IGNORECASE)
+_OUTPUT = re.compile(r"^\s*Output\s*:\s*(?P<want>\S.*)$", re.IGNORECASE)
+
+
 def _parameters(task: str) -> dict[str, list[str]]:
     tree = parse_python(task_code(task))
     if tree is None:
@@ -202,33 +206,56 @@ def _parameters(task: str) -> dict[str, list[str]]:
     }
 
 
-def _examples_by_parameter(task: str) -> list[str]:
-    """Examples stated per parameter, "For lst = [1, 2] the output should be 5", as asserts.
+def _call_of(name: str, params: list[str], args: str) -> str | None:
+    """``name(...)`` from example arguments: literals by position, or ``p = literal`` for every parameter.
 
-    The names must be exactly the parameters of the task's one function; the call is written
-    positionally in the signature's order, so a candidate that renames a parameter still runs it.
+    Named arguments are written positionally in the signature's order, so a candidate that renames
+    a parameter still runs the example.
+    """
+    call = parse_python(f"f({args.strip().rstrip(',')})")
+    if call is None or len(call.body) != 1 or not isinstance(call.body[0], ast.Expr):
+        return None
+    node = call.body[0].value
+    if not isinstance(node, ast.Call) or not all(_literal(a) for a in [*node.args, *(k.value for k in node.keywords)]):
+        return None
+    if node.keywords:
+        given = {k.arg: k.value for k in node.keywords if k.arg is not None}
+        if node.args or sorted(given) != sorted(params) or len(given) != len(node.keywords):
+            return None
+        return f"{name}({', '.join(ast.unparse(given[p]) for p in params)})"
+    if len(node.args) != len(params):
+        return None
+    return f"{name}({', '.join(ast.unparse(a) for a in node.args)})"
+
+
+def _examples_by_parameter(task: str) -> list[str]:
+    """Examples stated as inputs and outputs rather than calls, as asserts on the task's one function.
+
+    Two common shapes: "For lst = [1, 2] the output should be 5" on one line, and an
+    "Input: arr = [1, 2], k = 1" line followed by an "Output: [2]" line.
     """
     functions = _parameters(task)
     if len(functions) != 1:
         return []
     [(name, params)] = functions.items()
+    lines = task.splitlines()
     found: list[str] = []
-    for line in task.splitlines():
+    for index, line in enumerate(lines):
+        pair: tuple[str, str] | None = None
         match = _FOR_INPUT.match(line)
-        if match is None:
+        if match is not None:
+            pair = (match["args"], match["want"])
+        elif (given := _INPUT.match(line)) is not None:
+            following = [x for x in lines[index + 1 : index + 3] if x.strip()][:1]
+            output = _OUTPUT.match(following[0]) if following else None
+            if output is not None:
+                pair = (given["args"], output["want"])
+        if pair is None:
             continue
-        expected = _expected_value(match["want"])
-        call = parse_python(f"f({match['args'].rstrip(' ,')})")
-        if expected is None or call is None or len(call.body) != 1 or not isinstance(call.body[0], ast.Expr):
-            continue
-        node = call.body[0].value
-        if not isinstance(node, ast.Call) or node.args or not all(_literal(k.value) for k in node.keywords):
-            continue
-        given = {k.arg: k.value for k in node.keywords if k.arg is not None}
-        if sorted(given) != sorted(params) or len(given) != len(node.keywords):
-            continue
-        arguments = ", ".join(ast.unparse(given[p]) for p in params)
-        found.append(f"assert {name}({arguments}) == {expected}")
+        call = _call_of(name, params, pair[0])
+        expected = _expected_value(pair[1])
+        if call is not None and expected is not None:
+            found.append(f"assert {call} == {expected}")
     return found
 
 

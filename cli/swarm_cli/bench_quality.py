@@ -234,6 +234,7 @@ async def bench_stack(
             "SWARM_INSTANCES": instances,
             "SWARM_COLLATOR_MAX_CANDIDATES": str(max(64, size + 1)),
             "SWARM_ASSESSOR_MAX_CANDIDATES": str(max(32, size + 1)),
+            "SWARM_ASSESSOR_MAX_QUEUED": str(max(64, size + 1)),
         }
         servers = []
         collator, c_port = await create_collator(CollatorConfig.from_env({**env, "SWARM_COLLATOR_ADDR": "127.0.0.1:0"}))

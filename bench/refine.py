@@ -100,6 +100,8 @@ class Outcome:
     final_origin: str = ""
     final_passed: bool = False
     swarm_passed: list[bool] = field(default_factory=list)  # every SWARM candidate, in rank order
+    swarm_tokens: list[int] = field(default_factory=list)  # their completion tokens, same order
+    swarm_latency_s: list[float] = field(default_factory=list)  # their generation times, same order
     refinement_kept: bool = False
     refinement_reason: str = ""
     refinement_rounds: int = 0
@@ -219,6 +221,8 @@ async def judge(scorer: Scorer, problem: Problem, run: pb.Run, outcome: Outcome)
     outcome.final_origin = pb.CandidateOrigin.Name(run.final.origin)
     outcome.final_code = run.final.code
     outcome.swarm_passed = [await scorer.passes(record, c.code) for c in swarm]
+    outcome.swarm_tokens = [c.usage.completion_tokens for c in swarm]
+    outcome.swarm_latency_s = [round(c.latency_ms / 1000, 1) for c in swarm]
     outcome.unrefined_passed = outcome.swarm_passed[0]
     outcome.final_passed = await scorer.passes(record, run.final.code)
     if refinement.kept and run.final.origin != pb.CANDIDATE_ORIGIN_REFINED:

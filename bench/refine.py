@@ -29,9 +29,10 @@ run, to score. The caller's ``SWARM_*`` settings are not passed to the stack (th
 defaults are measured), except the sandbox's (``SWARM_SANDBOX*``), with two changes. The learned
 instance reputation is off: the three instances are the same model at the same temperature, so
 what it would learn over the bench's own runs is noise. The per-instance and per-stage timeouts
-are 300 s instead of 120 s, and so is the refiner's own LLM timeout (60 s by default): on a
-shared 2-core host, three answers and a test writer generating at once can take longer than
-120 s, a refinement longer than 60 s, and a run that times out measures the host, not refinement.
+are 300 s instead of 120 s, and so is the refiner's own LLM timeout (60 s by default), with a
+refinement budget (SWARM_REFINE_BUDGET_S) of two such timeouts instead of 120 s: on a shared
+2-core host, three answers and a test writer generating at once can take longer than 120 s, a
+refinement longer than 60 s, and a run that times out measures the host, not refinement.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def stack_env(settings: StackSettings, instance_timeout_s: float, stage_timeout_
     env["SWARM_INSTANCE_TIMEOUT_S"] = str(instance_timeout_s)
     env["SWARM_STAGE_TIMEOUT_S"] = str(stage_timeout_s)
     env["SWARM_REFINER_LLM_TIMEOUT_S"] = str(stage_timeout_s)
+    env["SWARM_REFINE_BUDGET_S"] = str(2 * stage_timeout_s)
     return env
 
 

@@ -22,7 +22,8 @@ from swarm.v1 import orchestrator_pb2 as pb
 from swarm_orchestrator.prompts import SOLVE_SYSTEM
 from swarmlib import configure_tracing
 from tests.fakes.openai_server import Behaviour, FakeLLMServer, Messages
-from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
+from tests.fakes.replies import REFINED_FIB_REPLY
+from tests.orchestrator.test_swarm import WRONG_FIB_REPLY
 from tests.stack import instances_json, orchestrator, stage_servers
 
 SERVICES = ("swarm-orchestrator", "swarm-collator", "swarm-assessor", "swarm-refiner")
@@ -37,8 +38,9 @@ FIB_TASK = """Write a Python function fib(n) that returns the n-th Fibonacci num
 
 
 def solve_or_refine(messages: Messages) -> str:
+    """A swarm answer that fails a visible test (so the run is refined), and its fix."""
     is_solve = any(m.get("role") == "system" and m.get("content") == SOLVE_SYSTEM for m in messages)
-    return FIB_REPLY if is_solve else REFINED_FIB_REPLY
+    return WRONG_FIB_REPLY if is_solve else REFINED_FIB_REPLY
 
 
 @contextmanager

@@ -107,7 +107,9 @@ class FakeLLMServer:
 
     ``behaviour`` applies to every request unless ``script`` (a queue, consumed one entry per
     request on any route) holds an entry. ``reply`` is the answer text or a function of the
-    request's messages. ``chunk_delay`` is the pause between chunks for ``Behaviour.SLOW``.
+    request's messages. ``chunk_delay`` is the pause between chunks for ``Behaviour.SLOW``;
+    ``think_s`` maps a request's ``X-Swarm-Purpose`` to a pause before answering it, as a model
+    reading a long prompt would take.
     """
 
     model: str = "qwen"
@@ -115,6 +117,7 @@ class FakeLLMServer:
     behaviour: Behaviour = Behaviour.ANSWER
     script: deque[Behaviour] = field(default_factory=deque)
     chunk_delay: float = 0.05
+    think_s: dict[str, float] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -208,6 +211,12 @@ class FakeLLMServer:
         if behaviour is Behaviour.HANG:
             await self._stopping.wait()
             return False
+        pause = self.think_s.get(headers.get("x-swarm-purpose", ""), 0.0)
+        if pause:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
+            if self._stopping.is_set():
+                return False
         if behaviour is Behaviour.HTTP_500:
             await send_json(writer, 500, openai_error("internal server error (fake)", "server_error"), keep_alive)
             return keep_alive

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from swarm.v1 import orchestrator_pb2 as pb
+from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarm_orchestrator.config import MAX_REFINE_ROUNDS, OrchestratorConfig
 from swarm_orchestrator.pipeline import Pipeline
 from swarm_orchestrator.prompts import SOLVE_SYSTEM
@@ -19,6 +19,7 @@ from swarm_orchestrator.tests_writer import TESTS_SYSTEM
 from swarmlib import ConfigError
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
 from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
+from tests.orchestrator.test_quality import gated
 from tests.orchestrator.test_swarm import FIB_TASK, WRONG_FIB_REPLY, collect, fakes, named
 from tests.stack import Stages, orchestrator
 
@@ -130,8 +131,23 @@ async def test_rounds_stop_once_every_visible_test_passes(stages: Stages, sqlite
     assert run.refinement.kept and run.refinement.rounds == 1 and run.final.candidate_id == "r1"
     assert run.refinement.reason.startswith("kept: assessed")
 
-    # A swarm answer that already passes every visible test gets one round, never more.
+    # One answer passes every visible test but is no consensus: one round, never more.
     reply = by_round(FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
+        assert error is None
+        run = events[-1].done
+    assert len(refine_prompts(servers)) == 1 and run.refinement.rounds == 1
+    assert not run.refinement.kept and run.final.origin == pb.CANDIDATE_ORIGIN_SWARM
+
+
+async def test_a_settled_answer_is_not_refined(stages: Stages, sqlite_url: str) -> None:
+    """Every visible test passes, the swarm agrees on it with tests behind it, the gates pass it:
+    a rewrite can only lose evidence, so no refinement is asked for."""
+    reply = by_round(FIB_REPLY, NEGATIVE_REPLY)
     async with (
         fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
         orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
@@ -139,8 +155,59 @@ async def test_rounds_stop_once_every_visible_test_passes(stages: Stages, sqlite
         events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
         assert error is None
         run = events[-1].done
+    assert refine_prompts(servers) == []
+    assert [r.reason for r in refined_events(events)] == [run.refinement.reason]
+    assert run.refinement.reason == (
+        "skipped: every visible test passes (3/3), the swarm's tested consensus is on the answer "
+        "and the quality gates pass it"
+    )
+    assert not run.refinement.kept and run.refinement.rounds == 0
+    assert run.final.origin == pb.CANDIDATE_ORIGIN_SWARM and run.consensus.reached
+    assert not [c for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_REFINED]
+
+
+async def test_rounds_go_on_while_the_gates_fail(stages: Stages, sqlite_url: str) -> None:
+    """Visible tests all pass but a gate (consensus, for one answer) fails: every round is tried."""
+    reply = by_round(FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
+    async with (
+        gated(stages) as wired,
+        fakes((Behaviour.ANSWER, reply)) as servers,
+        orchestrator(wired, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
+        assert error is None
+        run = events[-1].done
+    assert len(refine_prompts(servers)) == 3 and run.refinement.rounds == 3
+    assert run.gate.outcome == common_pb2.GATE_OUTCOME_NEEDS_APPROVAL
+
+
+async def test_the_refinement_budget_bounds_rounds_and_each_call(stages: Stages, sqlite_url: str) -> None:
+    # A round of 0.6 s leaves less than a round's time of a 1 s budget: no second round.
+    reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3", SWARM_REFINE_BUDGET_S="1") as orch,
+    ):
+        servers[0].think_s["refine"] = 0.6
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
+        assert error is None
+        run = events[-1].done
     assert len(refine_prompts(servers)) == 1 and run.refinement.rounds == 1
-    assert not run.refinement.kept and run.final.origin == pb.CANDIDATE_ORIGIN_SWARM
+    assert run.refinement.reason.startswith("dropped: assessed")
+    stopped = r"; stopped: \d+\.\d s of SWARM_REFINE_BUDGET_S left, a round took \d+\.\d s\]$"
+    assert re.search(stopped, run.refinement.reason)
+
+    # A refiner slower than the whole budget is cut off at the budget's end.
+    async with (
+        fakes((Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_BUDGET_S="1") as orch,
+    ):
+        servers[0].think_s["refine"] = 30.0
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
+        assert error is None
+        run = events[-1].done
+    assert run.refinement.reason.startswith("skipped: refiner failed (DEADLINE_EXCEEDED")
+    assert run.final.origin == pb.CANDIDATE_ORIGIN_SWARM and run.status == pb.RUN_STATUS_SUCCEEDED
 
 
 async def test_a_worse_refinement_is_never_kept_however_many_rounds(stages: Stages, sqlite_url: str) -> None:
@@ -206,6 +273,9 @@ def _config(**env: str) -> OrchestratorConfig:
 
 def test_refine_rounds_default_to_two_and_fail_fast_out_of_range() -> None:
     assert _config().refine_rounds == 2
+    assert _config().refine_budget_s == 120.0 and _config(SWARM_REFINE_BUDGET_S="30").refine_budget_s == 30.0
+    with pytest.raises(ConfigError, match="SWARM_REFINE_BUDGET_S"):
+        _config(SWARM_REFINE_BUDGET_S="0")
     assert _config(SWARM_REFINE_ROUNDS=str(MAX_REFINE_ROUNDS)).refine_rounds == MAX_REFINE_ROUNDS
     for bad, message in (("0", "must be >= 1"), (str(MAX_REFINE_ROUNDS + 1), "must be at most"), ("two", "integer")):
         with pytest.raises(ConfigError, match=f"SWARM_REFINE_ROUNDS.*{message}"):

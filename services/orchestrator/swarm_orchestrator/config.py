@@ -63,6 +63,7 @@ class OrchestratorConfig:
     health_interval_s: float = 30.0
     refine: bool = True
     refine_rounds: int = 2
+    refine_budget_s: float = 120.0
     llm_retry_attempts: int = 2
     llm_retry_base_delay_s: float = 0.25
     grace_s: float = 10.0
@@ -104,6 +105,7 @@ class OrchestratorConfig:
             health_interval_s=env_float(env, "SWARM_HEALTH_INTERVAL_S", 30.0, minimum=0.1),
             refine=env_bool(env, "SWARM_REFINE", True),
             refine_rounds=_refine_rounds(env),
+            refine_budget_s=env_float(env, "SWARM_REFINE_BUDGET_S", 120.0, minimum=1.0),
             llm_retry_attempts=env_int(env, "SWARM_LLM_RETRY_ATTEMPTS", 2, minimum=1),
             llm_retry_base_delay_s=env_float(env, "SWARM_LLM_RETRY_BASE_DELAY_S", 0.25, minimum=0.0),
             grace_s=env_float(env, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0),

@@ -145,20 +145,28 @@ def _rank(run: pb.Run, candidates: list[pb.Candidate], reputations: Sequence[flo
     candidates.sort(key=_rank_key)
 
 
-def _settle_consensus(run: pb.Run, final: pb.Candidate, best: pb.Candidate) -> None:
-    """Consensus is claimed only for an answer that is the majority's and that tests support.
+def _consensus_for(run: pb.Run, final: pb.Candidate, best: pb.Candidate) -> common_pb2.Consensus:
+    """The run's consensus as it stands for ``final``: claimed only for an answer that is the
+    majority's and that tests support.
 
     The collator says whether most responses agree; that agreement supports the final answer only
     when the answer belongs to the majority cluster and executed evidence backs it.
     """
-    if not run.consensus.reached:
-        return
-    majority = next((c for c in run.clusters if c.id == run.consensus.majority_cluster_id), None)
+    consensus = common_pb2.Consensus()
+    consensus.CopyFrom(run.consensus)
+    if not consensus.reached:
+        return consensus
+    majority = next((c for c in run.clusters if c.id == consensus.majority_cluster_id), None)
     # A kept refinement speaks for the swarm answer it improved (the best-ranked one).
     member = best.id if final.origin == pb.CANDIDATE_ORIGIN_REFINED else final.id
     in_majority = majority is not None and member in majority.candidate_ids
     if not (in_majority and _independently_supported(final if final.scores.tests_total else best)):
-        run.consensus.reached = False
+        consensus.reached = False
+    return consensus
+
+
+def _settle_consensus(run: pb.Run, final: pb.Candidate, best: pb.Candidate) -> None:
+    run.consensus.CopyFrom(_consensus_for(run, final, best))
 
 
 def _independently_supported(candidate: pb.Candidate) -> bool:
@@ -347,20 +355,28 @@ class Pipeline:
 
     async def _gate(self, run: pb.Run, final: pb.Candidate, emit: Emit) -> None:
         """Ask the assessor to judge the final answer against the quality gates; store the verdict."""
+        others = [c for c in run.candidates if c.id != final.id]
+        decision = await self._decide_gates(run, final, others, run.consensus)
+        run.gate.CopyFrom(decision)
+        await emit(pb.RunSwarmResponse(gated=decision))
+
+    async def _decide_gates(
+        self, run: pb.Run, final: pb.Candidate, others: Sequence[pb.Candidate], consensus: common_pb2.Consensus
+    ) -> common_pb2.GateDecision:
+        """The gates' verdict on ``final`` as the run's answer; NEEDS_APPROVAL when it cannot be had."""
         request = assessor_pb2.EvaluateGatesRequest(
             run_id=run.id,
             final=_gate_subject(final),
-            others=[_gate_subject(c) for c in run.candidates if c.id != final.id],
-            consensus=run.consensus,
+            others=[_gate_subject(c) for c in others],
+            consensus=consensus,
         )
         try:
             response = await self._stages.assessor.EvaluateGates(request, timeout=self._config.stage_timeout_s)
-            decision = response.decision
         except grpc.aio.AioRpcError as exc:
             log.warning("run %s: gate evaluation failed: %s", run.id, exc.details())
-            decision = _gates_unavailable(exc)
-        run.gate.CopyFrom(decision)
-        await emit(pb.RunSwarmResponse(gated=decision))
+            return _gates_unavailable(exc)
+        decision: common_pb2.GateDecision = response.decision
+        return decision
 
     async def _collate(self, run: pb.Run, candidates: list[pb.Candidate], emit: Emit) -> None:
         """Clusters and consensus; a collator outage degrades the run instead of failing it."""
@@ -450,26 +466,47 @@ class Pipeline:
     async def _refine(
         self, run: pb.Run, ranked: list[pb.Candidate], options: RunOptions, emit: Emit
     ) -> tuple[pb.Candidate | None, bool]:
-        """Up to ``refine_rounds`` refinements, each kept only if it assesses at least as well as the
-        best answer so far (assessment score and visible tests passed both >= the best's).
+        """Refinement rounds while the answer is unsettled and the budget allows; each attempt is
+        kept only if it assesses at least as well as the best answer so far (assessment score and
+        visible tests passed both >= the best's).
 
-        Another round runs only while the best so far still fails a visible test: once they all
-        pass, a further call can only trade the user's own evidence for style. The quality gates
-        are no guide here: they judge the final answer after refinement and include rules
-        (consensus, generated tests) no rewrite can move. A round after a rejected attempt is shown
-        that attempt and why it was rejected. Returns the last kept attempt, else the last attempt
-        with a program (stored unranked), and whether it was kept; ``run.refinement`` sums up every
-        round, whose own outcome is streamed as it happens.
+        An answer is settled when every visible test passes, the swarm's tested consensus is on
+        it and the quality gates pass it: a rewrite could then only trade that evidence for
+        style, so refinement is skipped. After round 1, another round runs only while the best so
+        far fails a visible test or the gates (consensus is the swarm's and no rewrite moves it),
+        within SWARM_REFINE_ROUNDS, and only while the SWARM_REFINE_BUDGET_S left covers the
+        longest round so far; each call's deadline is the budget left. A round after a rejected
+        attempt is shown that attempt and why it was rejected. Returns the last kept attempt,
+        else the last attempt with a program (stored unranked), and whether it was kept;
+        ``run.refinement`` sums up every round, whose own outcome is streamed as it happens.
         """
         best = ranked[0]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        settled = await self._settled(run, best, ranked)
+        if settled:
+            await self._refined(run, emit, kept=False, overall=0.0, reason=f"skipped: {settled}")
+            return None, False
         kept: pb.Candidate | None = None
         last: pb.Candidate | None = None
         previous: refiner_pb2.RejectedAttempt | None = None
         outcomes: list[pb.Refined] = []
+        longest = 0.0
+        stopped = ""
         for number in range(1, self._config.refine_rounds + 1):
-            if number > 1 and not self._fails_a_visible_test(best):
-                break
-            candidate, outcome, go_on = await self._refine_round(run, ranked, best, number, previous, options)
+            left = self._config.refine_budget_s - (loop.time() - started)
+            if number > 1:
+                if not await self._worth_another_round(run, best, ranked):
+                    break
+                if left < longest:
+                    spent = f"{max(left, 0.0):.1f} s of SWARM_REFINE_BUDGET_S left"
+                    stopped = f"stopped: {spent}, a round took {longest:.1f} s"
+                    break
+            round_started = loop.time()
+            candidate, outcome, go_on = await self._refine_round(
+                run, ranked, best, number, previous, options, timeout_s=max(left, 0.1)
+            )
+            longest = max(longest, loop.time() - round_started)
             outcomes.append(outcome)
             reason = f"round {number}: {outcome.reason}" if self._config.refine_rounds > 1 else outcome.reason
             await self._refined(run, emit, kept=outcome.kept, overall=outcome.overall, reason=reason)
@@ -493,11 +530,34 @@ class Pipeline:
         summary = pb.Refined()
         summary.CopyFrom(decisive)
         summary.rounds = sum(o.rounds for o in outcomes)
-        if len(outcomes) > 1:
+        if len(outcomes) > 1 or stopped:
             rounds = "; ".join(f"round {i}: {o.reason}" for i, o in enumerate(outcomes, start=1))
-            summary.reason = f"{decisive.reason} [{rounds}]"
+            summary.reason = f"{decisive.reason} [{rounds}{'; ' + stopped if stopped else ''}]"
         run.refinement.CopyFrom(summary)
         return (kept, True) if kept is not None else (last, False)
+
+    async def _settled(self, run: pb.Run, best: pb.Candidate, ranked: list[pb.Candidate]) -> str:
+        """Why the swarm's best answer needs no refinement, or "" when it may gain from one."""
+        if self._fails_a_visible_test(best):
+            return ""
+        consensus = _consensus_for(run, best, best)
+        if not consensus.reached:
+            return ""
+        decision = await self._decide_gates(run, best, ranked[1:], consensus)
+        if decision.outcome != common_pb2.GATE_OUTCOME_PASS:
+            return ""
+        tests = f"every visible test passes ({best.scores.tests_passed}/{best.scores.tests_total})"
+        if not best.scores.tests_total:
+            tests = "no visible test fails (the task states none)"
+        return f"{tests}, the swarm's tested consensus is on the answer and the quality gates pass it"
+
+    async def _worth_another_round(self, run: pb.Run, best: pb.Candidate, ranked: list[pb.Candidate]) -> bool:
+        """Whether the best so far still fails something a rewrite can move: a visible test, or the gates."""
+        if self._fails_a_visible_test(best):
+            return True
+        others = [c for c in ranked if c.id != best.id]
+        decision = await self._decide_gates(run, best, others, _consensus_for(run, best, ranked[0]))
+        return decision.outcome != common_pb2.GATE_OUTCOME_PASS
 
     async def _refine_round(
         self,
@@ -507,6 +567,8 @@ class Pipeline:
         number: int,
         previous: refiner_pb2.RejectedAttempt | None,
         options: RunOptions,
+        *,
+        timeout_s: float,
     ) -> tuple[pb.Candidate | None, pb.Refined, bool]:
         """One refinement call and its assessment against ``best`` (a swarm answer or a kept attempt).
 
@@ -532,7 +594,8 @@ class Pipeline:
             previous=previous,
         )
         try:
-            refined = await self._stages.refiner.Refine(request, timeout=self._config.stage_timeout_s)
+            timeout = min(self._config.stage_timeout_s, timeout_s)
+            refined = await self._stages.refiner.Refine(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             reason = f"skipped: refiner failed ({exc.code().name}: {exc.details()})"
             return None, pb.Refined(reason=reason, rounds=1), False
@@ -590,11 +653,6 @@ class Pipeline:
 
     @staticmethod
     def _fails_a_visible_test(candidate: pb.Candidate) -> bool:
-        """Whether another refinement round could still earn something the user asked for.
-
-        The run has no cost or time budget of its own: rounds are bounded by SWARM_REFINE_ROUNDS
-        and each call by SWARM_STAGE_TIMEOUT_S. With no visible test there is nothing to fix.
-        """
         return candidate.scores.tests_passed < candidate.scores.tests_total
 
     @staticmethod

@@ -56,6 +56,7 @@ class BenchOptions:
     limit: int | None = None
     tasks: tuple[str, ...] = ()
     run_timeout_s: float = 900.0
+    db: Path | None = None  # None: a temporary SQLite file, deleted at the end
 
 
 @dataclass
@@ -201,9 +202,10 @@ def _passthrough_env() -> dict[str, str]:
 
 @asynccontextmanager
 async def bench_stack(
-    size: int, refine: bool, workdir: Path, on_request: Callable[[ReplayRequest], None] | None = None
+    size: int, refine: bool, database: Path, on_request: Callable[[ReplayRequest], None] | None = None
 ) -> AsyncIterator[BenchStack]:
-    """Replay server, collator, assessor, refiner and orchestrator on 127.0.0.1 ephemeral ports."""
+    """Replay server, collator, assessor, refiner and orchestrator on 127.0.0.1 ephemeral ports;
+    the runs are stored in the SQLite file ``database``."""
     from swarm_assessor.config import AssessorConfig
     from swarm_assessor.server import create_server as create_assessor
     from swarm_collator.config import CollatorConfig
@@ -249,7 +251,7 @@ async def bench_stack(
             "SWARM_COLLATOR_TARGET": f"127.0.0.1:{c_port}",
             "SWARM_ASSESSOR_TARGET": f"127.0.0.1:{a_port}",
             "SWARM_REFINER_TARGET": f"127.0.0.1:{r_port}",
-            "SWARM_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
+            "SWARM_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
             "SWARM_MAX_SWARM_SIZE": str(max(size, 16)),
             "SWARM_QUORUM_FRACTION": "0.01",
             "SWARM_REFINE": "true" if refine else "false",
@@ -389,7 +391,9 @@ async def run_bench(
     outcomes: list[RunOutcome] = []
     options.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp, options.out.open("w", encoding="utf-8") as out:
-        async with bench_stack(size, options.refine, Path(tmp), on_request) as stack:
+        database = options.db or Path(tmp) / "bench.db"
+        database.parent.mkdir(parents=True, exist_ok=True)
+        async with bench_stack(size, options.refine, database, on_request) as stack:
             for record in records:
                 for repeat in range(options.repeats):
                     picks = draw(record, options.per_task, options.seed, repeat)
@@ -523,6 +527,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(refine=False)
     parser.add_argument("--limit", type=_positive, help="only the first N tasks")
     parser.add_argument("--tasks", default="", help="comma-separated task ids, e.g. HumanEval/0,HumanEval/3")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        help="keep every run (candidates, scores, tests, clusters) in this SQLite file, to read with "
+        "SWARM_DATABASE_URL=sqlite+aiosqlite:///FILE; by default the runs are dropped at the end",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
@@ -535,6 +545,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         refine=args.refine,
         limit=args.limit,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
+        db=args.db,
     )
 
 

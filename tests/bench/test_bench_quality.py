@@ -1,4 +1,5 @@
-"""The quality bench: draws, scoring script, CodeT selection, stage timing, and a run without reference tests."""
+"""The quality bench: draws, scoring script, CodeT selection, stage timing, a run without reference
+tests, and runs kept for inspection."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from swarm_cli.bench_quality import (
 )
 from swarm_cli.main import build_parser
 from swarm_cli.replay import load_records
+from swarm_orchestrator.store import RunStore
 from tests.bench import data
 
 
@@ -80,7 +82,9 @@ def test_cli_options() -> None:
     )
     options = options_from_args(args)
     assert options.per_task is None and options.tasks == ("A/1", "A/2") and not options.refine
-    assert options.repeats == 1 and options.limit is None
+    assert options.repeats == 1 and options.limit is None and options.db is None
+    args = build_parser().parse_args(["bench", "quality", "--data", "d.gz", "--out", "o.jsonl", "--db", "runs.db"])
+    assert options_from_args(args).db == Path("runs.db")
 
 
 async def test_bench_without_reference_tests_writes_selections(tmp_path: Path) -> None:
@@ -103,3 +107,18 @@ async def test_bench_without_reference_tests_writes_selections(tmp_path: Path) -
     text = printed.getvalue()
     assert "consensus coverage" in text and "timings" in text
     assert "random pick" not in text and "swarm " not in text
+
+
+async def test_runs_are_kept_in_the_db_file_when_asked(tmp_path: Path) -> None:
+    path = data.write(tmp_path / "tiny.jsonl.gz", data.records(with_reference=False))
+    db = tmp_path / "kept" / "runs.db"
+    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, db=db)
+    await run_bench(options, log=None)
+    lines = [json.loads(line) for line in options.out.read_text().splitlines()]
+    store = await RunStore.open(f"sqlite+aiosqlite:///{db}")
+    try:
+        for line in lines:
+            run = await store.get_run(line["run_id"])
+            assert len([c for c in run.candidates if c.rank]) == 3 and run.final.code == line["code"]
+    finally:
+        await store.close()

@@ -77,6 +77,16 @@ async def test_waiting_execution_gives_up_at_the_queue_deadline(stub: assessor_p
     assert after.assessments[0].scores.tests_passed == 1, "room is given back once the slot frees"
 
 
+async def test_a_request_never_waits_out_its_queue_deadline_behind_its_own_executions(
+    stub: assessor_pb2_grpc.AssessorServiceStub,
+) -> None:
+    # One slot, a 0.5 s queue deadline, two candidates of 0.7 s each: the second waits behind the
+    # first longer than the deadline, but that is the request's own work, not another's.
+    steady = "import time\ntime.sleep(0.7)\n\ndef one():\n    return 1\n"
+    response = await stub.Assess(_request(steady, steady))
+    assert [a.scores.tests_passed for a in response.assessments] == [1, 1]
+
+
 async def test_admission_counts_and_releases() -> None:
     admission = Admission(limit=1, queue=2)
     with admission.admit(3):

@@ -161,9 +161,12 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             len(request.generated_tests),
             len(plan.probes),
         )
-        deadline = self._queue_deadline(context)
+        # A request's own executions go to the shared slots at most max_concurrency at a time, so
+        # the queue deadline measures waiting behind other requests, never behind its siblings:
+        # a 100-candidate request on 2 slots is not refused for its own length.
+        pace = asyncio.Semaphore(self._config.max_concurrency)
         with self._admission.admit(len(request.candidates)):
-            jobs = (self._verdict(c, tests, shared, timeout, deadline) for c in request.candidates)
+            jobs = (self._verdict(c, tests, shared, timeout, pace, context) for c in request.candidates)
             verdicts = await _all_or_nothing(jobs)
         kept = _kept_generated(list(verdicts), len(visible), len(generated))
         selection = _Selection(visible, name_generated([generated[g] for g in kept]))
@@ -218,7 +221,13 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         )
 
     async def _verdict(
-        self, candidate: common_pb2.CandidateCode, tests: list[TaskTest], shared: str, timeout: float, deadline: float
+        self,
+        candidate: common_pb2.CandidateCode,
+        tests: list[TaskTest],
+        shared: str,
+        timeout: float,
+        pace: asyncio.Semaphore,
+        context: grpc.aio.ServicerContext,
     ) -> _Verdict:
         code = candidate.code
         if not code.strip():
@@ -231,7 +240,7 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         detail = compile_error(code, "candidate.py")
         if detail is not None:
             return _Verdict(not_run="syntax error", error=f"syntax error: {detail}")
-        async with self._admission.slot(deadline):
+        async with pace, self._admission.slot(self._queue_deadline(context)):
             return await self._execute(code, tests, shared, timeout)
 
     async def _execute(self, code: str, tests: list[TaskTest], shared: str, timeout: float) -> _Verdict:

@@ -251,6 +251,27 @@ async def test_a_reply_without_code_is_dropped_and_the_last_program_stays_on_rec
     assert [(c.id, c.rank) for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_REFINED] == [("r1", 0)]
 
 
+async def test_a_rewrite_of_the_same_program_is_dropped_unassessed(stages: Stages, sqlite_url: str) -> None:
+    relaid = (
+        "```python\ndef fib(n):\n    if n <= 1:  return 0\n    return fib(n - 1) + fib(n - 2)\n```\n\n"
+        "Changes:\n- None.\n"
+    )
+    reply = by_round(WRONG_FIB_REPLY, relaid, FIXED_REPLY)
+    async with (
+        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
+        orchestrator(stages, named(servers), sqlite_url) as orch,
+    ):
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
+        assert error is None
+        run = events[-1].done
+    first, second = refined_events(events)
+    assert not first.kept and first.reason.startswith("round 1: dropped: the program is the same as c")
+    assert second.kept and run.final.candidate_id == "r2"
+    # Round 2 hears why round 1 was not kept.
+    assert "Why it was not kept: the program is the same as" in refine_prompts(servers)[1]
+    assert [c.id for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_REFINED] == ["r2"]
+
+
 async def test_single_round_configuration_keeps_the_first_versions_behaviour(stages: Stages, sqlite_url: str) -> None:
     reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, FIXED_REPLY)
     async with (

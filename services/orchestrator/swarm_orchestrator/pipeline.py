@@ -160,7 +160,8 @@ def _consensus_for(run: pb.Run, final: pb.Candidate, best: pb.Candidate) -> comm
     # A kept refinement speaks for the swarm answer it improved (the best-ranked one).
     member = best.id if final.origin == pb.CANDIDATE_ORIGIN_REFINED else final.id
     in_majority = majority is not None and member in majority.candidate_ids
-    if not (in_majority and _independently_supported(final if final.scores.tests_total else best)):
+    supported = _independently_supported(final if final.scores.tests_total else best, consensus.share)
+    if not (in_majority and supported):
         consensus.reached = False
     return consensus
 
@@ -169,19 +170,29 @@ def _settle_consensus(run: pb.Run, final: pb.Candidate, best: pb.Candidate) -> N
     run.consensus.CopyFrom(_consensus_for(run, final, best))
 
 
-def _independently_supported(candidate: pb.Candidate) -> bool:
+# Without a test the user stated, agreement must be this broad (of the collator's clusters) for a claim.
+UNTESTED_CONSENSUS_SHARE = 2 / 3
+
+
+def _independently_supported(candidate: pb.Candidate, share: float) -> bool:
     """Executed evidence beyond agreement itself: every visible test passes or, with none, the
-    answer has the run's best dual agreement and passes at least half of the generated tests.
+    answer has the run's best dual agreement, passes at least half of the generated tests and
+    its cluster holds at least two thirds of the swarm (``share``, the collator's).
 
     Agreement alone is weak when the programs were written by one model from one prompt: they
-    tend to share their mistakes, so code with no test at all never gets a consensus claim.
-    Prose answers (no code) keep the collator's semantic verdict.
+    tend to share their mistakes, so code with no test at all never gets a consensus claim, and
+    tests the swarm wrote itself share those mistakes too, so without the user's own tests a
+    bare majority (3 of 5) is not enough. Prose answers (no code) keep the collator's verdict.
     """
     scores = candidate.scores
     if scores.tests_total:
         return scores.tests_passed == scores.tests_total
     if scores.generated_total:
-        return scores.dual_agreement >= 1.0 and 2 * scores.generated_passed >= scores.generated_total
+        return (
+            scores.dual_agreement >= 1.0
+            and 2 * scores.generated_passed >= scores.generated_total
+            and share >= UNTESTED_CONSENSUS_SHARE - 1e-9
+        )
     return not candidate.code.strip()
 
 
@@ -222,6 +233,11 @@ def _settle_status(run: pb.Run) -> None:
         run.audit.append(held)
     else:
         run.status = pb.RUN_STATUS_SUCCEEDED
+
+
+def _same_program(a: pb.Candidate, b: pb.Candidate) -> bool:
+    """Equal code (else text) once whitespace is ignored: a rewrite that changes only layout changes nothing."""
+    return "".join((a.code or a.text).split()) == "".join((b.code or b.text).split())
 
 
 def _keep_gathered(run: pb.Run, gathered: FanoutResult) -> None:
@@ -514,7 +530,7 @@ class Pipeline:
             if candidate is not None and outcome.kept:
                 kept = best = candidate
             elif candidate is not None:
-                last = candidate if candidate.code.strip() else last
+                last = candidate if outcome.candidate_id else last  # assessed, so it had a program
                 previous = refiner_pb2.RejectedAttempt(
                     attempt=refiner_pb2.RefineInput(
                         candidate=_code_of(candidate), scores=candidate.scores, tests=candidate.tests
@@ -621,6 +637,11 @@ class Pipeline:
             outcome.reason = "dropped: the reply held no code"
             outcome.candidate_id = ""
             return candidate, outcome, True
+        if _same_program(candidate, best):
+            # Nothing to assess or keep: the attempt is the best answer again, at most re-laid out.
+            outcome.reason = f"dropped: the program is the same as {best.id}'s"
+            outcome.candidate_id = ""
+            return candidate, outcome, True
         try:
             response = await self._assess_codes(run, [_code_of(candidate)], [], options.attached_tests)
         except StageError as exc:
@@ -665,11 +686,8 @@ class Pipeline:
         chosen = [best]
         rest = [c for c in ranked if c.id != best.id]
 
-        def source(c: pb.Candidate) -> str:
-            return "".join((c.code or c.text).split())  # whitespace-only differences are no difference
-
         def differs(c: pb.Candidate) -> bool:
-            return all(c.id != o.id and source(c) != source(o) for o in chosen)
+            return all(c.id != o.id and not _same_program(c, o) for o in chosen)
 
         def behaves_differently(c: pb.Candidate) -> bool:
             return bool(c.behaviour) and all(c.behaviour != o.behaviour for o in chosen) and differs(c)

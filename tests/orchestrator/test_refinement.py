@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pytest
 
@@ -62,20 +63,44 @@ def refine_prompts(servers: list[FakeLLMServer]) -> list[str]:
     return sorted(prompts, key=lambda p: int(ROUND.search(p).group(1)))  # type: ignore[union-attr]
 
 
+class SwarmRun(NamedTuple):
+    run: pb.Run
+    events: list[pb.RunSwarmResponse]
+    servers: list[FakeLLMServer]
+    stored: pb.Run
+
+
+async def swarm_run(
+    stages: Stages,
+    sqlite_url: str,
+    reply: Callable[[list[dict[str, object]]], str],
+    *,
+    size: int = 2,
+    think_refine_s: float = 0.0,
+    **env: str,
+) -> SwarmRun:
+    """One fib run of ``size`` fake instances answering with ``reply``; the refiner's instance
+    pauses ``think_refine_s`` before each refinement reply."""
+    async with (
+        fakes(*[(Behaviour.ANSWER, reply)] * size) as servers,
+        orchestrator(stages, named(servers), sqlite_url, **env) as orch,
+    ):
+        for server in servers:
+            server.think_s["refine"] = think_refine_s
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=size))
+        assert error is None, error
+        run = events[-1].done
+        stored = (await orch.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
+    return SwarmRun(run, events, servers, stored)
+
+
 def refined_events(events: list[pb.RunSwarmResponse]) -> list[pb.Refined]:
     return [e.refined for e in events if e.HasField("refined")]
 
 
 async def test_a_worse_first_round_is_dropped_and_a_better_second_round_kept(stages: Stages, sqlite_url: str) -> None:
     reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, FIXED_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url) as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
-        assert error is None
-        run = events[-1].done
-        stored = (await orch.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
+    run, events, servers, stored = await swarm_run(stages, sqlite_url, reply)
 
     rounds = refined_events(events)
     assert [(r.kept, r.reason.split(":")[0]) for r in rounds] == [(False, "round 1"), (True, "round 2")]
@@ -100,13 +125,7 @@ async def test_a_worse_first_round_is_dropped_and_a_better_second_round_kept(sta
 
 async def test_a_kept_round_that_still_fails_a_test_leads_the_next_round(stages: Stages, sqlite_url: str) -> None:
     reply = by_round(WRONG_FIB_REPLY, HALF_FIXED_REPLY, NEGATIVE_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url) as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
-        assert error is None
-        run = events[-1].done
+    run, events, servers, _ = await swarm_run(stages, sqlite_url, reply)
 
     assert [r.kept for r in refined_events(events)] == [True, False]
     # The worse second round never replaces the kept first one, and is judged against it.
@@ -120,26 +139,14 @@ async def test_a_kept_round_that_still_fails_a_test_leads_the_next_round(stages:
 
 async def test_rounds_stop_once_every_visible_test_passes(stages: Stages, sqlite_url: str) -> None:
     reply = by_round(WRONG_FIB_REPLY, FIXED_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="4") as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
-        assert error is None
-        run = events[-1].done
+    run, _, servers, _ = await swarm_run(stages, sqlite_url, reply, SWARM_REFINE_ROUNDS="4")
     assert len(refine_prompts(servers)) == 1
     assert run.refinement.kept and run.refinement.rounds == 1 and run.final.candidate_id == "r1"
     assert run.refinement.reason.startswith("kept: assessed")
 
     # One answer passes every visible test but is no consensus: one round, never more.
     reply = by_round(FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
-        assert error is None
-        run = events[-1].done
+    run, _, servers, _ = await swarm_run(stages, sqlite_url, reply, size=1, SWARM_REFINE_ROUNDS="3")
     assert len(refine_prompts(servers)) == 1 and run.refinement.rounds == 1
     assert not run.refinement.kept and run.final.origin == pb.CANDIDATE_ORIGIN_SWARM
 
@@ -148,13 +155,7 @@ async def test_a_settled_answer_is_not_refined(stages: Stages, sqlite_url: str) 
     """Every visible test passes, the swarm agrees on it with tests behind it, the gates pass it:
     a rewrite can only lose evidence, so no refinement is asked for."""
     reply = by_round(FIB_REPLY, NEGATIVE_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
-        assert error is None
-        run = events[-1].done
+    run, events, servers, _ = await swarm_run(stages, sqlite_url, reply, SWARM_REFINE_ROUNDS="3")
     assert refine_prompts(servers) == []
     assert [r.reason for r in refined_events(events)] == [run.refinement.reason]
     assert run.refinement.reason == (
@@ -169,14 +170,8 @@ async def test_a_settled_answer_is_not_refined(stages: Stages, sqlite_url: str) 
 async def test_rounds_go_on_while_the_gates_fail(stages: Stages, sqlite_url: str) -> None:
     """Visible tests all pass but a gate (consensus, for one answer) fails: every round is tried."""
     reply = by_round(FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
-    async with (
-        gated(stages) as wired,
-        fakes((Behaviour.ANSWER, reply)) as servers,
-        orchestrator(wired, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
-        assert error is None
-        run = events[-1].done
+    async with gated(stages) as wired:
+        run, _, servers, _ = await swarm_run(wired, sqlite_url, reply, size=1, SWARM_REFINE_ROUNDS="3")
     assert len(refine_prompts(servers)) == 3 and run.refinement.rounds == 3
     assert run.gate.outcome == common_pb2.GATE_OUTCOME_NEEDS_APPROVAL
 
@@ -184,41 +179,25 @@ async def test_rounds_go_on_while_the_gates_fail(stages: Stages, sqlite_url: str
 async def test_the_refinement_budget_bounds_rounds_and_each_call(stages: Stages, sqlite_url: str) -> None:
     # A round of 0.6 s leaves less than a round's time of a 1 s budget: no second round.
     reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3", SWARM_REFINE_BUDGET_S="1") as orch,
-    ):
-        servers[0].think_s["refine"] = 0.6
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
-        assert error is None
-        run = events[-1].done
+    run, _, servers, _ = await swarm_run(
+        stages, sqlite_url, reply, size=1, think_refine_s=0.6, SWARM_REFINE_ROUNDS="3", SWARM_REFINE_BUDGET_S="1"
+    )
     assert len(refine_prompts(servers)) == 1 and run.refinement.rounds == 1
     assert run.refinement.reason.startswith("dropped: assessed")
     stopped = r"; stopped: \d+\.\d s of SWARM_REFINE_BUDGET_S left, a round took \d+\.\d s\]$"
     assert re.search(stopped, run.refinement.reason)
 
     # A refiner slower than the whole budget is cut off at the budget's end.
-    async with (
-        fakes((Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_BUDGET_S="1") as orch,
-    ):
-        servers[0].think_s["refine"] = 30.0
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
-        assert error is None
-        run = events[-1].done
+    run, _, servers, _ = await swarm_run(
+        stages, sqlite_url, reply, size=1, think_refine_s=30.0, SWARM_REFINE_BUDGET_S="1"
+    )
     assert run.refinement.reason.startswith("skipped: refiner failed (DEADLINE_EXCEEDED")
     assert run.final.origin == pb.CANDIDATE_ORIGIN_SWARM and run.status == pb.RUN_STATUS_SUCCEEDED
 
 
 async def test_a_worse_refinement_is_never_kept_however_many_rounds(stages: Stages, sqlite_url: str) -> None:
     reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="3") as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
-        assert error is None
-        run = events[-1].done
+    run, events, servers, _ = await swarm_run(stages, sqlite_url, reply, SWARM_REFINE_ROUNDS="3")
     assert [r.kept for r in refined_events(events)] == [False, False, False]
     assert not run.refinement.kept and run.refinement.rounds == 3
     assert run.refinement.reason.startswith("dropped: assessed") and run.refinement.candidate_id == "r3"
@@ -233,13 +212,7 @@ async def test_a_reply_without_code_is_dropped_and_the_last_program_stays_on_rec
     stages: Stages, sqlite_url: str
 ) -> None:
     reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, "I would need more context to improve this.")
-    async with (
-        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url) as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
-        assert error is None
-        run = events[-1].done
+    run, _, servers, _ = await swarm_run(stages, sqlite_url, reply)
     assert len(refine_prompts(servers)) == 2
     refinement = run.refinement
     assert not refinement.kept and refinement.rounds == 2
@@ -257,13 +230,7 @@ async def test_a_rewrite_of_the_same_program_is_dropped_unassessed(stages: Stage
         "Changes:\n- None.\n"
     )
     reply = by_round(WRONG_FIB_REPLY, relaid, FIXED_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url) as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
-        assert error is None
-        run = events[-1].done
+    run, events, servers, _ = await swarm_run(stages, sqlite_url, reply)
     first, second = refined_events(events)
     assert not first.kept and first.reason.startswith("round 1: dropped: the program is the same as c")
     assert second.kept and run.final.candidate_id == "r2"
@@ -274,13 +241,7 @@ async def test_a_rewrite_of_the_same_program_is_dropped_unassessed(stages: Stage
 
 async def test_single_round_configuration_keeps_the_first_versions_behaviour(stages: Stages, sqlite_url: str) -> None:
     reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, FIXED_REPLY)
-    async with (
-        fakes((Behaviour.ANSWER, reply), (Behaviour.ANSWER, reply)) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_REFINE_ROUNDS="1") as orch,
-    ):
-        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2))
-        assert error is None
-        run = events[-1].done
+    run, _, servers, _ = await swarm_run(stages, sqlite_url, reply, SWARM_REFINE_ROUNDS="1")
     assert len(refine_prompts(servers)) == 1
     assert not run.refinement.kept and run.refinement.rounds == 1
     assert run.refinement.reason.startswith("dropped: assessed") and "round" not in run.refinement.reason

@@ -554,13 +554,9 @@ class Pipeline:
 
     async def _settled(self, run: pb.Run, best: pb.Candidate, ranked: list[pb.Candidate]) -> str:
         """Why the swarm's best answer needs no refinement, or "" when it may gain from one."""
-        if self._fails_a_visible_test(best):
+        if self._fails_a_visible_test(best) or not _consensus_for(run, best, best).reached:
             return ""
-        consensus = _consensus_for(run, best, best)
-        if not consensus.reached:
-            return ""
-        decision = await self._decide_gates(run, best, ranked[1:], consensus)
-        if decision.outcome != common_pb2.GATE_OUTCOME_PASS:
+        if not await self._gates_pass(run, best, ranked):
             return ""
         tests = f"every visible test passes ({best.scores.tests_passed}/{best.scores.tests_total})"
         if not best.scores.tests_total:
@@ -569,11 +565,14 @@ class Pipeline:
 
     async def _worth_another_round(self, run: pb.Run, best: pb.Candidate, ranked: list[pb.Candidate]) -> bool:
         """Whether the best so far still fails something a rewrite can move: a visible test, or the gates."""
-        if self._fails_a_visible_test(best):
-            return True
+        return self._fails_a_visible_test(best) or not await self._gates_pass(run, best, ranked)
+
+    async def _gates_pass(self, run: pb.Run, best: pb.Candidate, ranked: list[pb.Candidate]) -> bool:
+        """Whether the gates would pass ``best`` (a swarm answer or a kept attempt) as the run's answer,
+        with the consensus as it would then stand."""
         others = [c for c in ranked if c.id != best.id]
         decision = await self._decide_gates(run, best, others, _consensus_for(run, best, ranked[0]))
-        return decision.outcome != common_pb2.GATE_OUTCOME_PASS
+        return decision.outcome == common_pb2.GATE_OUTCOME_PASS
 
     async def _refine_round(
         self,

@@ -382,6 +382,8 @@ async def run_bench(
 ) -> Summary:
     """Run the benchmark and write ``options.out``; ``on_request`` sees every replay request."""
     started = time.perf_counter()
+    if options.db is not None and options.db.is_dir():
+        raise DataError(f"--db {options.db} is a directory: give the path of a SQLite file to keep the runs in")
     records = select_records(load_records(options.data), options)
     if not records:
         raise DataError(f"no tasks selected from {options.data}")

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
@@ -21,7 +22,7 @@ from swarm_cli.bench_quality import (
     stage_seconds,
 )
 from swarm_cli.main import build_parser
-from swarm_cli.replay import load_records
+from swarm_cli.replay import DataError, load_records
 from swarm_orchestrator.store import RunStore
 from tests.bench import data
 
@@ -122,3 +123,7 @@ async def test_runs_are_kept_in_the_db_file_when_asked(tmp_path: Path) -> None:
             assert len([c for c in run.candidates if c.rank]) == 3 and run.final.code == line["code"]
     finally:
         await store.close()
+
+    with pytest.raises(DataError, match="is a directory"):
+        await run_bench(BenchOptions(data=path, out=tmp_path / "again.jsonl", db=tmp_path), log=None)
+    assert not (tmp_path / "again.jsonl").exists(), "nothing is written for a refused run"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Selection quality on the recorded sets (docs/quality.md): each command prints one table row.
-# Usage: bench/quality.sh [fast|all]   (fast: the two K<=6 rows, ~5 min; all: every row, ~1 h)
+# Usage: bench/quality.sh [fast|all]   (fast: the two K<=6 rows, ~4 min; all: every row, ~45 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${SWARM_BENCH_DATA:-../shared/bench-data}

@@ -14,7 +14,6 @@ import pytest
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarm_orchestrator.config import MAX_REFINE_ROUNDS, OrchestratorConfig
-from swarm_orchestrator.pipeline import Pipeline
 from swarm_orchestrator.prompts import SOLVE_SYSTEM
 from swarm_orchestrator.tests_writer import TESTS_SYSTEM
 from swarmlib import ConfigError
@@ -110,6 +109,8 @@ async def test_a_worse_first_round_is_dropped_and_a_better_second_round_kept(sta
     assert refinement.explanation == "- Loop n times: the recursion's base case returned 0 for fib(1)."
     assert refinement.template_version == "refine_v2"
     assert refinement.reason.startswith("kept: assessed") and "round 1: dropped" in refinement.reason
+    assert refinement.outcome == pb.REFINEMENT_OUTCOME_KEPT
+    assert [r.outcome for r in rounds] == [pb.REFINEMENT_OUTCOME_DROPPED, pb.REFINEMENT_OUTCOME_KEPT]
     assert run.final.candidate_id == "r2" and run.final.origin == pb.CANDIDATE_ORIGIN_REFINED
     assert run.candidates[0].id == "r2" and run.candidates[0].scores.tests_passed == 3
     assert stored.refinement == refinement, "the explanation is stored with the run"
@@ -163,6 +164,7 @@ async def test_a_settled_answer_is_not_refined(stages: Stages, sqlite_url: str) 
         "and the quality gates pass it"
     )
     assert not run.refinement.kept and run.refinement.rounds == 0
+    assert run.refinement.outcome == pb.REFINEMENT_OUTCOME_SKIPPED
     assert run.final.origin == pb.CANDIDATE_ORIGIN_SWARM and run.consensus.reached
     assert not [c for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_REFINED]
 
@@ -192,6 +194,7 @@ async def test_the_refinement_budget_bounds_rounds_and_each_call(stages: Stages,
         stages, sqlite_url, reply, size=1, think_refine_s=30.0, SWARM_REFINE_BUDGET_S="1"
     )
     assert run.refinement.reason.startswith("skipped: refiner failed (DEADLINE_EXCEEDED")
+    assert run.refinement.outcome == pb.REFINEMENT_OUTCOME_SKIPPED
     assert run.final.origin == pb.CANDIDATE_ORIGIN_SWARM and run.status == pb.RUN_STATUS_SUCCEEDED
 
 
@@ -201,6 +204,7 @@ async def test_a_worse_refinement_is_never_kept_however_many_rounds(stages: Stag
     assert [r.kept for r in refined_events(events)] == [False, False, False]
     assert not run.refinement.kept and run.refinement.rounds == 3
     assert run.refinement.reason.startswith("dropped: assessed") and run.refinement.candidate_id == "r3"
+    assert run.refinement.outcome == pb.REFINEMENT_OUTCOME_DROPPED
     assert run.final.origin == pb.CANDIDATE_ORIGIN_SWARM and run.final.candidate_id.startswith("c")
     refined = [c for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_REFINED]
     assert [(c.id, c.rank) for c in refined] == [("r3", 0)], "the last attempt is kept for the record, unranked"
@@ -262,22 +266,3 @@ def test_refine_rounds_default_to_two_and_fail_fast_out_of_range() -> None:
     for bad, message in (("0", "must be >= 1"), (str(MAX_REFINE_ROUNDS + 1), "must be at most"), ("two", "integer")):
         with pytest.raises(ConfigError, match=f"SWARM_REFINE_ROUNDS.*{message}"):
             _config(SWARM_REFINE_ROUNDS=bad)
-
-
-def _candidate(cid: str, behaviour: str, code: str) -> pb.Candidate:
-    return pb.Candidate(id=cid, behaviour=behaviour, code=code)
-
-
-def test_refinement_shows_answers_that_behave_differently_before_look_alikes() -> None:
-    ranked = [
-        _candidate("c1", "A", "def f(): return 1"),
-        _candidate("c2", "A", "def f():\n    x = 1\n    return x"),
-        _candidate("c3", "A", "def f():  return 1"),
-        _candidate("c4", "B", "def f(): return 2"),
-    ]
-    assert [c.id for c in Pipeline._refine_top(ranked[0], ranked)] == ["c1", "c4", "c2"]
-    # A kept refinement (no behaviour signature of its own) leads; the same code is never repeated.
-    refined = _candidate("r1", "", "def f(): return 1")
-    assert [c.id for c in Pipeline._refine_top(refined, ranked)] == ["r1", "c2", "c4"]
-    no_probes = [_candidate(c.id, "", c.code) for c in ranked]
-    assert [c.id for c in Pipeline._refine_top(no_probes[0], no_probes)] == ["c1", "c2", "c4"]

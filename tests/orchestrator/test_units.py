@@ -1,13 +1,10 @@
-"""Pure pieces of the orchestrator: sizing, quorum, slot assignment, health accounting and the
-consensus claim."""
+"""Pure pieces of the orchestrator: sizing, quorum, slot assignment and health accounting."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from swarm.v1 import common_pb2, orchestrator_pb2 as pb
-from swarm_orchestrator.pipeline import _consensus_for
 from swarm_orchestrator.pool import InstancePool
 from swarm_orchestrator.sizing import MAX_AUTO_SIZE, MIN_AUTO_SIZE, auto_swarm_size, quorum_for
 from swarmlib import InstanceSpec
@@ -75,22 +72,3 @@ async def test_health_probe_of_an_instance_with_a_missing_key_marks_only_that_on
         await pool.check(http)
     assert not pool.is_healthy("keyed")
     assert "SWARM_NO_SUCH_KEY" in pool.states()[0].last_error
-
-
-def _claimed(share: float, *, visible: tuple[int, int] = (0, 0), generated: tuple[int, int] = (10, 10)) -> bool:
-    """Whether the run keeps its consensus claim for a best answer with this evidence."""
-    best = pb.Candidate(id="c1", code="def f():\n    return 1\n", origin=pb.CANDIDATE_ORIGIN_SWARM)
-    best.scores.tests_passed, best.scores.tests_total = visible
-    best.scores.generated_passed, best.scores.generated_total = generated
-    best.scores.dual_agreement = 1.0
-    run = pb.Run(clusters=[common_pb2.Cluster(id=0, candidate_ids=["c1", "c2", "c3"])])
-    run.consensus.CopyFrom(common_pb2.Consensus(reached=True, share=share, majority_cluster_id=0))
-    return _consensus_for(run, best, best).reached
-
-
-def test_without_visible_tests_a_claim_needs_two_thirds_of_the_swarm() -> None:
-    assert not _claimed(0.6)  # 3 of 5, backed only by the swarm's own tests
-    assert _claimed(2 / 3) and _claimed(0.8)
-    assert not _claimed(0.8, generated=(4, 10))  # the generated tests mostly disagree
-    assert _claimed(0.6, visible=(2, 2))  # the user's own tests all pass: a majority is enough
-    assert not _claimed(0.8, visible=(1, 2))

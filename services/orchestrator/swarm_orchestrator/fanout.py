@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarmlib import (
@@ -52,10 +53,25 @@ class FanoutSettings:
     allowed: list[str]
 
 
-@dataclass
-class FanoutResult:
+@dataclass(frozen=True)
+class Gathered:
+    """The swarm's answers (in slot order) and every failed attempt (in the order they failed)."""
+
     candidates: list[pb.Candidate]
     failures: list[pb.InstanceFailure]
+
+
+class Arrivals(Protocol):
+    """Told of each answer and each failed attempt as it happens, so none is lost if the run is not."""
+
+    async def answered(self, candidate: pb.Candidate) -> None: ...
+
+    async def failed(self, failure: pb.InstanceFailure) -> None: ...
+
+
+def in_slot_order(candidates: Sequence[pb.Candidate]) -> list[pb.Candidate]:
+    """Candidates ordered by the slot that produced them ("c1", "c2", ...)."""
+    return sorted(candidates, key=lambda c: int(c.id[1:]))
 
 
 class Fanout:
@@ -69,14 +85,23 @@ class Fanout:
     def client(self) -> ChatClient:
         return self._client
 
-    async def run(self, settings: FanoutSettings, size: int, emit: Emit, result: FanoutResult) -> None:
-        """Fill ``result`` as answers and failures arrive (the caller keeps it if this is interrupted)."""
+    async def run(self, settings: FanoutSettings, size: int, emit: Emit, arrivals: Arrivals) -> Gathered:
+        """Every slot's answer or failures; ``arrivals`` hears of each as it comes."""
         assignment = self._pool.assign(size, settings.allowed)
         messages = solve_messages(settings.task)
+        failures: list[pb.InstanceFailure] = []
+
+        async def failed(failure: pb.InstanceFailure) -> None:
+            failures.append(failure)
+            await arrivals.failed(failure)
+
         async with asyncio.TaskGroup() as group:
-            for slot, instance in enumerate(assignment):
-                group.create_task(self._slot(slot, instance, settings, messages, emit, result))
-        result.candidates.sort(key=lambda c: int(c.id[1:]))
+            slots = [
+                group.create_task(self._slot(slot, instance, settings, messages, emit, arrivals.answered, failed))
+                for slot, instance in enumerate(assignment)
+            ]
+        answers = [answer for task in slots if (answer := task.result()) is not None]
+        return Gathered(in_slot_order(answers), failures)
 
     async def _slot(
         self,
@@ -85,8 +110,10 @@ class Fanout:
         settings: FanoutSettings,
         messages: list[dict[str, str]],
         emit: Emit,
-        result: FanoutResult,
-    ) -> None:
+        answered: Callable[[pb.Candidate], Awaitable[None]],
+        failed: Callable[[pb.InstanceFailure], Awaitable[None]],
+    ) -> pb.Candidate | None:
+        """The slot's answer, from its instance or else one fallback; None when both failed."""
         for attempt in (1, 2):
             await emit(
                 pb.RunSwarmResponse(instance_started=pb.InstanceStarted(slot=slot, instance=instance, attempt=attempt))
@@ -116,10 +143,10 @@ class Fanout:
                     attempt=attempt,
                     will_retry=fallback is not None,
                 )
-                result.failures.append(failure)
+                await failed(failure)
                 await emit(pb.RunSwarmResponse(instance_failed=failure))
                 if fallback is None:
-                    return
+                    return None
                 instance = fallback
                 continue
             finally:
@@ -142,7 +169,7 @@ class Fanout:
                 latency_ms=answer.latency_ms,
                 cluster_id=-1,
             )
-            result.candidates.append(candidate)
+            await answered(candidate)
             await emit(
                 pb.RunSwarmResponse(
                     instance_finished=pb.InstanceFinished(
@@ -154,4 +181,5 @@ class Fanout:
                     )
                 )
             )
-            return
+            return candidate
+        return None

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import httpx
 
-from swarm.v1 import assessor_pb2_grpc, collator_pb2_grpc, orchestrator_pb2_grpc, refiner_pb2_grpc
+from swarm.v1 import orchestrator_pb2_grpc
 from swarmlib import ChatClient, RetryPolicy, SwarmServer, build_server, configure_tracing, open_channel
 
 from .config import OrchestratorConfig
 from .fanout import Fanout
-from .pipeline import Pipeline, Stages
+from .pipeline import Pipeline
 from .pool import InstancePool
 from .service import OrchestratorServicer
+from .stages import StageCalls
 from .store import RunStore
 
 SERVICE_NAME = "swarm.v1.OrchestratorService"
@@ -35,12 +36,7 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
         open_channel(target, tracer_provider)
         for target in (config.collator_target, config.assessor_target, config.refiner_target)
     ]
-    stages = Stages(
-        collator_pb2_grpc.CollatorServiceStub(channels[0]),
-        assessor_pb2_grpc.AssessorServiceStub(channels[1]),
-        refiner_pb2_grpc.RefinerServiceStub(channels[2]),
-    )
-    pipeline = Pipeline(config, pool, Fanout(pool, client), stages, store)
+    pipeline = Pipeline(config, pool, Fanout(pool, client), StageCalls.over_channels(*channels), store)
     servicer = OrchestratorServicer(config, pool, pipeline, store)
     server, port = await build_server(
         service_names=[SERVICE_NAME],

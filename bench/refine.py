@@ -186,10 +186,12 @@ async def run_swarm(
     return run, error
 
 
-def classify(kept: bool, reason: str, unrefined_passed: bool, final_passed: bool) -> str:
-    """helped / hurt / neutral for a kept refinement, else dropped or skipped."""
-    if not kept:
-        return "skipped" if not reason or reason.startswith("skipped") else "dropped"
+def classify(outcome: pb.RefinementOutcome, unrefined_passed: bool, final_passed: bool) -> str:
+    """helped / hurt / neutral for a kept refinement, else dropped or skipped (or no refinement at all)."""
+    if outcome == pb.REFINEMENT_OUTCOME_DROPPED:
+        return "dropped"
+    if outcome != pb.REFINEMENT_OUTCOME_KEPT:
+        return "skipped"
     if final_passed and not unrefined_passed:
         return "helped"
     if unrefined_passed and not final_passed:
@@ -230,7 +232,7 @@ async def judge(scorer: Scorer, problem: Problem, run: pb.Run, outcome: Outcome)
     if refinement.kept and run.final.origin != pb.CANDIDATE_ORIGIN_REFINED:
         outcome.error = "refinement was kept but the final answer is not the refined one"
         return
-    outcome.verdict = classify(refinement.kept, refinement.reason, outcome.unrefined_passed, outcome.final_passed)
+    outcome.verdict = classify(refinement.outcome, outcome.unrefined_passed, outcome.final_passed)
     if outcome.verdict == "dropped":
         attempt = next((c for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_REFINED and c.code.strip()), None)
         if attempt is not None:

@@ -1,29 +1,25 @@
-"""Reports: one run (what the swarm answered and why) and quality metrics over many runs.
+"""The report of one run: what the swarm answered and why (``quality_report`` sums up many runs).
 
 Rendered by the orchestrator, not by each client, so the CLI, a web page and a script reading the
-JSON all see the same numbers with the same definitions (written out in ``quality_metrics`` and in
-docs/quality-gates.md). The JSON documents are plain dictionaries with stable keys and lower-case
-enum names; the Markdown is for people and may change.
+JSON all see the same numbers with the same definitions (docs/quality-gates.md). The JSON
+documents are plain dictionaries with stable keys and lower-case enum names; the Markdown is for
+people and may change.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
-
-from .reputation import INSTANCE, MODEL, Snapshot, Tally
 
 
 def _name(enum: Any, value: int, prefix: str) -> str:
     return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
-def _status(value: int) -> str:
+def status_label(value: int) -> str:
     return _name(pb.RunStatus, value, "RUN_STATUS_")
 
 
@@ -31,12 +27,23 @@ def _origin(value: int) -> str:
     return _name(pb.CandidateOrigin, value, "CANDIDATE_ORIGIN_")
 
 
-def _outcome(value: int) -> str:
+def outcome_label(value: int) -> str:
     return _name(common_pb2.GateOutcome, value, "GATE_OUTCOME_")
 
 
-def _action(value: int) -> str:
+def action_label(value: int) -> str:
     return _name(pb.AuditAction, value, "AUDIT_ACTION_")
+
+
+def _refinement_outcome(value: int) -> str:
+    return _name(pb.RefinementOutcome, value, "REFINEMENT_OUTCOME_")
+
+
+def _limit(value: int) -> str | None:
+    """The sandbox limit that stopped a candidate, or None when none did."""
+    if value == common_pb2.SANDBOX_LIMIT_UNSPECIFIED:
+        return None
+    return _name(common_pb2.SandboxLimit, value, "SANDBOX_LIMIT_")
 
 
 def _time(message: Any, field: str) -> str | None:
@@ -72,6 +79,7 @@ def _candidate(c: pb.Candidate) -> dict[str, Any]:
         "reputation": _round(c.reputation) if c.reputation else None,
         "latency_ms": round(c.latency_ms, 1),
         "error": c.error,
+        "sandbox_limit": _limit(c.limit),
     }
 
 
@@ -79,11 +87,17 @@ def _gate(gate: common_pb2.GateDecision) -> dict[str, Any] | None:
     if gate.outcome == common_pb2.GATE_OUTCOME_UNSPECIFIED:
         return None
     return {
-        "outcome": _outcome(gate.outcome),
+        "outcome": outcome_label(gate.outcome),
         "summary": gate.summary,
         "deciding_rules": list(gate.deciding_rules),
         "rules": [
-            {"name": r.name, "kind": r.kind, "passed": r.passed, "on_fail": _outcome(r.on_fail), "detail": r.detail}
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "passed": r.passed,
+                "on_fail": outcome_label(r.on_fail),
+                "detail": r.detail,
+            }
             for r in gate.rules
         ],
     }
@@ -102,13 +116,18 @@ def run_document(run: pb.Run) -> dict[str, Any]:
     refinement = None
     if run.HasField("refinement"):
         r = run.refinement
-        refinement = {"kept": r.kept, "overall": _round(r.overall), "reason": r.reason}
+        refinement = {
+            "outcome": _refinement_outcome(r.outcome),
+            "kept": r.kept,
+            "overall": _round(r.overall),
+            "reason": r.reason,
+        }
     c = run.consensus
     return {
         "run": {
             "id": run.id,
             "task": run.task,
-            "status": _status(run.status),
+            "status": status_label(run.status),
             "created_at": _time(run, "created_at"),
             "finished_at": _time(run, "finished_at"),
             "swarm_size": run.swarm_size,
@@ -134,7 +153,7 @@ def run_document(run: pb.Run) -> dict[str, Any]:
         "refinement": refinement,
         "gate": _gate(run.gate),
         "approvals": [
-            {"actor": a.actor, "action": _action(a.action), "time": _time(a, "time"), "comment": a.comment}
+            {"actor": a.actor, "action": action_label(a.action), "time": _time(a, "time"), "comment": a.comment}
             for a in run.audit
         ],
         "feedback": [
@@ -164,7 +183,7 @@ def run_document(run: pb.Run) -> dict[str, Any]:
     }
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
     """Text safe inside a Markdown table cell."""
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -186,7 +205,7 @@ def run_markdown(run: pb.Run) -> str:
     doc = run_document(run)
     head = doc["run"]
     lines = [f"# Run {run.id}", ""]
-    lines.append(f"- status: **{head['status']}**" + (f" ({_cell(run.error)})" if run.error else ""))
+    lines.append(f"- status: **{head['status']}**" + (f" ({cell(run.error)})" if run.error else ""))
     lines.append(f"- created: {head['created_at']}; finished: {head['finished_at'] or '-'}")
     lines.append(
         f"- swarm: {run.swarm_size} slot(s), quorum {run.quorum}; visible tests {run.tests_found}, "
@@ -201,16 +220,17 @@ def run_markdown(run: pb.Run) -> str:
         lines += ["", "## Candidates", ""]
         lines.append(
             "| rank | id | origin | instance | model | overall | visible | generated | dual | cluster size "
-            "| reputation | error |"
+            "| reputation | sandbox limit | error |"
         )
-        lines.append("|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+        lines.append("|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|")
         for c in doc["candidates"]:
             visible, generated = c["visible_tests"], c["generated_tests"]
             lines.append(
-                f"| {c['rank'] or '-'} | {c['id']} | {c['origin']} | {_cell(c['instance'])} | {_cell(c['model'])} "
+                f"| {c['rank'] or '-'} | {c['id']} | {c['origin']} | {cell(c['instance'])} | {cell(c['model'])} "
                 f"| {c['overall']:.3f} | {visible['passed']}/{visible['total']} "
                 f"| {generated['passed']}/{generated['total']} | {c['dual_agreement']:.2f} "
-                f"| {c['behaviour_cluster_size']} | {_multiplier(c['reputation'])} | {_cell(c['error'][:80])} |"
+                f"| {c['behaviour_cluster_size']} | {_multiplier(c['reputation'])} | {c['sandbox_limit'] or '-'} "
+                f"| {cell(c['error'][:80])} |"
             )
     consensus = doc["consensus"]
     verdict = "reached" if consensus["reached"] else "not reached"
@@ -228,31 +248,29 @@ def run_markdown(run: pb.Run) -> str:
         lines += ["", "## Differences", "", *_fence(run.analysis)]
     if doc["refinement"]:
         r = doc["refinement"]
-        lines += ["", "## Refinement", "", f"{'kept' if r['kept'] else 'not kept'} ({r['reason']})"]
+        lines += ["", "## Refinement", "", f"{r['outcome']} ({cell(r['reason'])})"]
     if doc["gate"]:
         gate = doc["gate"]
-        lines += ["", "## Quality gates", "", f"**{gate['outcome']}**: {_cell(gate['summary'])}", ""]
+        lines += ["", "## Quality gates", "", f"**{gate['outcome']}**: {cell(gate['summary'])}", ""]
         lines += ["| rule | kind | result | on fail | detail |", "|---|---|---|---|---|"]
         for rule in gate["rules"]:
             result = "pass" if rule["passed"] else "FAIL"
-            lines.append(
-                f"| {rule['name']} | {rule['kind']} | {result} | {rule['on_fail']} | {_cell(rule['detail'])} |"
-            )
+            lines.append(f"| {rule['name']} | {rule['kind']} | {result} | {rule['on_fail']} | {cell(rule['detail'])} |")
     if doc["approvals"]:
         lines += ["", "## Approvals", ""]
         for a in doc["approvals"]:
-            comment = f": {_cell(a['comment'])}" if a["comment"] else ""
+            comment = f": {cell(a['comment'])}" if a["comment"] else ""
             lines.append(f"- {a['time']} **{a['action']}** by {a['actor']}{comment}")
     if doc["feedback"]:
         lines += ["", "## Feedback", ""]
         for f in doc["feedback"]:
             prefer = f", preferred {f['preferred_candidate_id']}" if f["preferred_candidate_id"] else ""
-            comment = f": {_cell(f['comment'])}" if f["comment"] else ""
+            comment = f": {cell(f['comment'])}" if f["comment"] else ""
             lines.append(f"- {f['time']} {f['user']} rated {f['rating']}/5{prefer}{comment}")
     if doc["failures"]:
         lines += ["", "## Failures", ""]
         lines += [
-            f"- slot {f['slot'] + 1} on {f['instance']} ({f['kind']}): {_cell(f['reason'])}" for f in doc["failures"]
+            f"- slot {f['slot'] + 1} on {f['instance']} ({f['kind']}): {cell(f['reason'])}" for f in doc["failures"]
         ]
     usage = doc["usage"]
     lines += [
@@ -261,145 +279,6 @@ def run_markdown(run: pb.Run) -> str:
         "",
         f"{usage['prompt_tokens']} prompt / {usage['completion_tokens']} completion tokens, ${usage['cost_usd']:.4f}",
     ]
-    return "\n".join(lines) + "\n"
-
-
-def _rate(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return round(sum(values) / len(values), 4) if values else None
-
-
-def _reputation_rows(now: Snapshot, before: Snapshot, scope: int) -> list[dict[str, Any]]:
-    rows = []
-    for key in sorted(k for k in now if k[0] == scope):
-        tally, earlier = now[key], before.get(key, Tally())
-        rows.append(
-            {
-                "name": key[1],
-                "observations": tally.observations,
-                "mean": round(tally.mean, 4),
-                "multiplier": round(tally.multiplier, 4),
-                "multiplier_before": round(earlier.multiplier, 4),
-                "moved": round(tally.multiplier - earlier.multiplier, 4),
-            }
-        )
-    return rows
-
-
-def quality_metrics(
-    runs: Sequence[pb.Run],
-    now: Snapshot,
-    before: Snapshot,
-    since: dt.datetime | None,
-    until: dt.datetime | None,
-) -> dict[str, Any]:
-    """Aggregate quality over ``runs`` (those created in [since, until)).
-
-    Definitions: *finished* runs are all but RUNNING ones; *success rate* is SUCCEEDED (including
-    approved) over finished; *answered* runs are those with a final answer (whatever the gates
-    said); *consensus rate* and *mean overall* are over answered runs; *refinement kept rate* is
-    kept over attempted refinements (skipped ones are not attempts); *reputation* is per model,
-    with its multiplier now and at ``since`` (no history before it: 1.0).
-    """
-    statuses = Counter(_status(run.status) for run in runs)
-    finished = [run for run in runs if run.status != pb.RUN_STATUS_RUNNING]
-    answered = [run for run in runs if run.HasField("final")]
-    refinements = [run.refinement for run in runs if run.HasField("refinement")]
-    attempted = [r for r in refinements if not r.reason.startswith("skipped")]
-    gated = [run.gate for run in runs if run.gate.outcome != common_pb2.GATE_OUTCOME_UNSPECIFIED]
-    deciding = Counter(
-        name for gate in gated if gate.outcome != common_pb2.GATE_OUTCOME_PASS for name in gate.deciding_rules
-    )
-    actions = Counter(_action(entry.action) for run in runs for entry in run.audit)
-    ratings = [f.rating for run in runs for f in run.feedback]
-    return {
-        "window": {
-            "since": since.isoformat(timespec="seconds") if since else None,
-            "until": until.isoformat(timespec="seconds") if until else None,
-        },
-        "runs": len(runs),
-        "status": dict(sorted(statuses.items())),
-        "success_rate": _rate(statuses.get("succeeded", 0), len(finished)),
-        "consensus_rate": _rate(sum(run.consensus.reached for run in answered), len(answered)),
-        "mean_overall": _mean([run.final.overall for run in answered]),
-        "refinement": {
-            "attempted": len(attempted),
-            "kept": sum(r.kept for r in attempted),
-            "skipped": len(refinements) - len(attempted),
-            "kept_rate": _rate(sum(r.kept for r in attempted), len(attempted)),
-        },
-        "gates": {
-            "evaluated": len(gated),
-            "outcomes": dict(sorted(Counter(_outcome(g.outcome) for g in gated).items())),
-            "deciding_rules": dict(deciding.most_common()),
-        },
-        "approvals": {
-            "approved": actions.get("approved", 0),
-            "rejected": actions.get("rejected", 0),
-            "pending": statuses.get("needs_approval", 0),
-        },
-        "feedback": {"count": len(ratings), "mean_rating": _mean([float(r) for r in ratings])},
-        "cost_usd": round(sum(run.usage.cost_usd for run in runs), 6),
-        "reputation": {
-            "models": _reputation_rows(now, before, MODEL),
-            "instances": _reputation_rows(now, before, INSTANCE),
-        },
-    }
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in counts.items()) or "-"
-
-
-def quality_markdown(metrics: dict[str, Any]) -> str:
-    """The aggregate report for people."""
-    window = metrics["window"]
-    lines = [f"# Swarm quality: {window['since'] or 'first run'} to {window['until'] or 'now'}", ""]
-    status = ", ".join(f"{name} {count}" for name, count in metrics["status"].items()) or "none"
-    mean = metrics["mean_overall"]
-    refinement, gates, approvals, feedback = (
-        metrics["refinement"],
-        metrics["gates"],
-        metrics["approvals"],
-        metrics["feedback"],
-    )
-    lines += [
-        "| metric | value |",
-        "|---|---|",
-        f"| runs | {metrics['runs']} ({status}) |",
-        f"| success rate | {_percent(metrics['success_rate'])} |",
-        f"| consensus rate | {_percent(metrics['consensus_rate'])} |",
-        f"| mean overall | {'-' if mean is None else f'{mean:.3f}'} |",
-        f"| refinement kept | {refinement['kept']}/{refinement['attempted']} ({_percent(refinement['kept_rate'])}), "
-        f"{refinement['skipped']} skipped |",
-        f"| gate outcomes | {_counts(gates['outcomes'])} |",
-        f"| rules that held or failed runs | {_counts(gates['deciding_rules'])} |",
-        f"| approvals | {approvals['approved']} approved, {approvals['rejected']} rejected, "
-        f"{approvals['pending']} pending |",
-        f"| feedback | {feedback['count']}"
-        + (f", mean rating {feedback['mean_rating']:.2f}/5" if feedback["mean_rating"] is not None else "")
-        + " |",
-        f"| cost | ${metrics['cost_usd']:.4f} |",
-    ]
-    for scope in ("models", "instances"):
-        rows = metrics["reputation"][scope]
-        lines += ["", f"## Reputation by {scope[:-1]}", ""]
-        if not rows:
-            lines.append("no history yet (every multiplier is 1.0)")
-            continue
-        lines += ["| name | observations | mean | multiplier | before | moved |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [
-            f"| {_cell(r['name'])} | {r['observations']} | {r['mean']:.3f} | {r['multiplier']:.3f} "
-            f"| {r['multiplier_before']:.3f} | {r['moved']:+.3f} |"
-            for r in rows
-        ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,10 @@
 """The OrchestratorService RPCs: validation, streaming, run lookup, approvals, feedback, reports.
 
+A run is ``pipeline.Pipeline.execute``, its stages in order. Where its decisions are made: the
+ranking in ``ranking.rank``, the consensus claim in ``consensus.consensus_for``, refinement's
+keep-or-drop in ``refinement.keep_or_drop``, and why a run was held, failed or used in
+``gating.verdict`` (the rules and their reasons: docs/selection.md, docs/quality-gates.md).
+
 Who the caller is comes from the ``x-swarm-user`` request metadata. The orchestrator does not
 authenticate it: deployments put an authenticating proxy in front that sets (and overwrites) this
 header, as with any trusted identity header; SWARM_APPROVERS then says who may approve.
@@ -20,7 +25,7 @@ from google.protobuf import timestamp_pb2
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import InvalidArgumentError, PermissionDeniedError, SwarmError, UnauthenticatedError
 
-from . import report
+from . import quality_report, report
 from .config import IDENTITY, OrchestratorConfig
 from .pipeline import Pipeline, RunOptions
 from .pool import InstancePool
@@ -280,10 +285,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         runs = await self._store.runs_between(since, until)
         now = await self._store.reputation(until)
         before = await self._store.reputation(since) if since is not None else {}
-        metrics = report.quality_metrics(runs, now, before, since, until)
+        metrics = quality_report.quality_metrics(runs, now, before, since, until)
         if request.format == pb.REPORT_FORMAT_JSON:
             return pb.GetQualityReportResponse(format=request.format, content=report.render(metrics))
-        return pb.GetQualityReportResponse(format=pb.REPORT_FORMAT_MARKDOWN, content=report.quality_markdown(metrics))
+        return pb.GetQualityReportResponse(
+            format=pb.REPORT_FORMAT_MARKDOWN, content=quality_report.quality_markdown(metrics)
+        )
 
     async def ListInstances(
         self, request: pb.ListInstancesRequest, context: grpc.aio.ServicerContext

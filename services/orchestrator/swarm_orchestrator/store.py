@@ -14,194 +14,39 @@ approvers acting at once cannot both succeed, on SQLite or PostgreSQL.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, cast
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
-from swarmlib import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from swarmlib import FailedPreconditionError, NotFoundError
 
 from .reputation import INSTANCE, MODEL, Event, Key, Snapshot, Tally
-
-
-class _Base(DeclarativeBase):
-    pass
-
-
-class RunRow(_Base):
-    __tablename__ = "runs"
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    task: Mapped[str] = mapped_column(Text)
-    status: Mapped[int] = mapped_column(Integer)
-    swarm_size: Mapped[int] = mapped_column(Integer)
-    quorum: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    final_overall: Mapped[float] = mapped_column(Float, default=0.0)
-    consensus_reached: Mapped[int] = mapped_column(Integer, default=0)
-    error: Mapped[str] = mapped_column(Text, default="")
-    document: Mapped[str] = mapped_column(Text, default="")
-
-    __table_args__ = (Index("ix_runs_created", "created_at", "id"),)
-
-
-class CandidateRow(_Base):
-    __tablename__ = "candidates"
-
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    candidate_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    document: Mapped[str] = mapped_column(Text)
-
-
-class FailureRow(_Base):
-    __tablename__ = "failures"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    document: Mapped[str] = mapped_column(Text)
-
-
-class AuditRow(_Base):
-    __tablename__ = "audit"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    actor: Mapped[str] = mapped_column(String(128))
-    action: Mapped[int] = mapped_column(Integer)
-    comment: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-
-
-class FeedbackRow(_Base):
-    __tablename__ = "feedback"
-
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    author: Mapped[str] = mapped_column(String(128), primary_key=True)
-    rating: Mapped[int] = mapped_column(Integer)
-    preferred_candidate_id: Mapped[str] = mapped_column(String(40), default="")
-    comment: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
-
-
-class ReputationEventRow(_Base):
-    """One observation about an instance and its model; ``origin`` says who made it ("" for the
-    assessment, "feedback:USER" or "approval:USER"), so a user's replaced feedback can be undone."""
-
-    __tablename__ = "reputation_events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
-    instance: Mapped[str] = mapped_column(String(128), index=True)
-    model: Mapped[str] = mapped_column(String(256), index=True)
-    signal: Mapped[str] = mapped_column(String(32))
-    origin: Mapped[str] = mapped_column(String(160), default="")
-    successes: Mapped[float] = mapped_column(Float)
-    failures: Mapped[float] = mapped_column(Float)
-    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
-
-
-def _to_json(message: Message) -> str:
-    return str(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None))
-
-
-_M = TypeVar("_M", bound=Message)
-
-
-def _parse(document: str, message: _M) -> _M:
-    """Stored JSON back to a message; fields a newer or older contract dropped are ignored."""
-    json_format.Parse(document, message, ignore_unknown_fields=True)
-    return message
-
-
-def _encode_token(created: dt.datetime, run_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created.isoformat()}|{run_id}".encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[dt.datetime, str]:
-    try:
-        created, run_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
-        when = dt.datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("token time has no timezone")
-        return when.astimezone(dt.UTC), run_id
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgumentError(
-            "page_token is not a token returned by ListRuns; omit it for the first page"
-        ) from None
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    """SQLite returns naive datetimes; everything stored is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _document(run: pb.Run) -> str:
-    """The run as stored: without the approval trail and feedback, which have tables of their own."""
-    stored = pb.Run()
-    stored.CopyFrom(run)
-    del stored.audit[:]
-    del stored.feedback[:]
-    return _to_json(stored)
-
-
-def _summary(row: RunRow) -> pb.RunSummary:
-    summary = pb.RunSummary(
-        id=row.id,
-        task=row.task[:200],
-        status=cast("pb.RunStatus", row.status),
-        swarm_size=row.swarm_size,
-        final_overall=row.final_overall,
-        consensus_reached=bool(row.consensus_reached),
-    )
-    summary.created_at.FromDatetime(_aware(row.created_at))
-    return summary
-
-
-def _status_name(status: int) -> str:
-    return pb.RunStatus.Name(cast("pb.RunStatus", status)).removeprefix("RUN_STATUS_").lower()
-
-
-def _audit_entry(row: AuditRow) -> pb.AuditEntry:
-    entry = pb.AuditEntry(actor=row.actor, action=cast("pb.AuditAction", row.action), comment=row.comment)
-    entry.time.FromDatetime(_aware(row.at))
-    return entry
-
-
-def _feedback(row: FeedbackRow) -> pb.Feedback:
-    feedback = pb.Feedback(
-        user=row.author, rating=row.rating, preferred_candidate_id=row.preferred_candidate_id, comment=row.comment
-    )
-    feedback.time.FromDatetime(_aware(row.at))
-    return feedback
-
-
-def _event_rows(run_id: str, events: list[Event], origin: str, at: dt.datetime) -> list[ReputationEventRow]:
-    return [
-        ReputationEventRow(
-            run_id=run_id,
-            instance=e.instance,
-            model=e.model,
-            signal=e.signal,
-            origin=origin,
-            successes=e.successes,
-            failures=e.failures,
-            at=at,
-        )
-        for e in events
-    ]
+from .store_rows import (
+    AuditRow,
+    Base,
+    CandidateRow,
+    FailureRow,
+    FeedbackRow,
+    ReputationEventRow,
+    RunRow,
+    as_utc,
+    audit_entry,
+    decode_token,
+    encode_token,
+    event_rows,
+    feedback_message,
+    parse_document,
+    run_document,
+    run_summary,
+    status_name,
+    to_json,
+    utc_now,
+)
 
 
 class RunStore:
@@ -220,7 +65,7 @@ class RunStore:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, pool_pre_ping=True)
         async with engine.begin() as conn:
-            await conn.run_sync(_Base.metadata.create_all)
+            await conn.run_sync(Base.metadata.create_all)
         return cls(engine)
 
     async def close(self) -> None:
@@ -246,11 +91,11 @@ class RunStore:
 
     async def add_candidate(self, run_id: str, candidate: pb.Candidate) -> None:
         async with self._sessions.begin() as session:
-            await session.merge(CandidateRow(run_id=run_id, candidate_id=candidate.id, document=_to_json(candidate)))
+            await session.merge(CandidateRow(run_id=run_id, candidate_id=candidate.id, document=to_json(candidate)))
 
     async def add_failure(self, run_id: str, failure: pb.InstanceFailure) -> None:
         async with self._sessions.begin() as session:
-            session.add(FailureRow(run_id=run_id, document=_to_json(failure)))
+            session.add(FailureRow(run_id=run_id, document=to_json(failure)))
 
     async def finish_run(self, run: pb.Run, events: list[Event] | None = None) -> None:
         """Store the final document and every candidate with its final scores and rank, the run's
@@ -266,12 +111,10 @@ class RunStore:
                         at=entry.time.ToDatetime(tzinfo=dt.UTC),
                     )
                 )
-            finished = run.finished_at.ToDatetime(tzinfo=dt.UTC) if run.HasField("finished_at") else _now()
-            session.add_all(_event_rows(run.id, events or [], "", finished))
+            finished = run.finished_at.ToDatetime(tzinfo=dt.UTC) if run.HasField("finished_at") else utc_now()
+            session.add_all(event_rows(run.id, events or [], "", finished))
             for candidate in run.candidates:
-                await session.merge(
-                    CandidateRow(run_id=run.id, candidate_id=candidate.id, document=_to_json(candidate))
-                )
+                await session.merge(CandidateRow(run_id=run.id, candidate_id=candidate.id, document=to_json(candidate)))
             await session.execute(
                 update(RunRow)
                 .where(RunRow.id == run.id)
@@ -281,7 +124,7 @@ class RunStore:
                     final_overall=run.final.overall if run.HasField("final") else 0.0,
                     consensus_reached=int(run.consensus.reached),
                     error=run.error,
-                    document=_document(run),
+                    document=run_document(run),
                 )
             )
 
@@ -291,7 +134,7 @@ class RunStore:
             if row is None:
                 raise NotFoundError(f"run {run_id!r} does not exist; `swarm runs list` shows stored runs")
             if row.document:
-                run = _parse(row.document, pb.Run())
+                run = parse_document(row.document, pb.Run())
                 await self._join_people(session, run)
                 return run
             run = pb.Run(
@@ -302,28 +145,28 @@ class RunStore:
                 quorum=row.quorum,
                 error=row.error,
             )
-            run.created_at.FromDatetime(_aware(row.created_at))
+            run.created_at.FromDatetime(as_utc(row.created_at))
             candidates = await session.scalars(
                 select(CandidateRow).where(CandidateRow.run_id == run_id).order_by(CandidateRow.candidate_id)
             )
             for candidate in candidates:
-                run.candidates.append(_parse(candidate.document, pb.Candidate()))
+                run.candidates.append(parse_document(candidate.document, pb.Candidate()))
             failures = await session.scalars(
                 select(FailureRow).where(FailureRow.run_id == run_id).order_by(FailureRow.id)
             )
             for failure in failures:
-                run.failures.append(_parse(failure.document, pb.InstanceFailure()))
+                run.failures.append(parse_document(failure.document, pb.InstanceFailure()))
             return run
 
     @staticmethod
     async def _join_people(session: AsyncSession, run: pb.Run) -> None:
         """Add the approval trail and the feedback, oldest first, to a run read from its document."""
         audit = await session.scalars(select(AuditRow).where(AuditRow.run_id == run.id).order_by(AuditRow.id))
-        run.audit.extend(_audit_entry(row) for row in audit)
+        run.audit.extend(audit_entry(row) for row in audit)
         feedback = await session.scalars(
             select(FeedbackRow).where(FeedbackRow.run_id == run.id).order_by(FeedbackRow.at, FeedbackRow.author)
         )
-        run.feedback.extend(_feedback(row) for row in feedback)
+        run.feedback.extend(feedback_message(row) for row in feedback)
 
     async def decide(
         self, run_id: str, actor: str, approve: bool, comment: str, events: Callable[[pb.Run], list[Event]]
@@ -336,7 +179,7 @@ class RunStore:
         """
         new_status = pb.RUN_STATUS_SUCCEEDED if approve else pb.RUN_STATUS_REJECTED
         verb = "approve" if approve else "reject"
-        at = _now()
+        at = utc_now()
         async with self._sessions.begin() as session:
             claimed = await session.execute(
                 update(RunRow)
@@ -347,15 +190,15 @@ class RunStore:
                 await self._refuse_decision(session, run_id, verb)
             row = await session.get(RunRow, run_id)
             assert row is not None  # the update above matched it
-            run = _parse(row.document, pb.Run())
+            run = parse_document(row.document, pb.Run())
             run.status = new_status
             if not approve:
                 run.error = f"rejected by {actor}" + (f": {comment}" if comment else "")
-            row.document = _document(run)
+            row.document = run_document(run)
             row.error = run.error
             action = pb.AUDIT_ACTION_APPROVED if approve else pb.AUDIT_ACTION_REJECTED
             session.add(AuditRow(run_id=run_id, actor=actor, action=action, comment=comment, at=at))
-            session.add_all(_event_rows(run_id, events(run), f"approval:{actor}", at))
+            session.add_all(event_rows(run_id, events(run), f"approval:{actor}", at))
         return await self.get_run(run_id)
 
     async def _refuse_decision(self, session: AsyncSession, run_id: str, verb: str) -> NoReturn:
@@ -371,9 +214,9 @@ class RunStore:
         history = ""
         if last is not None:
             done = "approved" if last.action == pb.AUDIT_ACTION_APPROVED else "rejected"
-            history = f" ({done} by {last.actor} at {_aware(last.at).isoformat(timespec='seconds')})"
+            history = f" ({done} by {last.actor} at {as_utc(last.at).isoformat(timespec='seconds')})"
         raise FailedPreconditionError(
-            f"run {run_id} is {_status_name(row.status)}{history}, not waiting for approval: only runs in "
+            f"run {run_id} is {status_name(row.status)}{history}, not waiting for approval: only runs in "
             f"needs_approval can be approved or rejected, so there is nothing to {verb}; "
             "`swarm approvals` lists the runs waiting"
         )
@@ -389,15 +232,15 @@ class RunStore:
             .limit(page_size + 1)
         )
         if page_token:
-            created, run_id = _decode_token(page_token)
+            created, run_id = decode_token(page_token)
             query = query.where((RunRow.created_at > created) | ((RunRow.created_at == created) & (RunRow.id > run_id)))
         async with self._sessions() as session:
             rows = list(await session.scalars(query))
-        pending = [(_summary(row), _parse(row.document, pb.Run()).gate) for row in rows[:page_size]]
+        pending = [(run_summary(row), parse_document(row.document, pb.Run()).gate) for row in rows[:page_size]]
         next_token = ""
         if len(rows) > page_size:
             last = rows[page_size - 1]
-            next_token = _encode_token(_aware(last.created_at), last.id)
+            next_token = encode_token(as_utc(last.created_at), last.id)
         return pending, next_token
 
     async def submit_feedback(
@@ -408,14 +251,14 @@ class RunStore:
         Returns the stored feedback, the events and the reputation snapshot from just before
         (for "how it moved"). ``events`` derives the events from the run and may raise to refuse.
         """
-        at = _now()
+        at = utc_now()
         origin = f"feedback:{feedback.user}"
         run = await self.get_run(run_id)
         if run.status == pb.RUN_STATUS_RUNNING:
             raise FailedPreconditionError(f"run {run_id} is still running; give feedback once it has finished")
         if not run.HasField("final"):
             raise FailedPreconditionError(
-                f"run {run_id} is {_status_name(run.status)} without an answer; there is nothing to give feedback on"
+                f"run {run_id} is {status_name(run.status)} without an answer; there is nothing to give feedback on"
             )
         new_events = events(run)
         async with self._sessions.begin() as session:
@@ -438,7 +281,7 @@ class RunStore:
                     at=at,
                 )
             )
-            session.add_all(_event_rows(run_id, new_events, origin, at))
+            session.add_all(event_rows(run_id, new_events, origin, at))
         stored = pb.Feedback()
         stored.CopyFrom(feedback)
         stored.time.FromDatetime(at)
@@ -483,18 +326,18 @@ class RunStore:
                 for entry in await session.scalars(
                     select(AuditRow).where(AuditRow.run_id.in_(chunk)).order_by(AuditRow.id)
                 ):
-                    audit.setdefault(entry.run_id, []).append(_audit_entry(entry))
+                    audit.setdefault(entry.run_id, []).append(audit_entry(entry))
                 for item in await session.scalars(
                     select(FeedbackRow).where(FeedbackRow.run_id.in_(chunk)).order_by(FeedbackRow.at)
                 ):
-                    feedback.setdefault(item.run_id, []).append(_feedback(item))
+                    feedback.setdefault(item.run_id, []).append(feedback_message(item))
         runs = []
         for row in rows:
             if row.document:
-                run = _parse(row.document, pb.Run())
+                run = parse_document(row.document, pb.Run())
             else:
                 run = pb.Run(id=row.id, task=row.task, status=cast("pb.RunStatus", row.status))
-                run.created_at.FromDatetime(_aware(row.created_at))
+                run.created_at.FromDatetime(as_utc(row.created_at))
             run.audit.extend(audit.get(row.id, []))
             run.feedback.extend(feedback.get(row.id, []))
             runs.append(run)
@@ -503,13 +346,13 @@ class RunStore:
     async def list_runs(self, page_size: int, page_token: str) -> tuple[list[pb.RunSummary], str]:
         query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(page_size + 1)
         if page_token:
-            created, run_id = _decode_token(page_token)
+            created, run_id = decode_token(page_token)
             query = query.where((RunRow.created_at < created) | ((RunRow.created_at == created) & (RunRow.id < run_id)))
         async with self._sessions() as session:
             rows = list(await session.scalars(query))
-        summaries = [_summary(row) for row in rows[:page_size]]
+        summaries = [run_summary(row) for row in rows[:page_size]]
         next_token = ""
         if len(rows) > page_size:
             last = rows[page_size - 1]
-            next_token = _encode_token(_aware(last.created_at), last.id)
+            next_token = encode_token(as_utc(last.created_at), last.id)
         return summaries, next_token

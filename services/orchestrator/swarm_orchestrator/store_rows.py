@@ -1,0 +1,190 @@
+"""The store's tables, and how runs, candidates, failures, approvals, feedback and reputation events
+map to their rows (a run's document is its message as JSON)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import TypeVar, cast
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from swarm.v1 import orchestrator_pb2 as pb
+from swarmlib import InvalidArgumentError
+
+from .reputation import Event
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    task: Mapped[str] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(Integer)
+    swarm_size: Mapped[int] = mapped_column(Integer)
+    quorum: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    final_overall: Mapped[float] = mapped_column(Float, default=0.0)
+    consensus_reached: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+    document: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_runs_created", "created_at", "id"),)
+
+
+class CandidateRow(Base):
+    __tablename__ = "candidates"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    candidate_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    document: Mapped[str] = mapped_column(Text)
+
+
+class FailureRow(Base):
+    __tablename__ = "failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    document: Mapped[str] = mapped_column(Text)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[int] = mapped_column(Integer)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FeedbackRow(Base):
+    __tablename__ = "feedback"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    author: Mapped[str] = mapped_column(String(128), primary_key=True)
+    rating: Mapped[int] = mapped_column(Integer)
+    preferred_candidate_id: Mapped[str] = mapped_column(String(40), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReputationEventRow(Base):
+    """One observation about an instance and its model; ``origin`` says who made it ("" for the
+    assessment, "feedback:USER" or "approval:USER"), so a user's replaced feedback can be undone."""
+
+    __tablename__ = "reputation_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    instance: Mapped[str] = mapped_column(String(128), index=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    signal: Mapped[str] = mapped_column(String(32))
+    origin: Mapped[str] = mapped_column(String(160), default="")
+    successes: Mapped[float] = mapped_column(Float)
+    failures: Mapped[float] = mapped_column(Float)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+def to_json(message: Message) -> str:
+    return str(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None))
+
+
+M = TypeVar("M", bound=Message)
+
+
+def parse_document(document: str, message: M) -> M:
+    """Stored JSON back to a message; fields a newer or older contract dropped are ignored."""
+    json_format.Parse(document, message, ignore_unknown_fields=True)
+    return message
+
+
+def encode_token(created: dt.datetime, run_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created.isoformat()}|{run_id}".encode()).decode()
+
+
+def decode_token(token: str) -> tuple[dt.datetime, str]:
+    try:
+        created, run_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        when = dt.datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError("token time has no timezone")
+        return when.astimezone(dt.UTC), run_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgumentError(
+            "page_token is not a token returned by ListRuns; omit it for the first page"
+        ) from None
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite returns naive datetimes; everything stored is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def run_document(run: pb.Run) -> str:
+    """The run as stored: without the approval trail and feedback, which have tables of their own."""
+    stored = pb.Run()
+    stored.CopyFrom(run)
+    del stored.audit[:]
+    del stored.feedback[:]
+    return to_json(stored)
+
+
+def run_summary(row: RunRow) -> pb.RunSummary:
+    summary = pb.RunSummary(
+        id=row.id,
+        task=row.task[:200],
+        status=cast("pb.RunStatus", row.status),
+        swarm_size=row.swarm_size,
+        final_overall=row.final_overall,
+        consensus_reached=bool(row.consensus_reached),
+    )
+    summary.created_at.FromDatetime(as_utc(row.created_at))
+    return summary
+
+
+def status_name(status: int) -> str:
+    return pb.RunStatus.Name(cast("pb.RunStatus", status)).removeprefix("RUN_STATUS_").lower()
+
+
+def audit_entry(row: AuditRow) -> pb.AuditEntry:
+    entry = pb.AuditEntry(actor=row.actor, action=cast("pb.AuditAction", row.action), comment=row.comment)
+    entry.time.FromDatetime(as_utc(row.at))
+    return entry
+
+
+def feedback_message(row: FeedbackRow) -> pb.Feedback:
+    feedback = pb.Feedback(
+        user=row.author, rating=row.rating, preferred_candidate_id=row.preferred_candidate_id, comment=row.comment
+    )
+    feedback.time.FromDatetime(as_utc(row.at))
+    return feedback
+
+
+def event_rows(run_id: str, events: list[Event], origin: str, at: dt.datetime) -> list[ReputationEventRow]:
+    return [
+        ReputationEventRow(
+            run_id=run_id,
+            instance=e.instance,
+            model=e.model,
+            signal=e.signal,
+            origin=origin,
+            successes=e.successes,
+            failures=e.failures,
+            at=at,
+        )
+        for e in events
+    ]

@@ -1,33 +1,8 @@
 """The scoring formulas, shared by the assessor (assessment) and the orchestrator (ranking).
 
-Assessment score = 0.60 correctness + 0.25 completeness + 0.15 style: what one program shows on
-its own; the refiner's answer must match the best candidate's on this to be kept.
-
-Selection score (``selection_score``), the order in which candidates are ranked:
-  overall = (visible tests passed + evidence) / (visible tests + 1)
-so passing one more of the user's own tests always outranks any amount of other evidence (the
-user's tests state the intent; everything else is inferred), and within the same visible result
-  evidence = 0.45 dual agreement + 0.25 cluster share + 0.10 centrality + 0.10 completeness + 0.10 style
-where dual agreement is CodeT's (behaviour cluster size x generated tests the cluster passes,
-divided by the run's largest), cluster share is the share of the swarm that behaves (or, without
-probes, reads) the same, with each model's answers together counting sqrt(their number) votes
-(``vote_weights``: samples of one model share its mistakes), and centrality is mean embedding
-similarity to the others. With no visible tests, "passed" is 1 when the program runs cleanly.
-
-Reputation prior (``reputation_mean``, ``reputation_multiplier``, the ``multipliers`` of
-``vote_weights``): each instance and each model keeps a Beta posterior of "its answer was good",
-fed by assessment history (its candidate passed every visible test; it was in the behaviour
-cluster of the final answer) and by people (a user preferred its candidate or rated the answer it
-produced; an approver approved or rejected it). With ``s`` successes and ``f`` failures (weighted,
-see ``REPUTATION_SIGNAL_WEIGHTS``) the posterior mean is
-  mean = (REPUTATION_PRIOR + s) / (2 REPUTATION_PRIOR + s + f)
-and a candidate's vote is multiplied by
-  multiplier = 1 + (mean - 0.5),   in (0.5, 1.5)
-so a source with no history is neutral (mean 0.5, multiplier exactly 1.0) and the ranking is the
-one above. The prior Beta(2, 2) keeps one observation from moving a vote by more than a tenth.
-The multiplier scales how much the candidate's agreement counts (cluster share and dual
-agreement), never the visible tests: reputation can break ties between answers that pass the
-same tests, it cannot make a failing answer outrank a passing one.
+One place for the numbers, so the score a refinement must match and the score the ranking sorts
+by cannot drift apart between services. What each term means and why the weights are these:
+docs/selection.md ("Ranking", "Reputation").
 """
 
 from __future__ import annotations

@@ -2,22 +2,10 @@
 
 Every observation is an event (a weighted success and/or failure for one instance and its model)
 stored with the run it came from; a reputation is the sum of a source's events, turned into a
-vote multiplier by ``swarmlib.reputation_multiplier`` (formula and weights in
-``libs/swarmlib/_scoring.py``). Keeping events rather than running totals lets a user replace
-their feedback (its events are swapped, not added twice) and lets a report say how a reputation
-moved since a date.
-
-Signals (weights in ``REPUTATION_SIGNAL_WEIGHTS``):
-
-* ``visible_tests``: a swarm candidate passed every visible test (success) or not (failure);
-  runs without visible tests say nothing.
-* ``selected_cluster``: a swarm candidate behaved like the chosen answer (success) or not
-  (failure); only in runs with two or more swarm candidates.
-* ``rating``: a user's 1-5 rating of the final answer, split into (r-1)/4 success and (5-r)/4
-  failure for the instance that produced it.
-* ``preferred``: the candidate a user preferred (success) and, when another instance produced
-  the final answer, that answer (failure).
-* ``approval``: an approver approved (success) or rejected (failure) the final answer.
+vote multiplier by ``swarmlib.reputation_multiplier``. Keeping events rather than running totals
+lets a user replace their feedback (its events are swapped, not added twice) and lets a report
+say how a reputation moved since a date. The signals and their weights: docs/selection.md
+("Reputation").
 """
 
 from __future__ import annotations

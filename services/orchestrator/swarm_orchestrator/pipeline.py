@@ -134,38 +134,14 @@ class Pipeline:
 
     async def _stages(self, run: pb.Run, options: RunOptions, emit: Emit, journal: Journal) -> Outcome:
         """The stages in order, each taking what the ones before it returned."""
-        timeout = self._config.stage_timeout_s
         gathered, generated = await self._gather(run, options, emit, journal)
-        request = assess_request(run.id, run.task, gathered.candidates, generated, options.attached_tests)
-        assessment = await assess(self._calls, request, timeout)
-        by_id = {a.candidate_id: a for a in assessment.assessments}
-        candidates = [assessed(c, by_id[c.id], assessment.probes > 0) for c in gathered.candidates]
-        await emit(_assessed_event(assessment, candidates))
-        collation = await collate(self._calls, run.id, candidates, timeout)
-        candidates = [collated(c, collation) for c in candidates]
-        await emit(
-            pb.RunSwarmResponse(
-                collated=pb.Collated(cluster_count=len(collation.clusters), consensus=collation.consensus)
-            )
-        )
+        assessment, candidates = await self._assess(run, gathered, generated, options, emit)
+        collation, candidates = await self._collate(run, candidates, emit)
         ranking = rank(candidates, await self._reputations(candidates))
-        refinement = None
-        if options.refine:
-            context = RunContext(
-                run.id,
-                run.task,
-                collation.analysis,
-                collation.consensus,
-                collation.clusters,
-                options.allowed,
-                options.attached_tests,
-            )
-            refinement = await self._refinement.refine(context, ranking, emit, journal)
+        refinement = await self._refine(run, options, collation, ranking, emit, journal) if options.refine else None
         final, stored = _answer(ranking, refinement)
         consensus = consensus_for(collation.consensus, collation.clusters, final, ranking.best)
-        others = [c for c in stored if c.id != final.id]
-        gate = await gating.decide(self._calls, run.id, final, others, consensus, timeout)
-        await emit(pb.RunSwarmResponse(gated=gate))
+        gate = await self._gate(run, final, [c for c in stored if c.id != final.id], consensus, emit)
         summary = refinement.summary if refinement is not None else None
         return Outcome(assessment, collation, stored, final, consensus, summary, gate)
 
@@ -207,6 +183,60 @@ class Pipeline:
             )
         return gathered, tests.result()
 
+    async def _assess(
+        self, run: pb.Run, gathered: Gathered, generated: list[str], options: RunOptions, emit: Emit
+    ) -> tuple[assessor_pb2.AssessResponse, list[pb.Candidate]]:
+        request = assess_request(run.id, run.task, gathered.candidates, generated, options.attached_tests)
+        assessment = await assess(self._calls, request, self._config.stage_timeout_s)
+        by_id = {a.candidate_id: a for a in assessment.assessments}
+        candidates = [assessed(c, by_id[c.id], assessment.probes > 0) for c in gathered.candidates]
+        best = max(candidates, key=lambda c: (c.scores.overall, c.scores.tests_passed))
+        event = pb.Assessed(
+            tests_found=assessment.tests_found, best_candidate_id=best.id, best_overall=best.scores.overall
+        )
+        await emit(pb.RunSwarmResponse(assessed=event))
+        return assessment, candidates
+
+    async def _collate(
+        self, run: pb.Run, candidates: list[pb.Candidate], emit: Emit
+    ) -> tuple[Collation, list[pb.Candidate]]:
+        collation = await collate(self._calls, run.id, candidates, self._config.stage_timeout_s)
+        event = pb.Collated(cluster_count=len(collation.clusters), consensus=collation.consensus)
+        await emit(pb.RunSwarmResponse(collated=event))
+        return collation, [collated(c, collation) for c in candidates]
+
+    async def _refine(
+        self,
+        run: pb.Run,
+        options: RunOptions,
+        collation: Collation,
+        ranking: Ranking,
+        emit: Emit,
+        journal: Journal,
+    ) -> RefinementResult:
+        context = RunContext(
+            run_id=run.id,
+            task=run.task,
+            analysis=collation.analysis,
+            consensus=collation.consensus,
+            clusters=collation.clusters,
+            allowed=options.allowed,
+            attached_tests=options.attached_tests,
+        )
+        return await self._refinement.refine(context, ranking, emit, journal)
+
+    async def _gate(
+        self,
+        run: pb.Run,
+        final: pb.Candidate,
+        others: list[pb.Candidate],
+        consensus: common_pb2.Consensus,
+        emit: Emit,
+    ) -> common_pb2.GateDecision:
+        gate = await gating.decide(self._calls, run.id, final, others, consensus, self._config.stage_timeout_s)
+        await emit(pb.RunSwarmResponse(gated=gate))
+        return gate
+
     async def _reputations(self, candidates: Sequence[pb.Candidate]) -> list[float]:
         """Each candidate's vote multiplier from its instance's (else model's) history; all 1.0 when
         SWARM_REPUTATION is off or nothing is known yet."""
@@ -214,15 +244,6 @@ class Pipeline:
             return [1.0] * len(candidates)
         snapshot = await self._store.reputation()
         return [multiplier_for(snapshot, c.instance, c.model) for c in candidates]
-
-
-def _assessed_event(assessment: assessor_pb2.AssessResponse, candidates: Sequence[pb.Candidate]) -> pb.RunSwarmResponse:
-    best = max(candidates, key=lambda c: (c.scores.overall, c.scores.tests_passed))
-    return pb.RunSwarmResponse(
-        assessed=pb.Assessed(
-            tests_found=assessment.tests_found, best_candidate_id=best.id, best_overall=best.scores.overall
-        )
-    )
 
 
 def _answer(ranking: Ranking, refinement: RefinementResult | None) -> tuple[pb.Candidate, list[pb.Candidate]]:

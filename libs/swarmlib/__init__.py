@@ -47,6 +47,7 @@ from ._scoring import (
     vote_weights,
 )
 from ._server import SwarmServer, build_server, serve_until_terminated
+from ._tasks import BackgroundTasks, TaskCancelledError, wait_shared
 from ._telemetry import configure_tracing
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "REPUTATION_PRIOR",
     "REPUTATION_SIGNAL_WEIGHTS",
     "RUN_HEADER",
+    "BackgroundTasks",
     "ChatClient",
     "ChatResult",
     "ConfigError",
@@ -82,6 +84,7 @@ __all__ = [
     "StageError",
     "SwarmError",
     "SwarmServer",
+    "TaskCancelledError",
     "UnauthenticatedError",
     "assessment_score",
     "build_server",
@@ -114,4 +117,5 @@ __all__ = [
     "token_cost_usd",
     "unparse_python",
     "vote_weights",
+    "wait_shared",
 ]

@@ -38,14 +38,15 @@ from runloop_api_client import APIStatusError, AsyncRunloop, DefaultAsyncHttpxCl
 from runloop_api_client.types import DevboxAsyncExecutionDetailView
 
 from ._errors import SandboxUnavailableError
-from ._runloop_pool import Clock, Devbox, DevboxPool, api_errors, idempotency_key
+from ._runloop import REQUEST_TIMEOUT_S, Clock, api_errors, idempotency_key, open_client
+from ._runloop_pool import Devbox, DevboxPool
 from ._sandbox import ExecResult, SandboxConfig
+from ._tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
 BACKEND = "runloop"
 NO_KEY = "the Runloop API key is not set: set RUNLOOP_API_KEY to use SWARM_SANDBOX=runloop"
-REQUEST_TIMEOUT_S = 60.0
 _LONG_POLL_S = 25  # the API holds an execution long-poll at most this long
 _OUT, _ERR = ".swarm-stdout", ".swarm-stderr"
 _NO_WORKDIR = 97
@@ -92,7 +93,7 @@ class RunloopSandbox:
         self._poller: AsyncRunloop | None = None
         self._pool: DevboxPool | None = None
         self._prepared: dict[str, str] = {}  # devbox id -> an empty working directory made ahead
-        self._recycling: set[asyncio.Task[None]] = set()
+        self._recycling = BackgroundTasks(log)  # finished executions' devboxes being cleaned
         self._maintainer: asyncio.Task[None] | None = None
         self._unavailable: str | None = None
         self._closed = False
@@ -134,8 +135,7 @@ class RunloopSandbox:
 
     async def wait_idle(self) -> None:
         """Wait until finished executions' devboxes are back in the pool and no boot is in flight."""
-        while self._recycling:
-            await asyncio.gather(*self._recycling, return_exceptions=True)
+        await self._recycling.settle()
         if self._pool is not None:
             await self._pool.settle()
 
@@ -172,9 +172,7 @@ class RunloopSandbox:
         if self._maintainer is not None:
             self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)
-        for task in list(self._recycling):
-            task.cancel()
-        await asyncio.gather(*self._recycling, return_exceptions=True)
+        await self._recycling.aclose()
         if self._pool is not None:
             await self._pool.aclose()
         for client in (self._poller, self._client):
@@ -191,19 +189,12 @@ class RunloopSandbox:
         if not self._rl.api_key:
             self._unavailable = NO_KEY
             raise SandboxUnavailableError(NO_KEY)
-        # One HTTP client for everything: left alone, the SDK builds one per shard (26 of them),
-        # each loading the CA bundle while blocking the event loop for tens of milliseconds.
+        # One HTTP client for both SDK clients, sized for every devbox's calls at once.
         http = DefaultAsyncHttpxClient(
             timeout=REQUEST_TIMEOUT_S,
             limits=httpx.Limits(max_connections=max(20, 4 * self._rl.max_devboxes), max_keepalive_connections=10),
         )
-        self._client = AsyncRunloop(
-            bearer_token=self._rl.api_key,
-            base_url=self._rl.base_url or None,
-            max_retries=self._rl.max_retries,
-            timeout=REQUEST_TIMEOUT_S,
-            http_client=http,
-        )
+        self._client = open_client(self._rl.api_key, self._rl.base_url, self._rl.max_retries, http)
         # Long-polls answer 408 when nothing happened yet; that is not worth a backoff and retry.
         self._poller = self._client.with_options(max_retries=0, http_client=http)
         self._pool = DevboxPool(self._client, self._rl, clock=self._clock, on_ready=self._prepare)
@@ -234,9 +225,9 @@ class RunloopSandbox:
             return  # closing shuts every devbox down; nothing to clean
         if healthy:
             self._pool.returning(box)
-        task = asyncio.ensure_future(self._clean_and_release(box, workdir, healthy))
-        self._recycling.add(task)
-        task.add_done_callback(self._recycling.discard)
+        self._recycling.spawn(
+            self._clean_and_release(box, workdir, healthy), what=f"return devbox {box.id} to the pool"
+        )
 
     async def _clean_and_release(self, box: Devbox, workdir: str | None, healthy: bool) -> None:
         """Remove the execution's directory and make the next one in one call, then lend the box again."""

@@ -311,6 +311,16 @@ class DevboxPool:
 
     # -- idle policy -----------------------------------------------------------------------
 
+    async def maintain_forever(self) -> None:
+        """Run ``maintain`` periodically (a quarter of the suspend time, 1 to 60 s) until cancelled."""
+        interval = min(max(self._config.idle_suspend_s / 4, 1.0), 60.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.maintain()
+            except Exception as exc:
+                log.warning("Runloop devbox pool maintenance failed: %s", exc)
+
     async def maintain(self) -> None:
         """One pass of the idle policy and health checks; the sandbox runs it periodically."""
         cfg = self._config

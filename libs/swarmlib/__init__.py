@@ -29,7 +29,16 @@ from ._errors import (
 from ._extract import entry_points, extract_code, task_code
 from ._ids import check_candidate_ids
 from ._instances import InstanceSpec, load_instances, parse_instances, token_cost_usd
-from ._llm import PURPOSE_HEADER, RUN_HEADER, ChatClient, ChatResult, Endpoint, RetryPolicy, list_models
+from ._llm import (
+    PURPOSE_HEADER,
+    RUN_HEADER,
+    ChatClient,
+    ChatResult,
+    Endpoint,
+    ResolveEndpoint,
+    RetryPolicy,
+    list_models,
+)
 from ._main import run_service
 from ._pyparse import compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
@@ -75,6 +84,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "QuorumNotReachedError",
+    "ResolveEndpoint",
     "ResourceExhaustedError",
     "RetryPolicy",
     "RunloopConfig",

@@ -20,27 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 from collections.abc import AsyncIterator
 
 import httpx
 
-from swarmlib import (
-    ChatClient,
-    ConfigError,
-    Endpoint,
-    InstanceSpec,
-    LLMError,
-    ResolveEndpoint,
-    RetryPolicy,
-    list_models,
-)
+from swarmlib import ChatClient, Endpoint, InstanceSpec, ResolveEndpoint, RetryPolicy
 from swarmlib._devbox_instances import DevboxInstances
 
 from .config import OrchestratorConfig
 from .pool import InstanceHealth, InstancePool
-
-log = logging.getLogger(__name__)
 
 
 class DevboxInstancePool(InstancePool):
@@ -80,19 +68,8 @@ class DevboxInstancePool(InstancePool):
 
     async def check(self, http: httpx.AsyncClient) -> None:
         """Probe the static instances as the base pool does; the manager checks (and retires) devboxes."""
-
-        async def probe(name: str) -> None:
-            try:
-                await list_models(http, self.endpoint(name))
-            except (LLMError, ConfigError) as exc:
-                self.failed(name, f"health check: {exc}")
-                return
-            if not self.is_healthy(name):
-                log.info("instance %s healthy again", name)
-            self.succeeded(name)
-
         static = [name for name in self.names if not self._devboxes.owns(name)]
-        await asyncio.gather(self._devboxes.maintain(), *(probe(name) for name in static))
+        await asyncio.gather(self._devboxes.maintain(), *(self.probe(http, name) for name in static))
 
 
 def devbox_endpoints(devboxes: DevboxInstances) -> ResolveEndpoint:

@@ -1,10 +1,14 @@
-"""Code shared by every Swarm service: errors, config, server bootstrap, LLM client, extraction."""
+"""Code two or more Swarm services (or the CLI and the benches) use: errors, config, bootstrap, LLM client.
+
+What one service alone uses lives in that service. The modules that import the Runloop SDK
+(``_runloop``, ``_runloop_pool``, ``_sandbox_runloop``) are not re-exported, so importing
+``swarmlib`` does not load the SDK: import them where Runloop is used.
+"""
 
 from __future__ import annotations
 
 from ._channels import open_channel
 from ._config import env_bool, env_float, env_int, env_str
-from ._devbox_config import DevboxInstancesConfig
 from ._errors import (
     ConfigError,
     FailedPreconditionError,
@@ -69,7 +73,6 @@ __all__ = [
     "ChatClient",
     "ChatResult",
     "ConfigError",
-    "DevboxInstancesConfig",
     "Endpoint",
     "ExecResult",
     "FailedPreconditionError",

@@ -25,9 +25,9 @@ from collections.abc import AsyncIterator
 import httpx
 
 from swarmlib import ChatClient, Endpoint, InstanceSpec, ResolveEndpoint, RetryPolicy
-from swarmlib._devbox_instances import DevboxInstances
 
 from .config import OrchestratorConfig
+from .devbox_manager import DevboxInstances
 from .pool import InstanceHealth, InstancePool
 
 

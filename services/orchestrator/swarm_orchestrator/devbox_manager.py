@@ -1,25 +1,17 @@
-"""LLM instances served from Runloop devboxes: provisioned from a blueprint, reached through a tunnel.
+"""The devbox manager: LLM instances served from Runloop devboxes, reached through a tunnel.
 
-A devbox boots in seconds to minutes and a model server then needs more time to load its weights,
-so a devbox-hosted instance has a lifecycle the static ``SWARM_INSTANCES`` do not: each of the
-``count`` instances (``devbox-1`` …) is a slot that holds at most one devbox at a time. Provisioning
-a slot creates a devbox from the blueprint, waits until it runs, opens an (open) tunnel, and waits
-until ``GET /v1/models`` answers through it; only then does the slot carry an ``InstanceSpec`` whose
-``base_url`` is the tunnel URL plus ``/v1``. Until then its spec points at a ``.invalid`` host.
-
-* ``warm`` mode provisions every slot at start-up, ``per-run`` mode when a call first needs it;
-  callers of ``using`` wait for a slot being provisioned instead of failing.
-* A devbox with no call in flight for ``idle_shutdown_s`` (on an injectable clock) is shut down;
-  its slot is provisioned again at its next use. Runloop's own idle policy is set a little later
-  as a backstop, so a devbox is not left running if this process dies without closing.
-* ``maintain`` (run with the orchestrator's periodic health check) retires idle devboxes, checks
-  the others (devbox status, then ``/v1/models`` through the tunnel), and replaces a devbox that
-  is no longer running or failed ``failures_to_replace`` checks in a row.
+A devbox boots in seconds to minutes and its model server then loads its weights, so these
+instances have a lifecycle the static ``SWARM_INSTANCES`` do not (the policy is in the README,
+"Qwen instances on Runloop devboxes"). Each of ``devbox-1`` … is a slot that holds at most one
+devbox at a time: provisioned (create from the blueprint, wait until it runs, open a tunnel, wait
+until ``GET /v1/models`` answers through it) at start-up or when a call first needs it, shut down
+when idle, replaced when its devbox stops or fails its checks. Until provisioned, its spec points
+at a ``.invalid`` host; callers of ``using`` wait for a slot being provisioned instead of failing.
+Idle time is read from an injectable clock, so tests move it by hand.
 
 The Runloop rules (idempotency keys, errors that never contain the API key, best-effort shutdown)
-are ``_runloop``'s; the API key lives in the SDK client only, and spans carry instance names and
-devbox ids only. A listener (the orchestrator's instance pool) is told when a
-slot's spec or availability changes.
+are ``swarmlib._runloop``'s; spans carry instance names and devbox ids only. A listener (the
+orchestrator's instance pool) is told when a slot's spec or availability changes.
 """
 
 from __future__ import annotations
@@ -37,11 +29,19 @@ import httpx
 from opentelemetry import trace
 from runloop_api_client import AsyncRunloop
 
-from ._devbox_config import DevboxInstancesConfig
-from ._errors import LLMConnectError, LLMError, SandboxUnavailableError, SwarmError
-from ._instances import InstanceSpec
-from ._llm import Endpoint, list_models
-from ._runloop import (
+from swarmlib import (
+    BackgroundTasks,
+    Endpoint,
+    InstanceSpec,
+    LLMConnectError,
+    LLMError,
+    SandboxUnavailableError,
+    SwarmError,
+    TaskCancelledError,
+    list_models,
+    wait_shared,
+)
+from swarmlib._runloop import (
     Clock,
     api_errors,
     blueprint_ref,
@@ -51,7 +51,8 @@ from ._runloop import (
     polling,
     shutdown_devbox,
 )
-from ._tasks import BackgroundTasks, TaskCancelledError, wait_shared
+
+from .devbox_config import DevboxInstancesConfig
 
 log = logging.getLogger(__name__)
 
@@ -116,22 +117,6 @@ class DevboxSlot:
     boot: asyncio.Task[InstanceSpec] | None = None
 
 
-def placeholder_spec(config: DevboxInstancesConfig, name: str) -> InstanceSpec:
-    """The spec of a slot without a devbox: a host that cannot resolve, so nothing reaches a stale tunnel."""
-    return InstanceSpec(
-        name=name,
-        base_url=f"http://{name}.devbox-not-running.invalid/v1",
-        model=config.model,
-        temperature=config.temperature,
-    )
-
-
-def tunnel_base_url(template: str, port: int, tunnel_key: str, api_host: str) -> str:
-    """The OpenAI base URL through a tunnel, formed as the SDK's ``get_tunnel_url`` forms the host."""
-    domain = api_host[4:] if api_host.startswith("api.") else api_host
-    return template.format(port=port, tunnel_key=tunnel_key, domain=domain).rstrip("/") + "/v1"
-
-
 class DevboxInstances:
     """Provisions, health-checks, retires and replaces the devboxes behind ``devbox-1`` … ``devbox-N``.
 
@@ -159,7 +144,7 @@ class DevboxInstances:
         self._failures_to_replace = max(1, failures_to_replace)
         self._tracer = tracer or trace.get_tracer(__name__)
         self._client = client or open_client(config.api_key, config.base_url, config.max_retries)
-        self._slots = {name: DevboxSlot(name, placeholder_spec(config, name)) for name in config.names}
+        self._slots = {name: DevboxSlot(name, config.placeholder(name)) for name in config.names}
         self._owned: set[str] = set()  # devboxes created and not yet shut down
         self._tasks = BackgroundTasks(log)  # boots are cancelled on close; creates and shutdowns awaited
         self._closed = False
@@ -263,7 +248,7 @@ class DevboxInstances:
                     tunnel = await self._client.devboxes.enable_tunnel(
                         box_id, auth_mode="open", http_keep_alive=True, idempotency_key=idempotency_key("tunnel")
                     )
-                base_url = tunnel_base_url(cfg.tunnel_url, cfg.port, tunnel.tunnel_key, self._client.base_url.host)
+                base_url = cfg.tunnel_base_url(tunnel.tunnel_key, self._client.base_url.host)
                 spec = InstanceSpec(slot.name, base_url, cfg.model, temperature=cfg.temperature)
                 await self._until_serving(box_id, spec)
             except BaseException as exc:
@@ -376,7 +361,7 @@ class DevboxInstances:
         slot.state = SlotState.DOWN
         slot.devbox_id = None
         slot.failures = 0
-        slot.spec = placeholder_spec(self._config, slot.name)
+        slot.spec = self._config.placeholder(slot.name)
 
     async def _check(self, slot: DevboxSlot) -> None:
         """Status first (a dead devbox is replaced at once), then the model server through the tunnel."""

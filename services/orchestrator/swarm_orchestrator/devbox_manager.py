@@ -53,13 +53,10 @@ from swarmlib._runloop import (
 )
 
 from .devbox_config import DevboxInstancesConfig
+from .devbox_ready import PROBE_TIMEOUT_S, until_serving
 
 log = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_S = 5.0
-# While waiting for the model server, the devbox status is read every this many failed probes,
-# so a devbox that died while loading is given up on without waiting for the whole deadline.
-STATUS_EVERY = 5
 # Runloop's own idle shutdown comes this long after ours: a backstop, never the first to act.
 BACKSTOP_MARGIN_S = 300
 
@@ -250,7 +247,7 @@ class DevboxInstances:
                     )
                 base_url = cfg.tunnel_base_url(tunnel.tunnel_key, self._client.base_url.host)
                 spec = InstanceSpec(slot.name, base_url, cfg.model, temperature=cfg.temperature)
-                await self._until_serving(box_id, spec)
+                await until_serving(self._client, self._http, cfg, box_id, spec)
             except BaseException as exc:
                 if isinstance(exc, Exception):
                     slot.last_error = str(exc)
@@ -286,37 +283,6 @@ class DevboxInstances:
         slot.devbox_id = view.id
         log.info("devbox %s created for %s (%s)", view.id, slot.name, view.status)
         return view.id
-
-    async def _until_serving(self, box_id: str, spec: InstanceSpec) -> None:
-        """Probe ``/v1/models`` through the tunnel until it answers or ``ready_timeout_s`` passes."""
-        cfg = self._config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.ready_timeout_s
-        endpoint = Endpoint(spec.name, spec.base_url, spec.model)
-        failed = 0
-        while True:
-            try:
-                models = await list_models(self._http, endpoint, timeout=min(PROBE_TIMEOUT_S, cfg.ready_timeout_s))
-            except LLMError as exc:
-                last = str(exc)
-            else:
-                if spec.model not in models:
-                    log.info("devbox instance %s serves %s, asked for as %s", spec.name, models, spec.model)
-                return
-            failed += 1
-            if failed % STATUS_EVERY == 0:
-                await self._raise_unless_running(box_id)
-            if loop.time() + cfg.probe_interval_s > deadline:
-                raise SandboxUnavailableError(
-                    f"the model server on devbox {box_id} did not answer GET /v1/models through the tunnel "
-                    f"within {cfg.ready_timeout_s:g}s (last: {last})"
-                )
-            await asyncio.sleep(cfg.probe_interval_s)
-
-    async def _raise_unless_running(self, box_id: str) -> None:
-        stopped = await devbox_stopped(self._client, box_id, self._config.max_retries)
-        if stopped is not None:
-            raise SandboxUnavailableError(f"devbox {box_id} stopped while its model server was starting: {stopped}")
 
     async def _shutdown(self, box_id: str, *, force: bool) -> None:
         """Best effort: one that cannot be shut down is logged (Runloop's idle policy is the backstop)."""

@@ -7,7 +7,6 @@ What one service alone uses lives in that service. The modules that import the R
 
 from __future__ import annotations
 
-from ._channels import open_channel
 from ._config import env_bool, env_float, env_int, env_str
 from ._errors import (
     ConfigError,
@@ -116,7 +115,6 @@ __all__ = [
     "list_models",
     "load_instances",
     "mapped_error_types",
-    "open_channel",
     "open_sandbox",
     "parse_instances",
     "parse_python",

@@ -1,10 +1,13 @@
-"""Code shared by every Swarm service: errors, config, server bootstrap, LLM client, extraction."""
+"""Code two or more Swarm services (or the CLI and the benches) use: errors, config, bootstrap, LLM client.
+
+What one service alone uses lives in that service. The modules that import the Runloop SDK
+(``_runloop``, ``_runloop_pool``, ``_sandbox_runloop``) are not re-exported, so importing
+``swarmlib`` does not load the SDK: import them where Runloop is used.
+"""
 
 from __future__ import annotations
 
-from ._channels import open_channel
 from ._config import env_bool, env_float, env_int, env_str
-from ._devbox_config import DevboxInstancesConfig
 from ._errors import (
     ConfigError,
     FailedPreconditionError,
@@ -29,7 +32,16 @@ from ._errors import (
 from ._extract import entry_points, extract_code, task_code
 from ._ids import check_candidate_ids
 from ._instances import InstanceSpec, load_instances, parse_instances, token_cost_usd
-from ._llm import PURPOSE_HEADER, RUN_HEADER, ChatClient, ChatResult, Endpoint, RetryPolicy, list_models
+from ._llm import (
+    PURPOSE_HEADER,
+    RUN_HEADER,
+    ChatClient,
+    ChatResult,
+    Endpoint,
+    ResolveEndpoint,
+    RetryPolicy,
+    list_models,
+)
 from ._main import run_service
 from ._pyparse import compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
@@ -47,6 +59,7 @@ from ._scoring import (
     vote_weights,
 )
 from ._server import SwarmServer, build_server, serve_until_terminated
+from ._tasks import BackgroundTasks, TaskCancelledError, wait_shared
 from ._telemetry import configure_tracing
 
 __all__ = [
@@ -55,10 +68,10 @@ __all__ = [
     "REPUTATION_PRIOR",
     "REPUTATION_SIGNAL_WEIGHTS",
     "RUN_HEADER",
+    "BackgroundTasks",
     "ChatClient",
     "ChatResult",
     "ConfigError",
-    "DevboxInstancesConfig",
     "Endpoint",
     "ExecResult",
     "FailedPreconditionError",
@@ -73,6 +86,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "QuorumNotReachedError",
+    "ResolveEndpoint",
     "ResourceExhaustedError",
     "RetryPolicy",
     "RunloopConfig",
@@ -82,6 +96,7 @@ __all__ = [
     "StageError",
     "SwarmError",
     "SwarmServer",
+    "TaskCancelledError",
     "UnauthenticatedError",
     "assessment_score",
     "build_server",
@@ -100,7 +115,6 @@ __all__ = [
     "list_models",
     "load_instances",
     "mapped_error_types",
-    "open_channel",
     "open_sandbox",
     "parse_instances",
     "parse_python",
@@ -114,4 +128,5 @@ __all__ = [
     "token_cost_usd",
     "unparse_python",
     "vote_weights",
+    "wait_shared",
 ]

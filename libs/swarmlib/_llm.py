@@ -7,10 +7,11 @@ fallback logic, the refiner) decide on a category, never on an httpx or JSON exc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -39,6 +40,11 @@ class Endpoint:
     base_url: str
     model: str
     api_key: str = ""
+
+
+# Turns the endpoint a caller names into the one to call, for the duration of one call (an
+# instance whose address follows a devbox: provisioned first, and counted in use meanwhile).
+ResolveEndpoint = Callable[[Endpoint], contextlib.AbstractAsyncContextManager[Endpoint]]
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,18 @@ def estimate_tokens(text: str) -> int:
 
 
 class ChatClient:
-    """Calls ``POST {base_url}/chat/completions`` with ``stream: true`` and parses the SSE."""
+    """Calls ``POST {base_url}/chat/completions`` with ``stream: true`` and parses the SSE.
 
-    def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy | None = None) -> None:
+    ``resolve`` (by default, the endpoint as given) is entered before each call's deadline and
+    span start, so waiting for an endpoint to exist does not count against the answer's time.
+    """
+
+    def __init__(
+        self, http: httpx.AsyncClient, retry: RetryPolicy | None = None, *, resolve: ResolveEndpoint | None = None
+    ) -> None:
         self._http = http
         self._retry = retry or RetryPolicy()
+        self._resolve: ResolveEndpoint = resolve or contextlib.nullcontext
 
     async def complete(
         self,
@@ -125,19 +138,20 @@ class ChatClient:
         handler's) and every HTTP attempt carries its W3C ``traceparent``, so a tracing-aware
         model server joins the same trace.
         """
-        started = time.perf_counter()
-        attributes = {"swarm.purpose": purpose, "swarm.instance": endpoint.name, "gen_ai.request.model": endpoint.model}
-        with _tracer.start_as_current_span("llm.chat", kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
-            try:
-                async with asyncio.timeout(timeout):
-                    result = await self._with_retries(
-                        endpoint, messages, temperature, seed, max_tokens, purpose, run_id, started, timeout
-                    )
-            except TimeoutError:
-                raise LLMTimeoutError(f"{endpoint.name}: no complete answer within {timeout:.1f}s") from None
-            span.set_attribute("gen_ai.usage.input_tokens", result.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", result.completion_tokens)
-            return result
+        async with self._resolve(endpoint) as target:
+            started = time.perf_counter()
+            attributes = {"swarm.purpose": purpose, "swarm.instance": target.name, "gen_ai.request.model": target.model}
+            with _tracer.start_as_current_span("llm.chat", kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await self._with_retries(
+                            target, messages, temperature, seed, max_tokens, purpose, run_id, started, timeout
+                        )
+                except TimeoutError:
+                    raise LLMTimeoutError(f"{target.name}: no complete answer within {timeout:.1f}s") from None
+                span.set_attribute("gen_ai.usage.input_tokens", result.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", result.completion_tokens)
+                return result
 
     async def _with_retries(
         self,

@@ -7,11 +7,9 @@ disk only, and resumes faster than a new one boots); one idle for ``idle_shutdow
 pool size is shut down. A devbox whose status is not ``running`` when checked is shut down and
 replaced, so a dead one is never lent twice.
 
-Every mutating call carries an idempotency key of ours; the SDK sends it as ``x-request-id`` and
-reuses it on each of its retries, so a create whose answer was lost cannot leave a second devbox
-behind. SDK errors become ``SandboxUnavailableError`` with a message that says what failed and
-never contains the API key. Time is read from an injectable clock so the idle policy can be tested
-without waiting for it.
+The Runloop rules every caller here follows (idempotency keys, errors that never contain the API
+key, best-effort shutdown) are in ``_runloop``. Time is read from an injectable clock so the idle
+policy can be tested without waiting for it.
 """
 
 from __future__ import annotations
@@ -21,78 +19,28 @@ import contextlib
 import enum
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from runloop_api_client import (
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
-    AsyncRunloop,
-    AuthenticationError,
-    PermissionDeniedError,
-    RateLimitError,
-    RunloopError,
-    omit,
-)
-from runloop_api_client.lib.polling import PollingConfig, PollingTimeout
+from runloop_api_client import AsyncRunloop
 
 from ._errors import SandboxUnavailableError
+from ._runloop import (
+    Clock,
+    api_errors,
+    blueprint_ref,
+    devbox_stopped,
+    idempotency_key,
+    polling,
+    shutdown_devbox,
+)
 from ._runloop_config import RunloopConfig
+from ._tasks import BackgroundTasks, TaskCancelledError, wait_shared
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-Clock = Callable[[], float]
 ReadyHook = Callable[[str], Awaitable[None]]
-
-
-def idempotency_key(op: str) -> str:
-    """A fresh key for one logical call; the SDK repeats it on every retry of that call."""
-    return f"swarm-{op}-{uuid.uuid4()}"
-
-
-def describe(exc: BaseException, action: str, retries: int) -> str:
-    """What went wrong, for a client: status, whether retries were spent, no headers, no key."""
-    if isinstance(exc, AuthenticationError | PermissionDeniedError):
-        return f"Runloop API refused the API key to {action} (HTTP {exc.status_code}); check RUNLOOP_API_KEY"
-    if isinstance(exc, RateLimitError):
-        return f"Runloop API rate limit (HTTP 429) to {action} persisted after {retries} retries; retry later"
-    if isinstance(exc, APIStatusError):
-        retried = exc.status_code >= 500 or exc.status_code in (408, 409)
-        after = f" after {retries} retries" if retried else ""
-        kind = "failed" if exc.status_code >= 500 else "refused"
-        return f"Runloop API {kind} to {action}: HTTP {exc.status_code}{after}: {_detail(exc.body)}"
-    if isinstance(exc, APITimeoutError):
-        return f"Runloop API did not answer in time to {action} (after {retries} retries)"
-    if isinstance(exc, APIConnectionError):
-        cause = exc.__cause__ or exc
-        return f"cannot reach the Runloop API to {action} (after {retries} retries): {type(cause).__name__}"
-    if isinstance(exc, PollingTimeout):
-        return f"Runloop gave up waiting to {action}: {str(exc).split('. Last retrieved', 1)[0]}"
-    return f"Runloop could not {action}: {exc}"
-
-
-def _detail(body: object) -> str:
-    if isinstance(body, dict):
-        body = body.get("error") or body.get("message") or body
-    return str(body)[:200]
-
-
-@contextlib.contextmanager
-def api_errors(action: str, retries: int) -> Iterator[None]:
-    """Turn SDK failures inside the block into ``SandboxUnavailableError`` saying ``action``."""
-    try:
-        yield
-    except (RunloopError, PollingTimeout) as exc:
-        raise SandboxUnavailableError(describe(exc, action, retries)) from exc
-
-
-def polling(timeout_s: float) -> PollingConfig:
-    """Long-poll for up to ``timeout_s``; the SDK's default caps the wait at 120 attempts of 1 s."""
-    return PollingConfig(interval_seconds=1.0, max_attempts=1_000_000, timeout_seconds=timeout_s)
 
 
 class BoxState(enum.Enum):
@@ -132,9 +80,9 @@ class DevboxPool:
         self._creating = 0  # creates whose devbox id is not known yet
         self._waiting = 0
         self._cond = asyncio.Condition()
-        self._tasks: set[asyncio.Task[Any]] = set()  # cancelled on close
-        self._boots: set[asyncio.Task[Any]] = set()  # creates and resumes, awaited by warm()
-        self._keep: set[asyncio.Task[Any]] = set()  # create calls and shutdowns: awaited on close, never cancelled
+        # Boots and warming are cancelled on close; create calls and shutdowns are awaited.
+        self._tasks = BackgroundTasks(log)
+        self._boots: set[asyncio.Task[None]] = set()  # creates and resumes, awaited by warm()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -168,13 +116,10 @@ class DevboxPool:
                     if start is None:
                         await self._cond.wait()
                         continue
-                try:
-                    # Shielded: a caller that gives up must not cancel a boot others may use.
-                    await asyncio.shield(start)
-                except asyncio.CancelledError:
-                    current = asyncio.current_task()
-                    if not start.cancelled() or (current is not None and current.cancelling()):
-                        raise
+                # A caller that gives up must not cancel a boot others may use; a boot cancelled
+                # by close sends the caller round again, to be told the pool is closed.
+                with contextlib.suppress(TaskCancelledError):
+                    await wait_shared(start)
         finally:
             self._waiting -= 1
 
@@ -189,10 +134,7 @@ class DevboxPool:
             return
         if not healthy and not await self._is_running(box):
             return
-        async with self._cond:
-            box.state = BoxState.IDLE
-            box.idle_since = self._clock()
-            self._cond.notify_all()
+        await self._make_idle(box)
 
     async def discard(self, box: Devbox, why: str) -> None:
         """Forget ``box``, shut it down (forced: it may be mid-snapshot) and boot a replacement."""
@@ -202,7 +144,7 @@ class DevboxPool:
         async with self._cond:
             del self._boxes[box.id]
             self._cond.notify_all()
-        self._spawn_kept(self._shutdown(box.id, force=True))
+        self._shutdown_later(box.id, force=True)
         self._refill()
 
     def _take_idle(self) -> Devbox | None:
@@ -238,6 +180,12 @@ class DevboxPool:
         async with self._cond:
             self._cond.notify_all()
 
+    async def _make_idle(self, box: Devbox) -> None:
+        async with self._cond:
+            box.state = BoxState.IDLE
+            box.idle_since = self._clock()
+            self._cond.notify_all()
+
     # -- warming ---------------------------------------------------------------------------
 
     async def warm(self) -> None:
@@ -253,8 +201,7 @@ class DevboxPool:
 
     async def settle(self) -> None:
         """Wait until no background work (boot, suspend, shutdown) is left; for tests and benches."""
-        while pending := (self._tasks | self._keep) - {asyncio.current_task()}:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.settle()
 
     def start_warming(self) -> None:
         """Warm in the background; failures are logged and the next acquire tries again."""
@@ -277,7 +224,7 @@ class DevboxPool:
     async def _create(self) -> None:
         # The create call runs on its own: if this task is cancelled (on close), the devbox the
         # API made is still registered, so close shuts it down instead of leaking it.
-        post = self._spawn_kept(self._post_create(idempotency_key("create")))
+        post = self._tasks.spawn(self._post_create(idempotency_key("create")), on_close="await")
         try:
             box = await asyncio.shield(post)
         except SandboxUnavailableError:
@@ -287,13 +234,10 @@ class DevboxPool:
 
     async def _post_create(self, key: str) -> Devbox:
         """The create call alone, registering the devbox as soon as its id is known."""
-        blueprint = self._config.blueprint
-        by_id = blueprint.startswith("bpt_")
         try:
             with api_errors("create a devbox", self._config.max_retries):
                 view = await self._client.devboxes.create(
-                    blueprint_id=blueprint if by_id else omit,
-                    blueprint_name=blueprint if blueprint and not by_id else omit,
+                    **blueprint_ref(self._config.blueprint),
                     name="swarm-sandbox",
                     metadata={"swarm": "sandbox"},
                     idempotency_key=key,
@@ -316,14 +260,11 @@ class DevboxPool:
         except BaseException:
             if self._boxes.get(box.id) is box and not self._closed:
                 del self._boxes[box.id]
-                self._spawn_kept(self._shutdown(box.id, force=True))
+                self._shutdown_later(box.id, force=True)
                 await self._notify()
                 self._refill()
             raise
-        async with self._cond:
-            box.state = BoxState.IDLE
-            box.idle_since = self._clock()
-            self._cond.notify_all()
+        await self._make_idle(box)
 
     async def _resume(self, box: Devbox) -> None:
         """Resume a suspended box; if it will not come back, drop it (acquire then boots another)."""
@@ -350,30 +291,35 @@ class DevboxPool:
         log.info("Runloop devbox %s suspended after being idle", box.id)
 
     async def _shutdown(self, box_id: str, *, force: bool) -> None:
-        """Best effort: a devbox that cannot be shut down is reported, not retried forever."""
-        try:
-            with api_errors(f"shut down devbox {box_id}", self._config.max_retries):
-                await self._client.devboxes.shutdown(
-                    box_id, force="true" if force else omit, idempotency_key=idempotency_key("shutdown")
-                )
-        except SandboxUnavailableError as exc:
-            log.warning("%s", exc)
+        await shutdown_devbox(self._client, box_id, force=force, retries=self._config.max_retries)
+
+    def _shutdown_later(self, box_id: str, *, force: bool) -> None:
+        """Shut ``box_id`` down in the background; closing waits for it rather than cancel it."""
+        self._tasks.spawn(self._shutdown(box_id, force=force), on_close="await")
 
     async def _is_running(self, box: Devbox) -> bool:
         """Health check: True when the API says ``running`` (or cannot say); otherwise replace the box."""
         try:
-            with api_errors(f"check devbox {box.id}", self._config.max_retries):
-                view = await self._client.devboxes.retrieve(box.id)
+            stopped = await devbox_stopped(self._client, box.id, self._config.max_retries)
         except SandboxUnavailableError as exc:
             log.warning("%s", exc)
             return True
-        if view.status == "running":
+        if stopped is None:
             return True
-        reason = f" ({view.failure_reason})" if view.failure_reason else ""
-        await self.discard(box, f"status {view.status}{reason}")
+        await self.discard(box, stopped)
         return False
 
     # -- idle policy -----------------------------------------------------------------------
+
+    async def maintain_forever(self) -> None:
+        """Run ``maintain`` periodically (a quarter of the suspend time, 1 to 60 s) until cancelled."""
+        interval = min(max(self._config.idle_suspend_s / 4, 1.0), 60.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.maintain()
+            except Exception as exc:
+                log.warning("Runloop devbox pool maintenance failed: %s", exc)
 
     async def maintain(self) -> None:
         """One pass of the idle policy and health checks; the sandbox runs it periodically."""
@@ -410,34 +356,17 @@ class DevboxPool:
         )
         self._refill()
 
-    # -- tasks and closing -----------------------------------------------------------------
+    # -- background work and closing -------------------------------------------------------
 
     def _spawn(
         self, coro: Coroutine[Any, Any, None], *, what: str | None = None, boot: bool = False
     ) -> asyncio.Task[None]:
-        """Track a background task; ``what`` names it in the log line if it fails unobserved."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
+        """Background work cancelled on close; ``what`` names it in the log line if it fails unobserved."""
+        task = self._tasks.spawn(coro, what=what)
         if boot:
             self._boots.add(task)
-        task.add_done_callback(lambda t: self._reap(t, what))
+            task.add_done_callback(self._boots.discard)
         return task
-
-    def _spawn_kept(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
-        task = asyncio.ensure_future(coro)
-        self._keep.add(task)
-        task.add_done_callback(lambda t: self._reap(t, None))
-        return task
-
-    def _reap(self, task: asyncio.Task[Any], what: str | None) -> None:
-        self._tasks.discard(task)
-        self._boots.discard(task)
-        self._keep.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()  # retrieved here so asyncio never reports it as lost
-        if exc is not None and what is not None:
-            log.warning("could not %s: %s", what, exc)
 
     async def aclose(self) -> None:
         """Shut down every devbox the pool created, forced so a suspend in progress cannot block it."""
@@ -445,12 +374,8 @@ class DevboxPool:
             return
         self._closed = True
         await self._notify()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        # A create already sent still yields a devbox: wait for its id so it is shut down too.
-        await asyncio.gather(*self._keep, return_exceptions=True)
+        # A create already sent still yields a devbox: closing waits for its id so it is shut down too.
+        await self._tasks.aclose()
         ids = list(self._boxes)
         self._boxes.clear()
         await asyncio.gather(*(self._shutdown(box_id, force=True) for box_id in ids))

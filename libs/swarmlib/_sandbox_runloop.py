@@ -3,13 +3,8 @@
 An execution borrows a devbox from the warm pool, writes ``main.py`` and its files into a fresh
 directory there, runs ``python3 -I main.py`` under ``timeout -s KILL`` with the local backend's
 limits (CPU seconds, address space, file size, a cleared environment), and reads back stdout and
-stderr capped at ``output_cap_bytes``. Removing the directory and making the next one happen after
-the result is returned, before the devbox goes back to the pool.
-
-The program's output goes to files, not through the execution's own stdout, because the API
-returns only the last ``last_n`` lines of that. ``ulimit -f`` just over the cap bounds what a
-program can write (Python then gets EFBIG), so reading back is bounded too. Directories live under
-the devbox user's home, not /tmp, because a suspended devbox keeps its disk and nothing else.
+stderr capped at ``output_cap_bytes`` (the script is ``_runloop_script``). Removing the directory
+and making the next one happen after the result is returned, before the devbox goes back to the pool.
 
 Not enforced here, unlike bubblewrap: ``max_processes`` (RLIMIT_NPROC counts every process of the
 devbox user) and ``tmp_size_mb``. The devbox itself is the isolation boundary; a program that
@@ -24,11 +19,9 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import shlex
 import signal
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -38,18 +31,17 @@ from runloop_api_client import APIStatusError, AsyncRunloop, DefaultAsyncHttpxCl
 from runloop_api_client.types import DevboxAsyncExecutionDetailView
 
 from ._errors import SandboxUnavailableError
-from ._runloop_pool import Clock, Devbox, DevboxPool, api_errors, idempotency_key
+from ._runloop import REQUEST_TIMEOUT_S, Clock, api_errors, idempotency_key, open_client
+from ._runloop_pool import Devbox, DevboxPool
+from ._runloop_script import ERR, OUT, TRAILER, new_workdir, plain_name, run_script, workdir_command
 from ._sandbox import ExecResult, SandboxConfig
+from ._tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
 BACKEND = "runloop"
 NO_KEY = "the Runloop API key is not set: set RUNLOOP_API_KEY to use SWARM_SANDBOX=runloop"
-REQUEST_TIMEOUT_S = 60.0
 _LONG_POLL_S = 25  # the API holds an execution long-poll at most this long
-_OUT, _ERR = ".swarm-stdout", ".swarm-stderr"
-_NO_WORKDIR = 97
-_TRAILER = re.compile(r"swarm-exit (\d+) (\d+) (\d+) (\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -92,7 +84,7 @@ class RunloopSandbox:
         self._poller: AsyncRunloop | None = None
         self._pool: DevboxPool | None = None
         self._prepared: dict[str, str] = {}  # devbox id -> an empty working directory made ahead
-        self._recycling: set[asyncio.Task[None]] = set()
+        self._recycling = BackgroundTasks(log)  # finished executions' devboxes being cleaned
         self._maintainer: asyncio.Task[None] | None = None
         self._unavailable: str | None = None
         self._closed = False
@@ -134,14 +126,13 @@ class RunloopSandbox:
 
     async def wait_idle(self) -> None:
         """Wait until finished executions' devboxes are back in the pool and no boot is in flight."""
-        while self._recycling:
-            await asyncio.gather(*self._recycling, return_exceptions=True)
+        await self._recycling.settle()
         if self._pool is not None:
             await self._pool.settle()
 
     async def run(self, program: str, timeout_s: float, files: Mapping[str, str] | None = None) -> ExecResult:
         """Run ``program`` as ``main.py`` with ``files`` beside it on a pooled devbox."""
-        contents = {**{_plain_name(name): text for name, text in (files or {}).items()}, "main.py": program}
+        contents = {**{plain_name(name): text for name, text in (files or {}).items()}, "main.py": program}
         pool = self._ensure_pool()
         box = await pool.acquire()
         with self._tracer.start_as_current_span("sandbox.runloop.run") as span:
@@ -150,8 +141,8 @@ class RunloopSandbox:
             workdir = self._prepared.pop(box.id, None)
             try:
                 if workdir is None:
-                    workdir = _workdir()
-                    await self._shell(box.id, f"mkdir -p -- {shlex.quote(workdir)}", "make a working directory")
+                    workdir = new_workdir()
+                    await self._shell(box.id, workdir_command(make=workdir), "make a working directory")
                 result = await self._execute(box.id, workdir, contents, timeout_s)
             except _DevboxDied as died:
                 await pool.discard(box, str(died))
@@ -172,9 +163,7 @@ class RunloopSandbox:
         if self._maintainer is not None:
             self._maintainer.cancel()
             await asyncio.gather(self._maintainer, return_exceptions=True)
-        for task in list(self._recycling):
-            task.cancel()
-        await asyncio.gather(*self._recycling, return_exceptions=True)
+        await self._recycling.aclose()
         if self._pool is not None:
             await self._pool.aclose()
         for client in (self._poller, self._client):
@@ -191,40 +180,24 @@ class RunloopSandbox:
         if not self._rl.api_key:
             self._unavailable = NO_KEY
             raise SandboxUnavailableError(NO_KEY)
-        # One HTTP client for everything: left alone, the SDK builds one per shard (26 of them),
-        # each loading the CA bundle while blocking the event loop for tens of milliseconds.
+        # One HTTP client for both SDK clients, sized for every devbox's calls at once.
         http = DefaultAsyncHttpxClient(
             timeout=REQUEST_TIMEOUT_S,
             limits=httpx.Limits(max_connections=max(20, 4 * self._rl.max_devboxes), max_keepalive_connections=10),
         )
-        self._client = AsyncRunloop(
-            bearer_token=self._rl.api_key,
-            base_url=self._rl.base_url or None,
-            max_retries=self._rl.max_retries,
-            timeout=REQUEST_TIMEOUT_S,
-            http_client=http,
-        )
+        self._client = open_client(self._rl.api_key, self._rl.base_url, self._rl.max_retries, http)
         # Long-polls answer 408 when nothing happened yet; that is not worth a backoff and retry.
         self._poller = self._client.with_options(max_retries=0, http_client=http)
         self._pool = DevboxPool(self._client, self._rl, clock=self._clock, on_ready=self._prepare)
         if self._maintenance:
-            self._maintainer = asyncio.ensure_future(self._maintain_forever(self._pool))
+            self._maintainer = asyncio.ensure_future(self._pool.maintain_forever())
         return self._pool
-
-    async def _maintain_forever(self, pool: DevboxPool) -> None:
-        interval = min(max(self._rl.idle_suspend_s / 4, 1.0), 60.0)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await pool.maintain()
-            except Exception as exc:
-                log.warning("Runloop devbox pool maintenance failed: %s", exc)
 
     async def _prepare(self, box_id: str) -> None:
         """Make the first working directory as soon as a devbox boots, off any execution's path."""
-        workdir = _workdir()
+        workdir = new_workdir()
         try:
-            await self._shell(box_id, f"mkdir -p -- {shlex.quote(workdir)}", "make a working directory")
+            await self._shell(box_id, workdir_command(make=workdir), "make a working directory")
         except _DevboxDied as died:
             raise SandboxUnavailableError(f"devbox {box_id} died right after booting") from died
         self._prepared[box_id] = workdir
@@ -234,19 +207,17 @@ class RunloopSandbox:
             return  # closing shuts every devbox down; nothing to clean
         if healthy:
             self._pool.returning(box)
-        task = asyncio.ensure_future(self._clean_and_release(box, workdir, healthy))
-        self._recycling.add(task)
-        task.add_done_callback(self._recycling.discard)
+        self._recycling.spawn(
+            self._clean_and_release(box, workdir, healthy), what=f"return devbox {box.id} to the pool"
+        )
 
     async def _clean_and_release(self, box: Devbox, workdir: str | None, healthy: bool) -> None:
         """Remove the execution's directory and make the next one in one call, then lend the box again."""
         pool = self._pool
         assert pool is not None
-        following = _workdir()
-        old = shlex.quote(workdir) if workdir else ""
-        script = f"chmod -R u+rwX -- {old} 2>/dev/null; rm -rf -- {old}; " if workdir else ""
+        following = new_workdir()
         try:
-            await self._shell(box.id, f"{script}mkdir -p -- {shlex.quote(following)}", "clean the working directory")
+            await self._shell(box.id, workdir_command(make=following, remove=workdir), "clean the working directory")
             self._prepared[box.id] = following
         except (SandboxUnavailableError, _DevboxDied) as exc:
             log.warning("Runloop devbox %s not cleaned: %s", box.id, exc)
@@ -263,8 +234,8 @@ class RunloopSandbox:
                 return _hung(timeout_s)
             trailer = _parse_trailer(box_id, execution)
             stdout, stderr = await asyncio.gather(
-                self._read(box_id, f"{workdir}/{_OUT}", trailer.stdout_bytes),
-                self._read(box_id, f"{workdir}/{_ERR}", trailer.stderr_bytes),
+                self._read(box_id, f"{workdir}/{OUT}", trailer.stdout_bytes),
+                self._read(box_id, f"{workdir}/{ERR}", trailer.stderr_bytes),
             )
         except SandboxUnavailableError:
             await self._raise_if_dead(box_id)
@@ -273,7 +244,7 @@ class RunloopSandbox:
 
     async def _run_script(self, box_id: str, workdir: str, timeout_s: float) -> DevboxAsyncExecutionDetailView | None:
         """Start the run script and wait for it; None if the devbox stays silent past the grace."""
-        command = "bash -c " + shlex.quote(_run_script(workdir, timeout_s, self._config))
+        command = "bash -c " + shlex.quote(run_script(workdir, timeout_s, self._config))
         started: list[str] = []
         try:
             async with asyncio.timeout(timeout_s + self._rl.exec_grace_s):
@@ -364,43 +335,8 @@ class RunloopSandbox:
         return self._client, self._poller
 
 
-def _workdir() -> str:
-    """A fresh directory name, relative to the devbox user's home (where API paths start)."""
-    return f"swarm-exec-{uuid.uuid4().hex}"
-
-
-def _plain_name(name: str) -> str:
-    """Files live flat beside main.py: a name with a directory part could write outside it."""
-    if not name or "/" in name or name in (".", "..") or "\0" in name:
-        raise ValueError(f"sandbox file name {name!r} must be a plain file name")
-    return name
-
-
-def _run_script(workdir: str, timeout_s: float, config: SandboxConfig) -> str:
-    """The bash script of one execution; its only stdout is the trailer ``_TRAILER`` parses."""
-    limits = " && ".join(
-        [
-            f"ulimit -f {config.output_cap_bytes // 1024 + 1}",  # 1 KiB blocks in bash: just over the cap
-            f"ulimit -t {math.ceil(timeout_s) + 1}",
-            f"ulimit -v {config.memory_mb * 1024}",
-        ]
-    )
-    program = f'env -i PATH="$PATH" HOME="$PWD" LANG=C.UTF-8 timeout -s KILL {timeout_s:.3f} python3 -I main.py'
-    return "\n".join(
-        [
-            f"cd -- {shlex.quote(workdir)} || exit {_NO_WORKDIR}",
-            "start=$(date +%s%N)",
-            f"({limits} && exec {program}) </dev/null >{_OUT} 2>{_ERR}",
-            "rc=$?",
-            "end=$(date +%s%N)",
-            f"printf 'swarm-exit %s %s %s %s\\n' \"$rc\" $(( (end - start) / 1000000 )) "
-            f'"$(wc -c <{_OUT})" "$(wc -c <{_ERR})"',
-        ]
-    )
-
-
 def _parse_trailer(box_id: str, execution: DevboxAsyncExecutionDetailView) -> _Trailer:
-    match = _TRAILER.search(execution.stdout or "")
+    match = TRAILER.search(execution.stdout or "")
     if match is None:
         detail = (execution.stderr or "").strip()[-300:] or f"exit status {execution.exit_status}"
         raise SandboxUnavailableError(f"the run script did not finish on devbox {box_id}: {detail}")

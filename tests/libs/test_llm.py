@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -202,3 +205,68 @@ async def test_fake_answers_non_streaming_requests(server: FakeLLMServer, http: 
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"] == FIB_REPLY
     assert body["usage"]["completion_tokens"] > 0
+
+
+def _answer(text: str) -> bytes:
+    chunk = json.dumps({"choices": [{"delta": {"content": text}, "finish_reason": "stop"}]})
+    return f"data: {chunk}\n\ndata: [DONE]\n\n".encode()
+
+
+async def test_resolve_hook_gives_the_address_for_the_whole_call_outside_its_deadline() -> None:
+    """The hook is entered before the deadline starts and left after the answer, whatever it took."""
+    events: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        events.append(f"POST {request.url}")
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=_answer("ok"))
+
+    @contextlib.asynccontextmanager
+    async def resolve(named: Endpoint) -> AsyncIterator[Endpoint]:
+        events.append(f"resolve {named.name}")
+        await asyncio.sleep(0.6)  # longer than the call's deadline: like a devbox being provisioned
+        yield dataclasses.replace(named, base_url="http://resolved.test/v1")
+        events.append("released")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client = ChatClient(http, RetryPolicy(attempts=1), resolve=resolve)
+        result = await client.complete(Endpoint("box-1", "http://named.invalid/v1", "m"), MESSAGES, timeout=0.5)
+    assert result.text == "ok"
+    assert events == ["resolve box-1", "POST http://resolved.test/v1/chat/completions", "released"]
+
+
+async def test_resolve_hook_is_left_when_the_call_fails_and_its_error_reaches_the_caller() -> None:
+    events: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        events.append("POST")
+        return httpx.Response(500, text="down")
+
+    @contextlib.asynccontextmanager
+    async def resolve(named: Endpoint) -> AsyncIterator[Endpoint]:
+        if named.name == "unreachable":
+            raise LLMConnectError("unreachable: no devbox to serve it")
+        try:
+            yield named
+        finally:
+            events.append("released")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as http:
+        client = ChatClient(http, RetryPolicy(attempts=1), resolve=resolve)
+        with pytest.raises(LLMHTTPError):
+            await client.complete(Endpoint("a", "http://a.test/v1", "m"), MESSAGES, timeout=5)
+        assert events == ["POST", "released"]
+        with pytest.raises(LLMConnectError, match="no devbox"):
+            await client.complete(Endpoint("unreachable", "http://b.test/v1", "m"), MESSAGES, timeout=5)
+    assert events == ["POST", "released"]  # nothing was sent for the endpoint that did not resolve
+
+
+async def test_without_a_resolve_hook_the_endpoint_is_called_as_given() -> None:
+    urls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        urls.append(str(request.url))
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=_answer("ok"))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        await ChatClient(http).complete(Endpoint("a", "http://as-given.test/v1", "m"), MESSAGES, timeout=5)
+    assert urls == ["http://as-given.test/v1/chat/completions"]

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmlib import ConfigError, DevboxInstancesConfig, InstanceSpec, env_bool, env_float, env_int, env_str
+from swarmlib import ConfigError, InstanceSpec, env_bool, env_float, env_int, env_str
+
+from .devbox_config import DevboxInstancesConfig
 
 MAX_SWARM_SIZE = 16
 # Each refinement round is one LLM call and one assessment; past a few, a small model repeats itself.

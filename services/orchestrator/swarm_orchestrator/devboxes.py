@@ -8,8 +8,9 @@ them without touching the fan-out or the pipeline:
   is the manager's listener and swaps the spec in place), and their health comes from the
   manager, which runs on the pool's periodic check instead of a ``/v1/models`` probe of a
   placeholder address;
-* a call to one waits for its devbox (``DevboxChatClient``): in ``per-run`` mode, or after an
-  idle shutdown, the first call provisions it, and every call keeps it from being shut down idle.
+* a call to one waits for its devbox (the chat client's ``resolve`` hook, ``devbox_endpoints``): in
+  ``per-run`` mode, or after an idle shutdown, the first call provisions it, and every call keeps
+  it from being shut down idle.
 
 This module imports the Runloop SDK, so the server imports it only when devboxes are configured.
 """
@@ -17,19 +18,17 @@ This module imports the Runloop SDK, so the server imports it only when devboxes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator
 
 import httpx
 
-from swarmlib import ChatClient, ChatResult, ConfigError, Endpoint, InstanceSpec, LLMError, RetryPolicy, list_models
-from swarmlib._devbox_instances import DevboxInstances
+from swarmlib import ChatClient, Endpoint, InstanceSpec, ResolveEndpoint, RetryPolicy
 
 from .config import OrchestratorConfig
+from .devbox_manager import DevboxInstances
 from .pool import InstanceHealth, InstancePool
-
-log = logging.getLogger(__name__)
 
 
 class DevboxInstancePool(InstancePool):
@@ -69,63 +68,26 @@ class DevboxInstancePool(InstancePool):
 
     async def check(self, http: httpx.AsyncClient) -> None:
         """Probe the static instances as the base pool does; the manager checks (and retires) devboxes."""
-
-        async def probe(name: str) -> None:
-            try:
-                await list_models(http, self.endpoint(name))
-            except (LLMError, ConfigError) as exc:
-                self.failed(name, f"health check: {exc}")
-                return
-            if not self.is_healthy(name):
-                log.info("instance %s healthy again", name)
-            self.succeeded(name)
-
         static = [name for name in self.names if not self._devboxes.owns(name)]
-        await asyncio.gather(self._devboxes.maintain(), *(probe(name) for name in static))
+        await asyncio.gather(self._devboxes.maintain(), *(self.probe(http, name) for name in static))
 
 
-class DevboxChatClient(ChatClient):
-    """A chat client that waits for a devbox instance's devbox and calls it at its current address."""
+def devbox_endpoints(devboxes: DevboxInstances) -> ResolveEndpoint:
+    """The chat client's ``resolve`` hook: a devbox instance is called at its devbox's current address.
 
-    def __init__(self, http: httpx.AsyncClient, retry: RetryPolicy, devboxes: DevboxInstances) -> None:
-        super().__init__(http, retry)
-        self._devboxes = devboxes
+    Waiting for provisioning does not count against the call's ``timeout`` (the client enters the
+    hook first); other instances are called as they are.
+    """
 
-    async def complete(
-        self,
-        endpoint: Endpoint,
-        messages: Sequence[Mapping[str, str]],
-        *,
-        timeout: float,
-        temperature: float = 0.7,
-        seed: int | None = None,
-        max_tokens: int = 1024,
-        purpose: str = "solve",
-        run_id: str = "",
-    ) -> ChatResult:
-        """As ``ChatClient.complete``; waiting for provisioning does not count against ``timeout``."""
-        if not self._devboxes.owns(endpoint.name):
-            return await super().complete(
-                endpoint,
-                messages,
-                timeout=timeout,
-                temperature=temperature,
-                seed=seed,
-                max_tokens=max_tokens,
-                purpose=purpose,
-                run_id=run_id,
-            )
-        async with self._devboxes.using(endpoint.name) as spec:
-            return await super().complete(
-                dataclasses.replace(endpoint, base_url=spec.base_url),
-                messages,
-                timeout=timeout,
-                temperature=temperature,
-                seed=seed,
-                max_tokens=max_tokens,
-                purpose=purpose,
-                run_id=run_id,
-            )
+    @contextlib.asynccontextmanager
+    async def resolve(endpoint: Endpoint) -> AsyncIterator[Endpoint]:
+        if not devboxes.owns(endpoint.name):
+            yield endpoint
+            return
+        async with devboxes.using(endpoint.name) as spec:
+            yield dataclasses.replace(endpoint, base_url=spec.base_url)
+
+    return resolve
 
 
 @dataclasses.dataclass
@@ -134,7 +96,7 @@ class Devboxes:
 
     instances: DevboxInstances
     pool: DevboxInstancePool
-    client: DevboxChatClient
+    client: ChatClient
 
     def start(self) -> None:
         self.instances.start()
@@ -147,4 +109,4 @@ def open_devboxes(config: OrchestratorConfig, http: httpx.AsyncClient, retry: Re
     """The devbox manager, the pool holding static and devbox instances, and the client that calls them."""
     instances = DevboxInstances(config.devboxes, http, failures_to_replace=config.unhealthy_after)
     pool = DevboxInstancePool(config.instances, dict(config.secrets), config.unhealthy_after, instances)
-    return Devboxes(instances, pool, DevboxChatClient(http, retry, instances))
+    return Devboxes(instances, pool, ChatClient(http, retry, resolve=devbox_endpoints(instances)))

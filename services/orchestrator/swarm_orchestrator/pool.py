@@ -100,18 +100,18 @@ class InstancePool:
 
     async def check(self, http: httpx.AsyncClient) -> None:
         """Probe every instance's ``/v1/models`` once; unhealthy ones that answer come back."""
+        await asyncio.gather(*(self.probe(http, name) for name in self._health))
 
-        async def probe(name: str) -> None:
-            try:
-                await list_models(http, self.endpoint(name))
-            except (LLMError, ConfigError) as exc:
-                self.failed(name, f"health check: {exc}")
-                return
-            if not self._health[name].healthy:
-                log.info("instance %s healthy again", name)
-            self.succeeded(name)
-
-        await asyncio.gather(*(probe(name) for name in self._health))
+    async def probe(self, http: httpx.AsyncClient, name: str) -> None:
+        """One ``/v1/models`` health check of ``name``, counted like an answer."""
+        try:
+            await list_models(http, self.endpoint(name))
+        except (LLMError, ConfigError) as exc:
+            self.failed(name, f"health check: {exc}")
+            return
+        if not self._health[name].healthy:
+            log.info("instance %s healthy again", name)
+        self.succeeded(name)
 
     def instance_ref(self, name: str) -> common_pb2.InstanceRef:
         """The instance as the contracts describe it (no secret: only the key's variable name)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import grpc
 import httpx
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from opentelemetry.sdk.trace import TracerProvider
 
 from swarm.v1 import orchestrator_pb2_grpc
-from swarmlib import ChatClient, RetryPolicy, SwarmServer, build_server, configure_tracing, open_channel
+from swarmlib import ChatClient, RetryPolicy, SwarmServer, build_server, configure_tracing
 
 from .config import OrchestratorConfig
 from .fanout import Fanout
@@ -16,6 +19,18 @@ from .stages import StageCalls
 from .store import RunStore
 
 SERVICE_NAME = "swarm.v1.OrchestratorService"
+
+
+def open_channel(target: str, tracer_provider: TracerProvider) -> grpc.aio.Channel:
+    """A channel to a stage that carries the trace context to it (OpenTelemetry client interceptors)."""
+    return grpc.aio.insecure_channel(
+        target,
+        interceptors=aio_client_interceptors(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ],
+    )
 
 
 async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:

@@ -1,25 +1,17 @@
-"""LLM instances served from Runloop devboxes: provisioned from a blueprint, reached through a tunnel.
+"""The devbox manager: LLM instances served from Runloop devboxes, reached through a tunnel.
 
-A devbox boots in seconds to minutes and a model server then needs more time to load its weights,
-so a devbox-hosted instance has a lifecycle the static ``SWARM_INSTANCES`` do not: each of the
-``count`` instances (``devbox-1`` …) is a slot that holds at most one devbox at a time. Provisioning
-a slot creates a devbox from the blueprint, waits until it runs, opens an (open) tunnel, and waits
-until ``GET /v1/models`` answers through it; only then does the slot carry an ``InstanceSpec`` whose
-``base_url`` is the tunnel URL plus ``/v1``. Until then its spec points at a ``.invalid`` host.
+A devbox boots in seconds to minutes and its model server then loads its weights, so these
+instances have a lifecycle the static ``SWARM_INSTANCES`` do not (the policy is in the README,
+"Qwen instances on Runloop devboxes"). Each of ``devbox-1`` … is a slot that holds at most one
+devbox at a time: provisioned (create from the blueprint, wait until it runs, open a tunnel, wait
+until ``GET /v1/models`` answers through it) at start-up or when a call first needs it, shut down
+when idle, replaced when its devbox stops or fails its checks. Until provisioned, its spec points
+at a ``.invalid`` host; callers of ``using`` wait for a slot being provisioned instead of failing.
+Idle time is read from an injectable clock, so tests move it by hand.
 
-* ``warm`` mode provisions every slot at start-up, ``per-run`` mode when a call first needs it;
-  callers of ``using`` wait for a slot being provisioned instead of failing.
-* A devbox with no call in flight for ``idle_shutdown_s`` (on an injectable clock) is shut down;
-  its slot is provisioned again at its next use. Runloop's own idle policy is set a little later
-  as a backstop, so a devbox is not left running if this process dies without closing.
-* ``maintain`` (run with the orchestrator's periodic health check) retires idle devboxes, checks
-  the others (devbox status, then ``/v1/models`` through the tunnel), and replaces a devbox that
-  is no longer running or failed ``failures_to_replace`` checks in a row.
-
-Every mutating call carries an idempotency key the SDK repeats on its retries. The API key lives
-in the SDK client only; errors go through ``describe`` so they never contain it, and spans carry
-instance names and devbox ids only. A listener (the orchestrator's instance pool) is told when a
-slot's spec or availability changes.
+The Runloop rules (idempotency keys, errors that never contain the API key, best-effort shutdown)
+are ``swarmlib._runloop``'s; spans carry instance names and devbox ids only. A listener (the
+orchestrator's instance pool) is told when a slot's spec or availability changes.
 """
 
 from __future__ import annotations
@@ -31,26 +23,40 @@ import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import httpx
 from opentelemetry import trace
-from runloop_api_client import AsyncRunloop, DefaultAsyncHttpxClient, omit
+from runloop_api_client import AsyncRunloop
 
-from ._devbox_config import DevboxInstancesConfig
-from ._errors import LLMConnectError, LLMError, SandboxUnavailableError, SwarmError
-from ._instances import InstanceSpec
-from ._llm import Endpoint, list_models
-from ._runloop_pool import Clock, api_errors, idempotency_key, polling
+from swarmlib import (
+    BackgroundTasks,
+    Endpoint,
+    InstanceSpec,
+    LLMConnectError,
+    LLMError,
+    SandboxUnavailableError,
+    SwarmError,
+    TaskCancelledError,
+    list_models,
+    wait_shared,
+)
+from swarmlib._runloop import (
+    Clock,
+    api_errors,
+    blueprint_ref,
+    devbox_stopped,
+    idempotency_key,
+    open_client,
+    polling,
+    shutdown_devbox,
+)
+
+from .devbox_config import DevboxInstancesConfig
+from .devbox_ready import PROBE_TIMEOUT_S, until_serving
 
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-REQUEST_TIMEOUT_S = 60.0
-PROBE_TIMEOUT_S = 5.0
-# While waiting for the model server, the devbox status is read every this many failed probes,
-# so a devbox that died while loading is given up on without waiting for the whole deadline.
-STATUS_EVERY = 5
 # Runloop's own idle shutdown comes this long after ours: a backstop, never the first to act.
 BACKSTOP_MARGIN_S = 300
 
@@ -108,22 +114,6 @@ class DevboxSlot:
     boot: asyncio.Task[InstanceSpec] | None = None
 
 
-def placeholder_spec(config: DevboxInstancesConfig, name: str) -> InstanceSpec:
-    """The spec of a slot without a devbox: a host that cannot resolve, so nothing reaches a stale tunnel."""
-    return InstanceSpec(
-        name=name,
-        base_url=f"http://{name}.devbox-not-running.invalid/v1",
-        model=config.model,
-        temperature=config.temperature,
-    )
-
-
-def tunnel_base_url(template: str, port: int, tunnel_key: str, api_host: str) -> str:
-    """The OpenAI base URL through a tunnel, formed as the SDK's ``get_tunnel_url`` forms the host."""
-    domain = api_host[4:] if api_host.startswith("api.") else api_host
-    return template.format(port=port, tunnel_key=tunnel_key, domain=domain).rstrip("/") + "/v1"
-
-
 class DevboxInstances:
     """Provisions, health-checks, retires and replaces the devboxes behind ``devbox-1`` … ``devbox-N``.
 
@@ -150,18 +140,10 @@ class DevboxInstances:
         self._clock = clock
         self._failures_to_replace = max(1, failures_to_replace)
         self._tracer = tracer or trace.get_tracer(__name__)
-        self._client = client or AsyncRunloop(
-            bearer_token=config.api_key,
-            base_url=config.base_url or None,
-            max_retries=config.max_retries,
-            timeout=REQUEST_TIMEOUT_S,
-            # One HTTP client: left alone, the SDK builds one per resource shard.
-            http_client=DefaultAsyncHttpxClient(timeout=REQUEST_TIMEOUT_S),
-        )
-        self._slots = {name: DevboxSlot(name, placeholder_spec(config, name)) for name in config.names}
+        self._client = client or open_client(config.api_key, config.base_url, config.max_retries)
+        self._slots = {name: DevboxSlot(name, config.placeholder(name)) for name in config.names}
         self._owned: set[str] = set()  # devboxes created and not yet shut down
-        self._tasks: set[asyncio.Task[Any]] = set()  # boots: cancelled on close
-        self._keep: set[asyncio.Task[Any]] = set()  # creates and shutdowns: awaited on close, never cancelled
+        self._tasks = BackgroundTasks(log)  # boots are cancelled on close; creates and shutdowns awaited
         self._closed = False
 
     def __repr__(self) -> str:
@@ -219,24 +201,19 @@ class DevboxInstances:
 
     async def settle(self) -> None:
         """Wait until no background work (boot, shutdown) is left (tests, benches)."""
-        while pending := (self._tasks | self._keep) - {asyncio.current_task()}:
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._tasks.settle()
 
     async def _ready(self, slot: DevboxSlot) -> InstanceSpec:
         if self._closed:
             raise LLMConnectError(f"{slot.name}: the devbox instances are shut down")
         if slot.state is SlotState.READY:
             return slot.spec
-        boot = self._boot(slot)
         try:
-            # Shielded: a caller that gives up must not cancel a boot other callers wait for.
-            return await asyncio.shield(boot)
+            # A caller that gives up must not cancel a boot other callers wait for.
+            return await wait_shared(self._boot(slot))
         except SwarmError as exc:
             raise LLMConnectError(f"{slot.name}: no devbox to serve it: {exc}") from exc
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if not boot.cancelled() or (current is not None and current.cancelling()):
-                raise
+        except TaskCancelledError:
             raise LLMConnectError(f"{slot.name}: provisioning was stopped (the orchestrator is closing)") from None
 
     # -- provisioning ----------------------------------------------------------------------
@@ -248,7 +225,7 @@ class DevboxInstances:
         slot.state = SlotState.STARTING
         slot.failures = 0
         self._listener.unavailable(slot.spec, "its devbox is starting")
-        slot.boot = self._track(self._provision(slot), self._tasks)
+        slot.boot = self._tasks.spawn(self._provision(slot))
         return slot.boot
 
     async def _provision(self, slot: DevboxSlot) -> InstanceSpec:
@@ -260,7 +237,7 @@ class DevboxInstances:
             span.set_attribute("swarm.devbox.port", cfg.port)
             try:
                 # The create runs on its own: cancelled here (on close), its devbox is still shut down.
-                box_id = await asyncio.shield(self._track(self._create(slot), self._keep))
+                box_id = await asyncio.shield(self._tasks.spawn(self._create(slot), on_close="await"))
                 span.set_attribute("runloop.devbox_id", box_id)
                 with api_errors(f"boot devbox {box_id} for {slot.name}", retries):
                     await self._client.devboxes.await_running(box_id, polling_config=polling(cfg.boot_timeout_s))
@@ -268,9 +245,9 @@ class DevboxInstances:
                     tunnel = await self._client.devboxes.enable_tunnel(
                         box_id, auth_mode="open", http_keep_alive=True, idempotency_key=idempotency_key("tunnel")
                     )
-                base_url = tunnel_base_url(cfg.tunnel_url, cfg.port, tunnel.tunnel_key, self._client.base_url.host)
+                base_url = cfg.tunnel_base_url(tunnel.tunnel_key, self._client.base_url.host)
                 spec = InstanceSpec(slot.name, base_url, cfg.model, temperature=cfg.temperature)
-                await self._until_serving(box_id, spec)
+                await until_serving(self._client, self._http, cfg, box_id, spec)
             except BaseException as exc:
                 if isinstance(exc, Exception):
                     slot.last_error = str(exc)
@@ -278,7 +255,7 @@ class DevboxInstances:
                 slot.state = SlotState.DOWN
                 slot.devbox_id = None
                 if box_id is not None:
-                    self._track(self._shutdown(box_id, force=True), self._keep)
+                    self._shutdown_later(box_id, force=True)
                 if not self._closed:
                     self._listener.unavailable(slot.spec, f"its devbox could not be provisioned: {slot.last_error}")
                 raise
@@ -293,12 +270,10 @@ class DevboxInstances:
     async def _create(self, slot: DevboxSlot) -> str:
         """The create call alone, remembering the devbox as soon as its id is known."""
         cfg = self._config
-        by_id = cfg.blueprint.startswith("bpt_")
         idle = int(cfg.idle_shutdown_s) + BACKSTOP_MARGIN_S
         with api_errors(f"create a devbox for {slot.name}", cfg.max_retries):
             view = await self._client.devboxes.create(
-                blueprint_id=cfg.blueprint if by_id else omit,
-                blueprint_name=omit if by_id else cfg.blueprint,
+                **blueprint_ref(cfg.blueprint),
                 name=f"swarm-{slot.name}",
                 metadata={"swarm": "llm-instance", "instance": slot.name},
                 launch_parameters={"lifecycle": {"after_idle": {"idle_time_seconds": idle, "on_idle": "shutdown"}}},
@@ -309,51 +284,14 @@ class DevboxInstances:
         log.info("devbox %s created for %s (%s)", view.id, slot.name, view.status)
         return view.id
 
-    async def _until_serving(self, box_id: str, spec: InstanceSpec) -> None:
-        """Probe ``/v1/models`` through the tunnel until it answers or ``ready_timeout_s`` passes."""
-        cfg = self._config
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.ready_timeout_s
-        endpoint = Endpoint(spec.name, spec.base_url, spec.model)
-        failed = 0
-        while True:
-            try:
-                models = await list_models(self._http, endpoint, timeout=min(PROBE_TIMEOUT_S, cfg.ready_timeout_s))
-            except LLMError as exc:
-                last = str(exc)
-            else:
-                if spec.model not in models:
-                    log.info("devbox instance %s serves %s, asked for as %s", spec.name, models, spec.model)
-                return
-            failed += 1
-            if failed % STATUS_EVERY == 0:
-                await self._raise_unless_running(box_id)
-            if loop.time() + cfg.probe_interval_s > deadline:
-                raise SandboxUnavailableError(
-                    f"the model server on devbox {box_id} did not answer GET /v1/models through the tunnel "
-                    f"within {cfg.ready_timeout_s:g}s (last: {last})"
-                )
-            await asyncio.sleep(cfg.probe_interval_s)
-
-    async def _raise_unless_running(self, box_id: str) -> None:
-        with api_errors(f"check devbox {box_id}", self._config.max_retries):
-            view = await self._client.devboxes.retrieve(box_id)
-        if view.status != "running":
-            reason = f" ({view.failure_reason})" if view.failure_reason else ""
-            raise SandboxUnavailableError(
-                f"devbox {box_id} stopped while its model server was starting: status {view.status}{reason}"
-            )
-
     async def _shutdown(self, box_id: str, *, force: bool) -> None:
-        """Best effort: a devbox that cannot be shut down is reported (Runloop's idle policy is the backstop)."""
+        """Best effort: one that cannot be shut down is logged (Runloop's idle policy is the backstop)."""
         self._owned.discard(box_id)
-        try:
-            with api_errors(f"shut down devbox {box_id}", self._config.max_retries):
-                await self._client.devboxes.shutdown(
-                    box_id, force="true" if force else omit, idempotency_key=idempotency_key("shutdown")
-                )
-        except SandboxUnavailableError as exc:
-            log.warning("%s", exc)
+        await shutdown_devbox(self._client, box_id, force=force, retries=self._config.max_retries)
+
+    def _shutdown_later(self, box_id: str, *, force: bool) -> None:
+        """Shut ``box_id`` down in the background; closing waits for it rather than cancel it."""
+        self._tasks.spawn(self._shutdown(box_id, force=force), on_close="await")
 
     # -- idle policy and health ------------------------------------------------------------
 
@@ -380,7 +318,7 @@ class DevboxInstances:
     def _retire(self, slot: DevboxSlot, idle_for: float) -> None:
         assert slot.devbox_id is not None
         log.info("devbox instance %s: devbox %s shut down after %.0fs idle", slot.name, slot.devbox_id, idle_for)
-        self._track(self._shutdown(slot.devbox_id, force=False), self._keep)
+        self._shutdown_later(slot.devbox_id, force=False)
         self._down(slot)
         slot.wanted = False
         self._listener.on_demand(slot.spec)
@@ -389,23 +327,21 @@ class DevboxInstances:
         slot.state = SlotState.DOWN
         slot.devbox_id = None
         slot.failures = 0
-        slot.spec = placeholder_spec(self._config, slot.name)
+        slot.spec = self._config.placeholder(slot.name)
 
     async def _check(self, slot: DevboxSlot) -> None:
         """Status first (a dead devbox is replaced at once), then the model server through the tunnel."""
         box_id, spec = slot.devbox_id, slot.spec
         assert box_id is not None
         try:
-            with api_errors(f"check devbox {box_id}", self._config.max_retries):
-                view = await self._client.devboxes.retrieve(box_id)
+            stopped = await devbox_stopped(self._client, box_id, self._config.max_retries)
         except SandboxUnavailableError as exc:
             log.warning("%s", exc)  # the API cannot say: the tunnel probe decides
-            view = None
+            stopped = None
         if slot.devbox_id != box_id or self._closed:
             return  # retired, replaced or closed meanwhile
-        if view is not None and view.status != "running":
-            reason = f" ({view.failure_reason})" if view.failure_reason else ""
-            self._replace(slot, f"status {view.status}{reason}")
+        if stopped is not None:
+            self._replace(slot, stopped)
             return
         try:
             await list_models(self._http, Endpoint(spec.name, spec.base_url, spec.model), timeout=PROBE_TIMEOUT_S)
@@ -425,37 +361,20 @@ class DevboxInstances:
         """Shut the devbox down (forced: it may be mid-snapshot) and provision another for the slot."""
         assert slot.devbox_id is not None
         log.warning("devbox instance %s: devbox %s replaced: %s", slot.name, slot.devbox_id, why)
-        self._track(self._shutdown(slot.devbox_id, force=True), self._keep)
+        self._shutdown_later(slot.devbox_id, force=True)
         self._down(slot)
         slot.wanted = True
         self._boot(slot)
 
-    # -- tasks and closing -----------------------------------------------------------------
-
-    def _track(self, coro: Coroutine[Any, Any, _T], into: set[asyncio.Task[Any]]) -> asyncio.Task[_T]:
-        task = asyncio.ensure_future(coro)
-        into.add(task)
-        task.add_done_callback(self._reap)
-        return task
-
-    def _reap(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        self._keep.discard(task)
-        if not task.cancelled():
-            task.exception()  # logged where it happened; retrieved so asyncio does not report it as lost
+    # -- closing ---------------------------------------------------------------------------
 
     async def aclose(self) -> None:
         """Stop provisioning and shut down every devbox created here (forced), then close the SDK client."""
         if self._closed:
             return
         self._closed = True
-        boots = list(self._tasks)
-        for task in boots:
-            task.cancel()
-        await asyncio.gather(*boots, return_exceptions=True)
-        # A create already sent still yields a devbox: wait for its id so it is shut down too.
-        while self._keep:
-            await asyncio.gather(*self._keep, return_exceptions=True)
+        # A create already sent still yields a devbox: closing waits for its id so it is shut down too.
+        await self._tasks.aclose()
         for slot in self._slots.values():
             self._down(slot)
         await asyncio.gather(*(self._shutdown(box_id, force=True) for box_id in list(self._owned)))

@@ -12,9 +12,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ._config import env_float, env_int, env_str
-from ._errors import ConfigError
-from ._instances import InstanceSpec, load_instances
+from swarmlib import ConfigError, InstanceSpec, env_float, env_int, env_str, load_instances
 
 MODES = ("warm", "per-run")
 NAME_PREFIX = "devbox-"
@@ -90,6 +88,20 @@ class DevboxInstancesConfig:
     def names(self) -> list[str]:
         """The instance names, ``devbox-1`` … ``devbox-N``, stable across devbox replacements."""
         return [f"{NAME_PREFIX}{i}" for i in range(1, self.count + 1)]
+
+    def placeholder(self, name: str) -> InstanceSpec:
+        """The spec of a slot without a devbox: a host that cannot resolve, so nothing reaches a stale tunnel."""
+        return InstanceSpec(
+            name=name,
+            base_url=f"http://{name}.devbox-not-running.invalid/v1",
+            model=self.model,
+            temperature=self.temperature,
+        )
+
+    def tunnel_base_url(self, tunnel_key: str, api_host: str) -> str:
+        """The OpenAI base URL through a tunnel, formed as the SDK's ``get_tunnel_url`` forms the host."""
+        domain = api_host[4:] if api_host.startswith("api.") else api_host
+        return self.tunnel_url.format(port=self.port, tunnel_key=tunnel_key, domain=domain).rstrip("/") + "/v1"
 
     def static_instances(self, env: Mapping[str, str]) -> tuple[InstanceSpec, ...]:
         """``SWARM_INSTANCES`` (or its file), optional when devboxes serve; none may take a devbox name."""

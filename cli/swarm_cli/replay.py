@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .http1 import (
+from swarm_bench.http1 import (
     BodyTooLargeError,
     chunk,
     event_stream_head,

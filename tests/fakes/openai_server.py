@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from swarm_cli.http1 import (
+from swarm_bench.http1 import (
     chunk,
     event_stream_head,
     openai_error,

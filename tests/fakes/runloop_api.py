@@ -52,7 +52,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from swarm_cli.http1 import HttpRequest, read_request
+from swarm_bench.http1 import HttpRequest, read_request
 from swarmlib import RunloopConfig, SandboxConfig
 
 BOOTING = ("provisioning", "initializing")

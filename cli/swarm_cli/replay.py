@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gzip
 import json
 import re
@@ -34,18 +33,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from swarm_bench.http1 import (
     BodyTooLargeError,
+    HttpRequest,
+    HttpServer,
     chunk,
     event_stream_head,
-    openai_error,
-    read_request,
     send_json,
     sse_chunk,
-    stream_pieces,
 )
+from swarm_bench.openai_wire import openai_error, stream_pieces
 
 PURPOSE_HEADER = "x-swarm-purpose"
 RUN_HEADER = "x-swarm-run-id"
@@ -149,7 +148,7 @@ def _squash(text: str) -> str:
 
 
 @dataclass
-class ReplayServer:
+class ReplayServer(HttpServer):
     """OpenAI-compatible replay endpoints ``/i/<k>/v1`` on one listener (``port`` 0: ephemeral).
 
     ``on_request`` is called with every request after it was answered (tests use it to see
@@ -160,13 +159,13 @@ class ReplayServer:
     port: int = 0
     model: str = "replay"
     on_request: Callable[[ReplayRequest], None] | None = None
+    max_body: ClassVar[int | None] = _MAX_BODY
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._draws: dict[str, _Draw] = {}
         # run id -> instances that already answered ``solve`` in that run (oldest runs forgotten)
         self._served: OrderedDict[str, set[int]] = OrderedDict()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
 
     # -- draws -----------------------------------------------------------------------------
 
@@ -208,57 +207,16 @@ class ReplayServer:
             found = [d for d in self._draws.values() if d.squashed in squashed]
         return max(found, key=lambda d: len(d.prompt)) if found else None
 
-    # -- lifecycle -------------------------------------------------------------------------
-
     def base_url(self, instance: int) -> str:
         """The OpenAI base URL of replay instance ``instance``."""
         return f"http://{self.host}:{self.port}/i/{instance}/v1"
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
-
-    async def __aenter__(self) -> ReplayServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while await self._one_request(reader, writer):
-                pass
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    async def body_too_large(self, writer: asyncio.StreamWriter, error: BodyTooLargeError) -> None:
+        await send_json(writer, 400, openai_error("request body too large", "invalid_request_error"), False)
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Serve one request; False when the connection must close afterwards."""
-        try:
-            request = await read_request(reader, _MAX_BODY)
-        except BodyTooLargeError:
-            await send_json(writer, 400, openai_error("request body too large", "invalid_request_error"), False)
-            return False
-        if request is None:
-            return False
+    async def handle(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         method, path, headers, raw, keep_alive = (
             request.method,
             request.path,

@@ -18,19 +18,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-from swarm_bench.http1 import (
-    chunk,
-    event_stream_head,
-    openai_error,
-    read_request,
-    send_bytes,
-    send_json,
-    sse_chunk,
-    stream_pieces,
-)
+from swarm_bench.http1 import HttpRequest, HttpServer, chunk, event_stream_head, send_bytes, send_json, sse_chunk
+from swarm_bench.openai_wire import openai_error, stream_pieces
 
 from .replies import FIB_REPLY
 
@@ -95,14 +86,8 @@ class RecordedRequest:
         return "\n".join(str(m.get("content", "")) for m in self.messages)
 
 
-@dataclass(eq=False)
-class _Connection:
-    writer: asyncio.StreamWriter
-    task: asyncio.Task[Any] | None = None
-
-
 @dataclass
-class FakeLLMServer:
+class FakeLLMServer(HttpServer):
     """OpenAI-compatible ``/v1/models`` and ``/v1/chat/completions`` on 127.0.0.1, ephemeral port.
 
     ``behaviour`` applies to every request unless ``script`` (a queue, consumed one entry per
@@ -121,13 +106,8 @@ class FakeLLMServer:
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.script = deque(self.script)
-        self._server: asyncio.Server | None = None
-        self._connections: set[_Connection] = set()
-        self._stopping = asyncio.Event()
-        self.port = 0
-
-    # -- lifecycle -------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
@@ -142,62 +122,7 @@ class FakeLLMServer:
         """Give the next requests these behaviours, in order; then fall back to ``behaviour``."""
         self.script.extend(behaviours)
 
-    async def start(self) -> None:
-        self._stopping = asyncio.Event()
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Close the listener and every open connection (hanging ones included) at once."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.close()
-        connections = list(self._connections)
-        for conn in connections:
-            conn.writer.close()
-        # Handlers notice the closed transport or the stop event and return on their own;
-        # cancelling them instead makes asyncio 3.11 log spurious CancelledError tracebacks.
-        tasks = [c.task for c in connections if c.task is not None and c.task is not asyncio.current_task()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=2.0)
-            for task in pending:
-                task.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> FakeLLMServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    # -- HTTP ------------------------------------------------------------------------------
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(writer, asyncio.current_task())
-        self._connections.add(conn)
-        try:
-            while not self._stopping.is_set():
-                keep_alive = await self._one_request(reader, writer)
-                if not keep_alive:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self._connections.discard(conn)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Serve one request; False when the connection must close afterwards."""
-        request = await read_request(reader)
-        if request is None:
-            return False
+    async def handle(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         method, path, raw = request.method, request.path, request.body
         headers = Headers(request.headers.items())
         try:

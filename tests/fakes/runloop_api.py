@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import http
 import itertools
 import json
 import os
@@ -45,14 +44,12 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from swarm_bench.http1 import HttpRequest, read_request
+from swarm_bench.http1 import HttpRequest, HttpServer, send_bytes, send_json
 from swarmlib import RunloopConfig, SandboxConfig
 
 BOOTING = ("provisioning", "initializing")
@@ -239,7 +236,7 @@ class FakeDevbox:
 
 
 @dataclass
-class FakeRunloopAPI:
+class FakeRunloopAPI(HttpServer):
     """The Runloop devbox API on 127.0.0.1 (ephemeral port), as far as the sandbox uses it.
 
     ``provision_delay_s``, ``suspend_delay_s`` and ``resume_delay_s`` are how long the devbox
@@ -257,19 +254,16 @@ class FakeRunloopAPI:
     devboxes: dict[str, FakeDevbox] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._faults: dict[str, deque[Fault]] = {}
         self._answers: dict[tuple[str, str], tuple[int, Any]] = {}
         self._sabotage: list[tuple[str, str, float, str]] = []  # (kind, command substring, after_s, reason)
         self._boot_failures: deque[str] = deque()
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
-        self._stopping = asyncio.Event()
         self._root = Path(tempfile.mkdtemp(prefix="fake-runloop-"))
         self._ids = itertools.count(1)
         self._servers: dict[int, int] = {}  # devbox port -> local port, for every devbox
         self._tunnels: dict[str, str] = {}  # tunnel key -> devbox id
-        self.port = 0
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -329,61 +323,23 @@ class FakeRunloopAPI:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        self._stopping = asyncio.Event()
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Stop listening, end long-polls and kill every command still running."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.close()
+    def wake(self) -> None:
+        """End long-polls and kill every command still running."""
         for task in list(self._background):
             task.cancel()
         for box in self.devboxes.values():
             box.changed.set()
             for execution in box.executions.values():
                 _kill(execution)
-        handlers = [t for t in self._handlers if t is not asyncio.current_task()]
-        if handlers:
-            _, pending = await asyncio.wait(handlers, timeout=2.0)
-            for task in pending:
-                task.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+
+    async def stop(self) -> None:
+        """Stop listening, end long-polls, kill every command still running and remove the devboxes' homes."""
+        await super().stop()
         shutil.rmtree(self._root, ignore_errors=True)
-
-    async def __aenter__(self) -> FakeRunloopAPI:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        try:
-            while not self._stopping.is_set():
-                request = await read_request(reader)
-                if request is None or not await self._serve(request, writer):
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _serve(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
+    async def handle(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         parts = urlsplit(request.path)
         query = dict(parse_qsl(parts.query))
         try:
@@ -793,16 +749,6 @@ async def _respond(
     writer: asyncio.StreamWriter, status: int, payload: Any, keep_alive: bool, extra: dict[str, str]
 ) -> None:
     if isinstance(payload, str):
-        data, content_type = payload.encode("utf-8"), "text/plain; charset=utf-8"
+        await send_bytes(writer, status, "text/plain; charset=utf-8", payload.encode("utf-8"), keep_alive, extra)
     else:
-        data, content_type = json.dumps(payload).encode("utf-8"), "application/json"
-    headers: Iterable[tuple[str, str]] = [
-        ("Content-Type", content_type),
-        ("Content-Length", str(len(data))),
-        ("Connection", "keep-alive" if keep_alive else "close"),
-        *extra.items(),
-    ]
-    phrase = http.HTTPStatus(status).phrase
-    head = f"HTTP/1.1 {status} {phrase}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
-    writer.write(head.encode("latin-1") + data)
-    await writer.drain()
+        await send_json(writer, status, payload, keep_alive, extra)

@@ -27,7 +27,6 @@ import json
 import re
 import signal
 import sys
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -35,16 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from swarm_bench.http1 import (
-    BodyTooLargeError,
-    HttpRequest,
-    HttpServer,
-    chunk,
-    event_stream_head,
-    send_json,
-    sse_chunk,
-)
-from swarm_bench.openai_wire import openai_error, stream_pieces
+from swarm_bench.http1 import BodyTooLargeError, HttpRequest, HttpServer, send_json
+from swarm_bench.openai_wire import ChatReply, error_body, estimate_tokens, model_list, send_reply
 
 PURPOSE_HEADER = "x-swarm-purpose"
 RUN_HEADER = "x-swarm-run-id"
@@ -214,7 +205,7 @@ class ReplayServer(HttpServer):
     # -- HTTP ------------------------------------------------------------------------------
 
     async def body_too_large(self, writer: asyncio.StreamWriter, error: BodyTooLargeError) -> None:
-        await send_json(writer, 400, openai_error("request body too large", "invalid_request_error"), False)
+        await send_json(writer, 400, error_body("request body too large", "invalid_request_error"), False)
 
     async def handle(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         method, path, headers, raw, keep_alive = (
@@ -244,19 +235,18 @@ class ReplayServer(HttpServer):
     ) -> int:
         if route is None:
             await send_json(
-                writer, 404, openai_error(f"no route {method} {path}; use /i/<k>/v1/...", "not_found"), keep_alive
+                writer, 404, error_body(f"no route {method} {path}; use /i/<k>/v1/...", "not_found"), keep_alive
             )
             return 404
         instance, endpoint = int(route.group(1)), route.group(2)
         if endpoint == "models":
             if method != "GET":
-                await send_json(writer, 405, openai_error("use GET", "invalid_request_error"), keep_alive)
+                await send_json(writer, 405, error_body("use GET", "invalid_request_error"), keep_alive)
                 return 405
-            listing = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "swarm-replay"}]}
-            await send_json(writer, 200, listing, keep_alive)
+            await send_json(writer, 200, model_list(self.model, "swarm-replay"), keep_alive)
             return 200
         if method != "POST":
-            await send_json(writer, 405, openai_error("use POST", "invalid_request_error"), keep_alive)
+            await send_json(writer, 405, error_body("use POST", "invalid_request_error"), keep_alive)
             return 405
         try:
             body = json.loads(raw) if raw else None
@@ -266,7 +256,7 @@ class ReplayServer(HttpServer):
             await send_json(
                 writer,
                 400,
-                openai_error("body must be a JSON object with messages", "invalid_request_error"),
+                error_body("body must be a JSON object with messages", "invalid_request_error"),
                 keep_alive,
             )
             return 400
@@ -276,7 +266,7 @@ class ReplayServer(HttpServer):
         draw = self.find(text)
         if draw is None:
             await send_json(
-                writer, 404, openai_error("replay: no registered task in this request", "not_found"), keep_alive
+                writer, 404, error_body("replay: no registered task in this request", "not_found"), keep_alive
             )
             return 404
         purpose = headers.get(PURPOSE_HEADER, "solve").strip().lower() or "solve"
@@ -291,12 +281,13 @@ class ReplayServer(HttpServer):
                 message = (
                     f"replay: instance {instance} already answered run {run_id}; the recording has no other output"
                 )
-                await send_json(writer, 409, openai_error(message, "conflict"), keep_alive)
+                await send_json(writer, 409, error_body(message, "conflict"), keep_alive)
                 return 409
             reply = draw.candidates[instance % len(draw.candidates)]
             if draw.models is not None:
                 model = draw.models[instance % len(draw.models)]
-        await _answer(writer, body, model, text, reply, keep_alive)
+        answer = ChatReply(f"chatcmpl-replay-{uuid.uuid4().hex[:20]}", model, reply, estimate_tokens(text), "fp_replay")
+        await send_reply(writer, answer, body, keep_alive)
         return 200
 
     def _first_answer(self, run_id: str, instance: int) -> bool:
@@ -309,64 +300,6 @@ class ReplayServer(HttpServer):
             return False
         served.add(instance)
         return True
-
-
-async def _answer(
-    writer: asyncio.StreamWriter, body: Mapping[str, Any], model: str, prompt: str, text: str, keep_alive: bool
-) -> None:
-    pieces = stream_pieces(text)
-    prompt_tokens = max(1, len(prompt) // 4)
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": len(pieces),
-        "total_tokens": prompt_tokens + len(pieces),
-    }
-    completion_id = f"chatcmpl-replay-{uuid.uuid4().hex[:20]}"
-    created = int(time.time())
-    if not body.get("stream"):
-        whole = {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": usage,
-        }
-        await send_json(writer, 200, whole, keep_alive)
-        return
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-
-    def event(delta: dict[str, Any], finish: str | None) -> bytes:
-        message: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_replay",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if include_usage:
-            message["usage"] = None
-        return sse_chunk(message)
-
-    out = [event_stream_head(keep_alive), event({"role": "assistant", "content": ""}, None)]
-    out += [event({"content": piece}, None) for piece in pieces]
-    out.append(event({}, "stop"))
-    if include_usage:
-        final = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_replay",
-            "choices": [],
-            "usage": usage,
-        }
-        out.append(sse_chunk(final))
-    out += [chunk(b"data: [DONE]\n\n"), chunk(b"")]
-    writer.write(b"".join(out))
-    await writer.drain()
 
 
 # -- python -m swarm_cli.replay ----------------------------------------------------------------

@@ -13,15 +13,14 @@ import asyncio
 import contextlib
 import enum
 import json
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from swarm_bench.http1 import HttpRequest, HttpServer, chunk, event_stream_head, send_bytes, send_json, sse_chunk
-from swarm_bench.openai_wire import openai_error, stream_pieces
+from swarm_bench.http1 import HttpRequest, HttpServer, chunk, event_stream_head, send_bytes, send_json
+from swarm_bench.openai_wire import ChatReply, error_body, estimate_tokens, model_list, wants_usage
 
 from .replies import FIB_REPLY
 
@@ -143,24 +142,23 @@ class FakeLLMServer(HttpServer):
             if self._stopping.is_set():
                 return False
         if behaviour is Behaviour.HTTP_500:
-            await send_json(writer, 500, openai_error("internal server error (fake)", "server_error"), keep_alive)
+            await send_json(writer, 500, error_body("internal server error (fake)", "server_error"), keep_alive)
             return keep_alive
         if behaviour is Behaviour.HTTP_429:
-            error = openai_error("rate limit reached (fake)", "rate_limit_exceeded")
+            error = error_body("rate limit reached (fake)", "rate_limit_exceeded")
             await send_json(writer, 429, error, keep_alive, extra={"Retry-After": "0"})
             return keep_alive
 
         route = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and route.endswith("/models"):
-            listing = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]}
-            await send_json(writer, 200, listing, keep_alive)
+            await send_json(writer, 200, model_list(self.model, "fake"), keep_alive)
             return keep_alive
         if method == "POST" and route.endswith("/chat/completions"):
             if not isinstance(body, dict):
-                await send_json(writer, 400, openai_error("body must be a JSON object", "invalid_request_error"), False)
+                await send_json(writer, 400, error_body("body must be a JSON object", "invalid_request_error"), False)
                 return False
             return await self._chat(writer, body, behaviour, keep_alive)
-        await send_json(writer, 404, openai_error(f"no route {method} {path}", "not_found"), keep_alive)
+        await send_json(writer, 404, error_body(f"no route {method} {path}", "not_found"), keep_alive)
         return keep_alive
 
     async def _chat(
@@ -168,74 +166,39 @@ class FakeLLMServer(HttpServer):
     ) -> bool:
         messages: Messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
         text = "" if behaviour is Behaviour.EMPTY else self._reply_text(messages)
-        prompt_tokens = max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
-        pieces = stream_pieces(text)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(pieces),
-            "total_tokens": prompt_tokens + len(pieces),
-        }
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
+        prompt = "".join(str(m.get("content", "")) for m in messages)
+        reply = ChatReply(f"chatcmpl-{uuid.uuid4().hex[:24]}", self.model, text, estimate_tokens(prompt), "fp_fake")
 
         if not body.get("stream"):
-            whole = {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": usage,
-            }
             if behaviour is Behaviour.MALFORMED:
                 await send_bytes(writer, 200, "application/json", b'{"choices": [ not json', keep_alive)
             else:
-                await send_json(writer, 200, whole, keep_alive)
+                await send_json(writer, 200, reply.completion(), keep_alive)
             return keep_alive
 
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-        def message(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-            out: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": self.model,
-                "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
-            if include_usage:
-                out["usage"] = None
-            return out
-
+        stream = reply.sse(wants_usage(body))
         writer.write(event_stream_head(keep_alive))
         await writer.drain()
         if behaviour is Behaviour.MALFORMED:
             await _send(writer, chunk(b'data: {not json\n\ndata: {"choices": [\n\n'))
             writer.close()
             return False
-        await _send(writer, sse_chunk(message({"role": "assistant", "content": ""}, None)))
+        await _send(writer, stream.opening)
         if behaviour is Behaviour.TRUNCATED:
-            for piece in pieces[: max(1, len(pieces) // 2)]:
-                await _send(writer, sse_chunk(message({"content": piece}, None)))
+            for piece in stream.pieces[: max(1, len(stream.pieces) // 2)]:
+                await _send(writer, piece)
             # Close without the terminating chunk, finish_reason or [DONE]: a crashed server.
             writer.close()
             return False
-        for piece in pieces:
+        for piece in stream.pieces:
             if behaviour is Behaviour.SLOW:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.chunk_delay)
                 if self._stopping.is_set():
                     return False
-            await _send(writer, sse_chunk(message({"content": piece}, None)))
-        await _send(writer, sse_chunk(message({}, "stop")))
-        if include_usage:
-            final = message({}, None)
-            final["choices"] = []
-            final["usage"] = usage
-            await _send(writer, sse_chunk(final))
-        await _send(writer, chunk(b"data: [DONE]\n\n"))
-        await _send(writer, chunk(b""))
+            await _send(writer, piece)
+        for closing in stream.closing:
+            await _send(writer, closing)
         return keep_alive
 
     def _reply_text(self, messages: Messages) -> str:

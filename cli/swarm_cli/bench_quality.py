@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import grpc
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
+from swarm_bench.data import DataError, Record, load_records
+from swarm_bench.replay import ReplayRequest, ReplayServer
 from swarmlib import extract_code
-
-from .replay import DataError, Record, ReplayRequest, ReplayServer, load_records
 
 if TYPE_CHECKING:
     from swarmlib import Sandbox

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
+from swarm_bench.data import DataError, load_records
 from swarm_cli.bench_quality import (
     BenchOptions,
     codet_choice,
@@ -22,7 +23,6 @@ from swarm_cli.bench_quality import (
     stage_seconds,
 )
 from swarm_cli.main import build_parser
-from swarm_cli.replay import DataError, load_records
 from swarm_orchestrator.store import RunStore
 from tests.bench import data
 

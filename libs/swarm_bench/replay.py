@@ -14,15 +14,14 @@ answered according to its ``X-Swarm-Purpose`` header:
 
 A request whose task is not registered gets HTTP 404 with an OpenAI-shaped JSON error. Streaming
 (SSE, chunks shaped like OpenAI's, a usage chunk when ``stream_options.include_usage``) and plain
-JSON answers are both served. ``python -m swarm_cli.replay --data FILE --port P`` serves every
-task of a data file (see ``load_records``) with its whole pool.
+JSON answers are both served. ``python -m swarm_bench.replay --data FILE --port P`` serves every
+task of a data file (``swarm_bench.data``) with its whole pool.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import json
 import re
 import signal
@@ -32,10 +31,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from swarm_bench.http1 import BodyTooLargeError, HttpRequest, HttpServer, send_json
-from swarm_bench.openai_wire import ChatReply, error_body, estimate_tokens, model_list, send_reply
+from .data import DataError, load_records
+from .http1 import BodyTooLargeError, HttpRequest, HttpServer, send_json
+from .openai_wire import ChatReply, error_body, estimate_tokens, model_list, send_reply
 
 PURPOSE_HEADER = "x-swarm-purpose"
 RUN_HEADER = "x-swarm-run-id"
@@ -44,72 +44,6 @@ REFINE_REPLY = "I cannot improve on these."
 _ROUTE = re.compile(r"^/i/(\d+)/v1/(models|chat/completions)$")
 _MAX_BODY = 32 * 1024 * 1024
 _RUNS_REMEMBERED = 4096
-
-
-# -- data files --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One recorded model output and where it came from (``model/settings#run``)."""
-
-    source: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Record:
-    """One task of a bench data file (``../shared/bench-data/README.md`` describes the format)."""
-
-    task_id: str
-    prompt: str
-    entry_point: str
-    style: str
-    candidates: tuple[Candidate, ...]
-    generated_tests: tuple[str, ...] | None = None
-    reference_test: str | None = None
-
-
-class DataError(ValueError):
-    """A data file that cannot be used; the message names the file and line."""
-
-
-def load_records(path: Path) -> list[Record]:
-    """Read a (gzipped or plain) JSONL bench data file."""
-    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    records: list[Record] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(_record(json.loads(line)))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise DataError(f"{path}:{number}: {exc}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    return records
-
-
-def _record(row: Mapping[str, Any]) -> Record:
-    candidates = tuple(Candidate(str(c["source"]), str(c["text"])) for c in row["candidates"])
-    if not candidates:
-        raise ValueError(f"{row['task_id']}: no candidates")
-    tests = row.get("generated_tests")
-    reference = row.get("reference_test")
-    return Record(
-        task_id=str(row["task_id"]),
-        prompt=str(row["prompt"]),
-        entry_point=str(row.get("entry_point", "")),
-        style=str(row.get("style", "")),
-        candidates=candidates,
-        generated_tests=tuple(str(t) for t in tests) if isinstance(tests, list) else None,
-        reference_test=str(reference) if reference else None,
-    )
-
-
-# -- the server --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -302,7 +236,7 @@ class ReplayServer(HttpServer):
         return True
 
 
-# -- python -m swarm_cli.replay ----------------------------------------------------------------
+# -- python -m swarm_bench.replay ---------------------------------------------------------------
 
 
 async def serve_file(path: Path, host: str, port: int) -> int:
@@ -332,7 +266,7 @@ async def serve_file(path: Path, host: str, port: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m swarm_cli.replay", description="Serve recorded model outputs as OpenAI-compatible instances."
+        prog="python -m swarm_bench.replay", description="Serve recorded model outputs as OpenAI-compatible instances."
     )
     parser.add_argument("--data", required=True, type=Path, help="bench data file (JSONL, optionally gzipped)")
     parser.add_argument("--port", type=int, default=0, help="port (default: ephemeral, printed at start)")

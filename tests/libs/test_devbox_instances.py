@@ -19,10 +19,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from swarm_bench.fake_runloop import FakeClock, FakeRunloopAPI, Fault
 from swarmlib import ConfigError, DevboxInstancesConfig, InstanceSpec, LLMConnectError
 from swarmlib._devbox_instances import DevboxInstances, SlotState
 from tests.fakes.openai_server import FakeLLMServer
-from tests.fakes.runloop_api import FakeClock, FakeRunloopAPI, Fault
 
 PORT = 8080
 IDLE_S = 60.0

@@ -47,13 +47,9 @@ _RUNS_REMEMBERED = 4096
 
 
 @dataclass(frozen=True)
-class ReplayRequest:
-    """One HTTP request as the replay server saw it (for recording hooks)."""
+class ReplayRequest(HttpRequest):
+    """One HTTP request as the replay server saw it and what it made of it (for recording hooks)."""
 
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
     instance: int | None
     purpose: str
     status: int

@@ -1,10 +1,10 @@
 """A fake OpenAI-compatible LLM server for tests, on plain asyncio (no extra dependencies).
 
 Real models are slow and nondeterministic, and the failures that matter (5xx, 429, hangs,
-streams cut mid-answer, garbage in the stream) are hard to provoke on demand. This server speaks
-just enough HTTP/1.1 (keep-alive, chunked SSE) for httpx and shapes its chunks like OpenAI and
-llama.cpp, so the code under test cannot tell it from the real thing. Failure modes are switched
-per server, at runtime, or per request through a queue.
+streams cut mid-answer, garbage in the stream) are hard to provoke on demand. This server is
+built on the replay server's HTTP/1.1 base and OpenAI payloads (``swarm_bench.http1``,
+``swarm_bench.openai_wire``), so the code under test cannot tell it from the real thing. Failure
+modes are switched per server, at runtime, or per request through a queue.
 """
 
 from __future__ import annotations

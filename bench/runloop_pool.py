@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/runloop_pool.py [--provision-ms 500] [--trials 3] [--runs 20]
 
-Runs the Runloop sandbox against the fake Runloop API (tests/fakes/runloop_api.py, started in
+Runs the Runloop sandbox against the fake Runloop API (libs/swarm_bench/fake_runloop.py, started in
 process) through the real SDK. A cold pool boots a devbox when the first program arrives; a warm
 one booted it beforehand (as the assessor does after its start-up probe). ``--provision-ms`` is how
 long the fake keeps a new devbox provisioning; real devboxes take seconds to minutes, so the
@@ -18,14 +18,10 @@ import asyncio
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from swarmlib import RunloopConfig, SandboxConfig  # noqa: E402
-from swarmlib._sandbox_runloop import RunloopSandbox  # noqa: E402
-from tests.fakes.runloop_api import FakeRunloopAPI  # noqa: E402
+from swarm_bench.fake_runloop import FakeRunloopAPI
+from swarmlib import RunloopConfig, SandboxConfig
+from swarmlib._sandbox_runloop import RunloopSandbox
 
 PROGRAM = "print(sum(range(1000)))\n"
 

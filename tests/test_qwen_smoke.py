@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from swarm.v1 import orchestrator_pb2 as pb
+from swarm_bench.stack import instances_json, orchestrator, stage_servers
 from swarm_cli.models import QWEN_05B, prepare_model
-from tests.stack import instances_json, orchestrator, stage_servers
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "Write a Python function add(a, b) that returns the sum of a and b.\n\n>>> add(2, 3)\n5\n"

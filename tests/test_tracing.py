@@ -19,12 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from swarm.v1 import orchestrator_pb2 as pb
+from swarm_bench.stack import instances_json, orchestrator, stage_servers
 from swarm_orchestrator.prompts import SOLVE_SYSTEM
 from swarmlib import configure_tracing
 from tests.fakes.openai_server import Behaviour, FakeLLMServer, Messages
 from tests.fakes.replies import REFINED_FIB_REPLY
 from tests.orchestrator.test_swarm import WRONG_FIB_REPLY
-from tests.stack import instances_json, orchestrator, stage_servers
 
 SERVICES = ("swarm-orchestrator", "swarm-collator", "swarm-assessor", "swarm-refiner")
 

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     quality = bench_sub.add_parser(
         "quality", help="selection quality on recorded model outputs (replay instances, reference tests)"
     )
-    from .bench_quality import add_arguments as add_bench_quality_arguments
+    from swarm_bench.quality_options import add_arguments as add_bench_quality_arguments
 
     add_bench_quality_arguments(quality)
 
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return sandbox_exec(args)
     if args.command == "bench":
-        from .bench_quality import run_cli
+        from swarm_bench.quality import run_cli  # imports the four services: only for this command
 
         return run_cli(args)
     if args.command == "run":

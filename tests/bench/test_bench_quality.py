@@ -11,18 +11,12 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
-from swarm_cli.bench_quality import (
-    BenchOptions,
-    codet_choice,
-    draw,
-    options_from_args,
-    report,
-    run_bench,
-    scoring_program,
-    stage_seconds,
-)
+from swarm_bench.data import DataError, load_records
+from swarm_bench.quality import run_bench, stage_seconds
+from swarm_bench.quality_options import BenchOptions, options_from_args
+from swarm_bench.quality_scoring import codet_choice, draw, scoring_program
+from swarm_bench.quality_summary import report
 from swarm_cli.main import build_parser
-from swarm_cli.replay import DataError, load_records
 from swarm_orchestrator.store import RunStore
 from tests.bench import data
 

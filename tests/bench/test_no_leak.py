@@ -19,8 +19,9 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from swarm_cli.bench_quality import BenchOptions, run_bench
-from swarm_cli.replay import ReplayRequest
+from swarm_bench.quality import run_bench
+from swarm_bench.quality_options import BenchOptions
+from swarm_bench.replay import ReplayRequest
 from tests.bench import data
 
 

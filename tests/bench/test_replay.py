@@ -8,7 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from swarm_cli.replay import NO_TESTS_REPLY, REFINE_REPLY, ReplayRequest, ReplayServer, load_records
+from swarm_bench.data import load_records
+from swarm_bench.replay import NO_TESTS_REPLY, REFINE_REPLY, ReplayRequest, ReplayServer
 from swarmlib import ChatClient, Endpoint, LLMHTTPError, RetryPolicy, list_models
 from tests.bench import data
 

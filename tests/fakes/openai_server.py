@@ -1,10 +1,10 @@
 """A fake OpenAI-compatible LLM server for tests, on plain asyncio (no extra dependencies).
 
 Real models are slow and nondeterministic, and the failures that matter (5xx, 429, hangs,
-streams cut mid-answer, garbage in the stream) are hard to provoke on demand. This server speaks
-just enough HTTP/1.1 (keep-alive, chunked SSE) for httpx and shapes its chunks like OpenAI and
-llama.cpp, so the code under test cannot tell it from the real thing. Failure modes are switched
-per server, at runtime, or per request through a queue.
+streams cut mid-answer, garbage in the stream) are hard to provoke on demand. This server is
+built on the replay server's HTTP/1.1 base and OpenAI payloads (``swarm_bench.http1``,
+``swarm_bench.openai_wire``), so the code under test cannot tell it from the real thing. Failure
+modes are switched per server, at runtime, or per request through a queue.
 """
 
 from __future__ import annotations
@@ -13,24 +13,14 @@ import asyncio
 import contextlib
 import enum
 import json
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-from swarm_cli.http1 import (
-    chunk,
-    event_stream_head,
-    openai_error,
-    read_request,
-    send_bytes,
-    send_json,
-    sse_chunk,
-    stream_pieces,
-)
+from swarm_bench.http1 import HttpRequest, HttpServer, chunk, event_stream_head, send_bytes, send_json
+from swarm_bench.openai_wire import ChatReply, error_body, estimate_tokens, model_list, wants_usage
 
 from .replies import FIB_REPLY
 
@@ -95,14 +85,8 @@ class RecordedRequest:
         return "\n".join(str(m.get("content", "")) for m in self.messages)
 
 
-@dataclass(eq=False)
-class _Connection:
-    writer: asyncio.StreamWriter
-    task: asyncio.Task[Any] | None = None
-
-
 @dataclass
-class FakeLLMServer:
+class FakeLLMServer(HttpServer):
     """OpenAI-compatible ``/v1/models`` and ``/v1/chat/completions`` on 127.0.0.1, ephemeral port.
 
     ``behaviour`` applies to every request unless ``script`` (a queue, consumed one entry per
@@ -121,13 +105,8 @@ class FakeLLMServer:
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.script = deque(self.script)
-        self._server: asyncio.Server | None = None
-        self._connections: set[_Connection] = set()
-        self._stopping = asyncio.Event()
-        self.port = 0
-
-    # -- lifecycle -------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
@@ -142,62 +121,7 @@ class FakeLLMServer:
         """Give the next requests these behaviours, in order; then fall back to ``behaviour``."""
         self.script.extend(behaviours)
 
-    async def start(self) -> None:
-        self._stopping = asyncio.Event()
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Close the listener and every open connection (hanging ones included) at once."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.close()
-        connections = list(self._connections)
-        for conn in connections:
-            conn.writer.close()
-        # Handlers notice the closed transport or the stop event and return on their own;
-        # cancelling them instead makes asyncio 3.11 log spurious CancelledError tracebacks.
-        tasks = [c.task for c in connections if c.task is not None and c.task is not asyncio.current_task()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=2.0)
-            for task in pending:
-                task.cancel()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> FakeLLMServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
-    # -- HTTP ------------------------------------------------------------------------------
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Connection(writer, asyncio.current_task())
-        self._connections.add(conn)
-        try:
-            while not self._stopping.is_set():
-                keep_alive = await self._one_request(reader, writer)
-                if not keep_alive:
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self._connections.discard(conn)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Serve one request; False when the connection must close afterwards."""
-        request = await read_request(reader)
-        if request is None:
-            return False
+    async def handle(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         method, path, raw = request.method, request.path, request.body
         headers = Headers(request.headers.items())
         try:
@@ -218,24 +142,23 @@ class FakeLLMServer:
             if self._stopping.is_set():
                 return False
         if behaviour is Behaviour.HTTP_500:
-            await send_json(writer, 500, openai_error("internal server error (fake)", "server_error"), keep_alive)
+            await send_json(writer, 500, error_body("internal server error (fake)", "server_error"), keep_alive)
             return keep_alive
         if behaviour is Behaviour.HTTP_429:
-            error = openai_error("rate limit reached (fake)", "rate_limit_exceeded")
+            error = error_body("rate limit reached (fake)", "rate_limit_exceeded")
             await send_json(writer, 429, error, keep_alive, extra={"Retry-After": "0"})
             return keep_alive
 
         route = path.split("?", 1)[0].rstrip("/")
         if method == "GET" and route.endswith("/models"):
-            listing = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "fake"}]}
-            await send_json(writer, 200, listing, keep_alive)
+            await send_json(writer, 200, model_list(self.model, "fake"), keep_alive)
             return keep_alive
         if method == "POST" and route.endswith("/chat/completions"):
             if not isinstance(body, dict):
-                await send_json(writer, 400, openai_error("body must be a JSON object", "invalid_request_error"), False)
+                await send_json(writer, 400, error_body("body must be a JSON object", "invalid_request_error"), False)
                 return False
             return await self._chat(writer, body, behaviour, keep_alive)
-        await send_json(writer, 404, openai_error(f"no route {method} {path}", "not_found"), keep_alive)
+        await send_json(writer, 404, error_body(f"no route {method} {path}", "not_found"), keep_alive)
         return keep_alive
 
     async def _chat(
@@ -243,74 +166,39 @@ class FakeLLMServer:
     ) -> bool:
         messages: Messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
         text = "" if behaviour is Behaviour.EMPTY else self._reply_text(messages)
-        prompt_tokens = max(1, sum(len(str(m.get("content", ""))) for m in messages) // 4)
-        pieces = stream_pieces(text)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(pieces),
-            "total_tokens": prompt_tokens + len(pieces),
-        }
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
+        prompt = "".join(str(m.get("content", "")) for m in messages)
+        reply = ChatReply(f"chatcmpl-{uuid.uuid4().hex[:24]}", self.model, text, estimate_tokens(prompt), "fp_fake")
 
         if not body.get("stream"):
-            whole = {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": usage,
-            }
             if behaviour is Behaviour.MALFORMED:
                 await send_bytes(writer, 200, "application/json", b'{"choices": [ not json', keep_alive)
             else:
-                await send_json(writer, 200, whole, keep_alive)
+                await send_json(writer, 200, reply.completion(), keep_alive)
             return keep_alive
 
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-        def message(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-            out: dict[str, Any] = {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": self.model,
-                "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
-            if include_usage:
-                out["usage"] = None
-            return out
-
+        stream = reply.sse(wants_usage(body))
         writer.write(event_stream_head(keep_alive))
         await writer.drain()
         if behaviour is Behaviour.MALFORMED:
             await _send(writer, chunk(b'data: {not json\n\ndata: {"choices": [\n\n'))
             writer.close()
             return False
-        await _send(writer, sse_chunk(message({"role": "assistant", "content": ""}, None)))
+        await _send(writer, stream.opening)
         if behaviour is Behaviour.TRUNCATED:
-            for piece in pieces[: max(1, len(pieces) // 2)]:
-                await _send(writer, sse_chunk(message({"content": piece}, None)))
+            for piece in stream.pieces[: max(1, len(stream.pieces) // 2)]:
+                await _send(writer, piece)
             # Close without the terminating chunk, finish_reason or [DONE]: a crashed server.
             writer.close()
             return False
-        for piece in pieces:
+        for piece in stream.pieces:
             if behaviour is Behaviour.SLOW:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.chunk_delay)
                 if self._stopping.is_set():
                     return False
-            await _send(writer, sse_chunk(message({"content": piece}, None)))
-        await _send(writer, sse_chunk(message({}, "stop")))
-        if include_usage:
-            final = message({}, None)
-            final["choices"] = []
-            final["usage"] = usage
-            await _send(writer, sse_chunk(final))
-        await _send(writer, chunk(b"data: [DONE]\n\n"))
-        await _send(writer, chunk(b""))
+            await _send(writer, piece)
+        for closing in stream.closing:
+            await _send(writer, closing)
         return keep_alive
 
     def _reply_text(self, messages: Messages) -> str:

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 from runloop_api_client import AsyncRunloop
 
+from swarm_bench.fake_runloop import FakeRunloopAPI, Fault
 from swarmlib import SandboxUnavailableError
 from swarmlib._runloop import blueprint_ref, devbox_stopped, open_client, polling, shutdown_devbox
-from tests.fakes.runloop_api import FakeRunloopAPI, Fault
 
 
 @pytest.fixture

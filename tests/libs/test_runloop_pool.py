@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from swarm_bench.fake_runloop import FakeClock, FakeRunloopAPI, sandbox_config
 from swarmlib import SandboxUnavailableError
 from swarmlib._sandbox_runloop import RunloopSandbox
-from tests.fakes.runloop_api import FakeClock, FakeRunloopAPI, sandbox_config
 
 Factory = Callable[..., RunloopSandbox]
 SUSPEND_S, SHUTDOWN_S = 60.0, 600.0

@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from swarm_bench.fake_runloop import FakeClock, FakeRunloopAPI, Fault, sandbox_config
 from swarmlib import ConfigError, RunloopConfig, SandboxConfig, SandboxUnavailableError, open_sandbox
 from swarmlib._sandbox_runloop import RunloopSandbox
-from tests.fakes.runloop_api import FakeClock, FakeRunloopAPI, Fault, sandbox_config
 
 Factory = Callable[..., RunloopSandbox]
 RUN_SCRIPT = "python3 -I main.py"

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from swarm.v1 import orchestrator_pb2 as pb
+from swarm_bench.fake_runloop import FakeRunloopAPI
+from swarm_bench.stack import Stages, instances_json, orchestrator
 from swarm_orchestrator.config import OrchestratorConfig
 from swarmlib import ConfigError
 from tests.fakes.openai_server import FakeLLMServer
 from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
-from tests.fakes.runloop_api import FakeRunloopAPI
 from tests.orchestrator.test_swarm import FIB_TASK, collect, solve_or_refine
-from tests.stack import Stages, instances_json, orchestrator
 
 PORT = 8080
 

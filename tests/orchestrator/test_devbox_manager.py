@@ -19,11 +19,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from swarm_bench.fake_runloop import FakeClock, FakeRunloopAPI, Fault
 from swarm_orchestrator.devbox_config import DevboxInstancesConfig
 from swarm_orchestrator.devbox_manager import DevboxInstances, SlotState
 from swarmlib import ConfigError, InstanceSpec, LLMConnectError
 from tests.fakes.openai_server import FakeLLMServer
-from tests.fakes.runloop_api import FakeClock, FakeRunloopAPI, Fault
 
 PORT = 8080
 IDLE_S = 60.0

@@ -17,10 +17,10 @@ import pytest
 from swarm.v1 import assessor_pb2, assessor_pb2_grpc, common_pb2, orchestrator_pb2 as pb
 from swarm_assessor.config import AssessorConfig
 from swarm_assessor.server import create_server as create_assessor
+from swarm_bench.stack import Stages, orchestrator
 from tests.fakes.openai_server import Behaviour
 from tests.fakes.replies import FIB_REPLY
 from tests.orchestrator.test_swarm import FIB_TASK, WRONG_FIB_REPLY, collect, fakes, named
-from tests.stack import Stages, orchestrator
 
 GATES = json.dumps(
     [

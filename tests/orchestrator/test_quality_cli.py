@@ -9,11 +9,11 @@ import os
 import sys
 
 from swarm.v1 import orchestrator_pb2 as pb
+from swarm_bench.stack import Stages, orchestrator
 from tests.fakes.openai_server import Behaviour
 from tests.fakes.replies import FIB_REPLY
 from tests.orchestrator.test_quality import gated
 from tests.orchestrator.test_swarm import FIB_TASK, fakes, named
-from tests.stack import Stages, orchestrator
 
 
 async def swarm(target: str, *args: str, user: str | None = None) -> tuple[int, str, str]:

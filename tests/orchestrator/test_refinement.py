@@ -13,6 +13,7 @@ from typing import NamedTuple
 import pytest
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
+from swarm_bench.stack import Stages, orchestrator
 from swarm_orchestrator.config import MAX_REFINE_ROUNDS, OrchestratorConfig
 from swarm_orchestrator.prompts import SOLVE_SYSTEM
 from swarm_orchestrator.tests_writer import TESTS_SYSTEM
@@ -21,7 +22,6 @@ from tests.fakes.openai_server import Behaviour, FakeLLMServer
 from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
 from tests.orchestrator.test_quality import gated
 from tests.orchestrator.test_swarm import FIB_TASK, WRONG_FIB_REPLY, collect, fakes, named
-from tests.stack import Stages, orchestrator
 
 # fib(0) == 0 only: 1 of the task's 3 visible tests, like WRONG_FIB_REPLY.
 NEGATIVE_REPLY = "Simplified:\n\n```python\ndef fib(n):\n    return -1\n```\n\nChanges:\n- Return early.\n"

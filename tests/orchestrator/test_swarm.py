@@ -10,11 +10,11 @@ import grpc
 import pytest
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
+from swarm_bench.stack import Stages, instances_json, orchestrator
 from swarm_orchestrator.prompts import SOLVE_SYSTEM
 from swarm_orchestrator.tests_writer import TESTS_SYSTEM
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
 from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
-from tests.stack import Stages, instances_json, orchestrator
 
 FIB_TASK = """Write a Python function fib(n) that returns the n-th Fibonacci number.
 

@@ -14,38 +14,28 @@ answered according to its ``X-Swarm-Purpose`` header:
 
 A request whose task is not registered gets HTTP 404 with an OpenAI-shaped JSON error. Streaming
 (SSE, chunks shaped like OpenAI's, a usage chunk when ``stream_options.include_usage``) and plain
-JSON answers are both served. ``python -m swarm_cli.replay --data FILE --port P`` serves every
-task of a data file (see ``load_records``) with its whole pool.
+JSON answers are both served. ``python -m swarm_bench.replay --data FILE --port P`` serves every
+task of a data file (``swarm_bench.data``) with its whole pool.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gzip
 import json
 import re
 import signal
 import sys
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
-from .http1 import (
-    BodyTooLargeError,
-    chunk,
-    event_stream_head,
-    openai_error,
-    read_request,
-    send_json,
-    sse_chunk,
-    stream_pieces,
-)
+from .data import DataError, load_records
+from .http1 import BodyTooLargeError, HttpRequest, HttpServer, send_json
+from .openai_wire import ChatReply, error_body, estimate_tokens, model_list, send_reply
 
 PURPOSE_HEADER = "x-swarm-purpose"
 RUN_HEADER = "x-swarm-run-id"
@@ -56,80 +46,10 @@ _MAX_BODY = 32 * 1024 * 1024
 _RUNS_REMEMBERED = 4096
 
 
-# -- data files --------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
-class Candidate:
-    """One recorded model output and where it came from (``model/settings#run``)."""
+class ReplayRequest(HttpRequest):
+    """One HTTP request as the replay server saw it and what it made of it (for recording hooks)."""
 
-    source: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Record:
-    """One task of a bench data file (``../shared/bench-data/README.md`` describes the format)."""
-
-    task_id: str
-    prompt: str
-    entry_point: str
-    style: str
-    candidates: tuple[Candidate, ...]
-    generated_tests: tuple[str, ...] | None = None
-    reference_test: str | None = None
-
-
-class DataError(ValueError):
-    """A data file that cannot be used; the message names the file and line."""
-
-
-def load_records(path: Path) -> list[Record]:
-    """Read a (gzipped or plain) JSONL bench data file."""
-    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    records: list[Record] = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(_record(json.loads(line)))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise DataError(f"{path}:{number}: {exc}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    return records
-
-
-def _record(row: Mapping[str, Any]) -> Record:
-    candidates = tuple(Candidate(str(c["source"]), str(c["text"])) for c in row["candidates"])
-    if not candidates:
-        raise ValueError(f"{row['task_id']}: no candidates")
-    tests = row.get("generated_tests")
-    reference = row.get("reference_test")
-    return Record(
-        task_id=str(row["task_id"]),
-        prompt=str(row["prompt"]),
-        entry_point=str(row.get("entry_point", "")),
-        style=str(row.get("style", "")),
-        candidates=candidates,
-        generated_tests=tuple(str(t) for t in tests) if isinstance(tests, list) else None,
-        reference_test=str(reference) if reference else None,
-    )
-
-
-# -- the server --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReplayRequest:
-    """One HTTP request as the replay server saw it (for recording hooks)."""
-
-    method: str
-    path: str
-    headers: Mapping[str, str]
-    body: bytes
     instance: int | None
     purpose: str
     status: int
@@ -149,7 +69,7 @@ def _squash(text: str) -> str:
 
 
 @dataclass
-class ReplayServer:
+class ReplayServer(HttpServer):
     """OpenAI-compatible replay endpoints ``/i/<k>/v1`` on one listener (``port`` 0: ephemeral).
 
     ``on_request`` is called with every request after it was answered (tests use it to see
@@ -160,13 +80,13 @@ class ReplayServer:
     port: int = 0
     model: str = "replay"
     on_request: Callable[[ReplayRequest], None] | None = None
+    max_body: ClassVar[int | None] = _MAX_BODY
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self._draws: dict[str, _Draw] = {}
         # run id -> instances that already answered ``solve`` in that run (oldest runs forgotten)
         self._served: OrderedDict[str, set[int]] = OrderedDict()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
 
     # -- draws -----------------------------------------------------------------------------
 
@@ -208,57 +128,16 @@ class ReplayServer:
             found = [d for d in self._draws.values() if d.squashed in squashed]
         return max(found, key=lambda d: len(d.prompt)) if found else None
 
-    # -- lifecycle -------------------------------------------------------------------------
-
     def base_url(self, instance: int) -> str:
         """The OpenAI base URL of replay instance ``instance``."""
         return f"http://{self.host}:{self.port}/i/{instance}/v1"
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            self._server = None
-
-    async def __aenter__(self) -> ReplayServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     # -- HTTP ------------------------------------------------------------------------------
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while await self._one_request(reader, writer):
-                pass
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    async def body_too_large(self, writer: asyncio.StreamWriter, error: BodyTooLargeError) -> None:
+        await send_json(writer, 400, error_body("request body too large", "invalid_request_error"), False)
 
-    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Serve one request; False when the connection must close afterwards."""
-        try:
-            request = await read_request(reader, _MAX_BODY)
-        except BodyTooLargeError:
-            await send_json(writer, 400, openai_error("request body too large", "invalid_request_error"), False)
-            return False
-        if request is None:
-            return False
+    async def handle(self, request: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         method, path, headers, raw, keep_alive = (
             request.method,
             request.path,
@@ -286,19 +165,18 @@ class ReplayServer:
     ) -> int:
         if route is None:
             await send_json(
-                writer, 404, openai_error(f"no route {method} {path}; use /i/<k>/v1/...", "not_found"), keep_alive
+                writer, 404, error_body(f"no route {method} {path}; use /i/<k>/v1/...", "not_found"), keep_alive
             )
             return 404
         instance, endpoint = int(route.group(1)), route.group(2)
         if endpoint == "models":
             if method != "GET":
-                await send_json(writer, 405, openai_error("use GET", "invalid_request_error"), keep_alive)
+                await send_json(writer, 405, error_body("use GET", "invalid_request_error"), keep_alive)
                 return 405
-            listing = {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "swarm-replay"}]}
-            await send_json(writer, 200, listing, keep_alive)
+            await send_json(writer, 200, model_list(self.model, "swarm-replay"), keep_alive)
             return 200
         if method != "POST":
-            await send_json(writer, 405, openai_error("use POST", "invalid_request_error"), keep_alive)
+            await send_json(writer, 405, error_body("use POST", "invalid_request_error"), keep_alive)
             return 405
         try:
             body = json.loads(raw) if raw else None
@@ -308,7 +186,7 @@ class ReplayServer:
             await send_json(
                 writer,
                 400,
-                openai_error("body must be a JSON object with messages", "invalid_request_error"),
+                error_body("body must be a JSON object with messages", "invalid_request_error"),
                 keep_alive,
             )
             return 400
@@ -318,7 +196,7 @@ class ReplayServer:
         draw = self.find(text)
         if draw is None:
             await send_json(
-                writer, 404, openai_error("replay: no registered task in this request", "not_found"), keep_alive
+                writer, 404, error_body("replay: no registered task in this request", "not_found"), keep_alive
             )
             return 404
         purpose = headers.get(PURPOSE_HEADER, "solve").strip().lower() or "solve"
@@ -333,12 +211,13 @@ class ReplayServer:
                 message = (
                     f"replay: instance {instance} already answered run {run_id}; the recording has no other output"
                 )
-                await send_json(writer, 409, openai_error(message, "conflict"), keep_alive)
+                await send_json(writer, 409, error_body(message, "conflict"), keep_alive)
                 return 409
             reply = draw.candidates[instance % len(draw.candidates)]
             if draw.models is not None:
                 model = draw.models[instance % len(draw.models)]
-        await _answer(writer, body, model, text, reply, keep_alive)
+        answer = ChatReply(f"chatcmpl-replay-{uuid.uuid4().hex[:20]}", model, reply, estimate_tokens(text), "fp_replay")
+        await send_reply(writer, answer, body, keep_alive)
         return 200
 
     def _first_answer(self, run_id: str, instance: int) -> bool:
@@ -353,65 +232,7 @@ class ReplayServer:
         return True
 
 
-async def _answer(
-    writer: asyncio.StreamWriter, body: Mapping[str, Any], model: str, prompt: str, text: str, keep_alive: bool
-) -> None:
-    pieces = stream_pieces(text)
-    prompt_tokens = max(1, len(prompt) // 4)
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": len(pieces),
-        "total_tokens": prompt_tokens + len(pieces),
-    }
-    completion_id = f"chatcmpl-replay-{uuid.uuid4().hex[:20]}"
-    created = int(time.time())
-    if not body.get("stream"):
-        whole = {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": usage,
-        }
-        await send_json(writer, 200, whole, keep_alive)
-        return
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-
-    def event(delta: dict[str, Any], finish: str | None) -> bytes:
-        message: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_replay",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        if include_usage:
-            message["usage"] = None
-        return sse_chunk(message)
-
-    out = [event_stream_head(keep_alive), event({"role": "assistant", "content": ""}, None)]
-    out += [event({"content": piece}, None) for piece in pieces]
-    out.append(event({}, "stop"))
-    if include_usage:
-        final = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": "fp_replay",
-            "choices": [],
-            "usage": usage,
-        }
-        out.append(sse_chunk(final))
-    out += [chunk(b"data: [DONE]\n\n"), chunk(b"")]
-    writer.write(b"".join(out))
-    await writer.drain()
-
-
-# -- python -m swarm_cli.replay ----------------------------------------------------------------
+# -- python -m swarm_bench.replay ---------------------------------------------------------------
 
 
 async def serve_file(path: Path, host: str, port: int) -> int:
@@ -441,7 +262,7 @@ async def serve_file(path: Path, host: str, port: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m swarm_cli.replay", description="Serve recorded model outputs as OpenAI-compatible instances."
+        prog="python -m swarm_bench.replay", description="Serve recorded model outputs as OpenAI-compatible instances."
     )
     parser.add_argument("--data", required=True, type=Path, help="bench data file (JSONL, optionally gzipped)")
     parser.add_argument("--port", type=int, default=0, help="port (default: ephemeral, printed at start)")

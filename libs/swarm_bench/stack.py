@@ -1,4 +1,9 @@
-"""Start the real services in-process on ephemeral ports, wired to each other over real channels."""
+"""One in-process stack: collator, assessor, refiner and orchestrator on 127.0.0.1 ephemeral ports,
+wired to each other over real channels.
+
+The tests and the quality benchmark start the services the same way; what they change is only
+environment: ``env`` for every service, ``overrides`` for the orchestrator.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,15 @@ from swarm_orchestrator.server import create_server as create_orchestrator
 from swarm_refiner.config import RefinerConfig
 from swarm_refiner.server import create_server as create_refiner
 from swarmlib import SwarmServer
+
+# A run with a hundred candidates (their code, tests and outputs) is over gRPC's 4 MB default.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+# Short deadlines suit instances on this machine (fakes, replay servers); override them for real models.
+ORCHESTRATOR_DEFAULTS = {
+    "SWARM_INSTANCE_TIMEOUT_S": "3",
+    "SWARM_LLM_RETRY_BASE_DELAY_S": "0.01",
+    "SWARM_STAGE_TIMEOUT_S": "60",
+}
 
 
 @dataclass(frozen=True)
@@ -70,25 +84,33 @@ class Orchestrator:
 
 @asynccontextmanager
 async def orchestrator(
-    stages: Stages, instances: str, database_url: str, **overrides: str
+    stages: Stages,
+    instances: str,
+    database_url: str,
+    env: Mapping[str, str] | None = None,
+    /,
+    **overrides: str,
 ) -> AsyncIterator[Orchestrator]:
-    """An orchestrator on 127.0.0.1:0 over the given stages, instances and database."""
-    env = {
+    """An orchestrator on 127.0.0.1:0 over the given stages, instances and database.
+
+    Its environment, each layer over the one before: ``ORCHESTRATOR_DEFAULTS``, ``env``, the
+    wiring (address, stage targets, instances, database), ``overrides``.
+    """
+    config_env = {
+        **ORCHESTRATOR_DEFAULTS,
+        **(env or {}),
         "SWARM_ORCHESTRATOR_ADDR": "127.0.0.1:0",
         "SWARM_COLLATOR_TARGET": stages.collator,
         "SWARM_ASSESSOR_TARGET": stages.assessor,
         "SWARM_REFINER_TARGET": stages.refiner,
         "SWARM_INSTANCES": instances,
         "SWARM_DATABASE_URL": database_url,
-        "SWARM_INSTANCE_TIMEOUT_S": "3",
-        "SWARM_LLM_RETRY_BASE_DELAY_S": "0.01",
-        "SWARM_STAGE_TIMEOUT_S": "60",
         **overrides,
     }
-    server, port = await create_orchestrator(OrchestratorConfig.from_env(env))
+    server, port = await create_orchestrator(OrchestratorConfig.from_env(config_env))
     await server.start()
     target = f"127.0.0.1:{port}"
-    channel = grpc.aio.insecure_channel(target)
+    channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
     try:
         yield Orchestrator(server, target, channel, orchestrator_pb2_grpc.OrchestratorServiceStub(channel))
     finally:

@@ -7,9 +7,11 @@ D=${SWARM_BENCH_DATA:-../shared/bench-data}
 OUT=${SWARM_BENCH_OUT:-/tmp/swarm-bench}
 mkdir -p "$OUT"
 Q=(.venv/bin/swarm bench quality --repeats 1 --seed 0)
-"${Q[@]}" --data "$D/humaneval-codegen16b-100.jsonl.gz" --per-task 5 --out "$OUT/codegen-k5.jsonl"
-"${Q[@]}" --data "$D/humaneval-3models-10runs.jsonl.gz" --per-task 6 --out "$OUT/3models-k6.jsonl"
+# Each row keeps its runs in $OUT/<row>.db (candidates, scores, tests), for bench/compare_selections.py --runs.
+row() { local name=$1; shift; rm -f "$OUT/$name.db"; "${Q[@]}" "$@" --out "$OUT/$name.jsonl" --db "$OUT/$name.db"; }
+row codegen-k5 --data "$D/humaneval-codegen16b-100.jsonl.gz" --per-task 5
+row 3models-k6 --data "$D/humaneval-3models-10runs.jsonl.gz" --per-task 6
 if [ "${1:-fast}" = all ]; then
-  "${Q[@]}" --data "$D/humaneval-3models-10runs.jsonl.gz" --per-task 30 --out "$OUT/3models-k30.jsonl"
-  "${Q[@]}" --data "$D/humaneval-codegen16b-100.jsonl.gz" --per-task all --out "$OUT/codegen-k100.jsonl"
+  row 3models-k30 --data "$D/humaneval-3models-10runs.jsonl.gz" --per-task 30
+  row codegen-k100 --data "$D/humaneval-codegen16b-100.jsonl.gz" --per-task all
 fi

@@ -30,8 +30,9 @@ from .admission import Admission
 from .config import AssessorConfig
 from .gates import Evidence, evaluate
 from .generated_tests import attached_tests, clean_generated, name_generated, runnable
-from .harness import DEADLINE, Plan, TestOutcome, build_program, build_spec, parse_report
+from .harness import Plan, TestOutcome, build_execution, build_spec, parse_report
 from .probes import collect_probes, mutate_probes
+from .runner import DEADLINE
 from .tests_from_task import TaskTest, call_the_entry_point, tests_from_task
 
 log = logging.getLogger(__name__)
@@ -244,9 +245,9 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             return await self._execute(code, tests, shared, timeout)
 
     async def _execute(self, code: str, tests: list[TaskTest], shared: str, timeout: float) -> _Verdict:
-        program, marker = build_program(code, shared)
-        result = await self._sandbox.run(program, timeout)
-        report = parse_report(result.stdout, marker)
+        execution = build_execution(code, shared)
+        result = await self._sandbox.run(execution.program, timeout, execution.files)
+        report = parse_report(result.stdout, execution.marker)
         verdict = _Verdict(duration_ms=result.duration_ms)
         if report.loaded is False:
             verdict.error = f"error while loading: {report.load_error}"

@@ -33,7 +33,7 @@ from ._llm import PURPOSE_HEADER, RUN_HEADER, ChatClient, ChatResult, Endpoint, 
 from ._main import run_service
 from ._pyparse import compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
-from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, open_sandbox
+from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, SandboxLimit, open_sandbox
 from ._scoring import (
     REPUTATION_PRIOR,
     REPUTATION_SIGNAL_WEIGHTS,
@@ -78,6 +78,7 @@ __all__ = [
     "RunloopConfig",
     "Sandbox",
     "SandboxConfig",
+    "SandboxLimit",
     "SandboxUnavailableError",
     "StageError",
     "SwarmError",

@@ -25,7 +25,7 @@ import pytest
 from swarm_assessor import runner
 from swarm_assessor.harness import Plan, build_execution, build_spec, parse_report
 from swarm_assessor.tests_from_task import TaskTest
-from swarmlib import SandboxConfig, open_sandbox
+from swarmlib import SandboxConfig, SandboxLimit, open_sandbox
 from tests.fakes.runloop_api import FakeRunloopAPI, sandbox_config
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def test_a_probe_that_runs_out_of_time_is_observed_as_a_timeout(alarm: None) -> 
     ns: dict[str, object] = {runner.PROBE_FUNCTION: observations.probe}
     spec = _assert_spec(f"{runner.PROBE_FUNCTION}(0, lambda: spin())")
     ns["spin"] = _spin
-    assert runner.run_test(spec, ns, 0.05, CAP) == ("timed out after 0.05s", runner.TIMEOUT)
+    assert runner.run_test(spec, ns, 0.05, CAP) == ("timed out after 0.05s", runner.TIMEOUT, runner.WALL_TIME)
     assert observations.values == [runner.TIMEOUT_OBSERVATION]
 
 
@@ -181,7 +181,7 @@ def _double(n: int) -> int:
     ],
 )
 def test_doctest_checking(spec: TestSpec, problem: str | None) -> None:
-    assert runner.check_doctest(spec, {"double": _double}, CAP) == problem
+    assert runner.check_doctest(spec, {"double": _double}, CAP) == (problem, runner.NO_LIMIT)
 
 
 def test_a_doctest_that_raises_unexpectedly_fails_with_the_exception() -> None:
@@ -190,7 +190,11 @@ def test_a_doctest_that_raises_unexpectedly_fails_with_the_exception() -> None:
     assert runner.run_test(_doctest_spec("double(-1)", "0"), {"double": _double}, 1.0, CAP) == (
         "ValueError: negative",
         "ValueError",
+        runner.NO_LIMIT,
     )
+
+
+N = runner.NO_LIMIT
 
 
 def test_assert_checking_shows_the_left_side_of_a_bare_failing_comparison() -> None:
@@ -198,17 +202,18 @@ def test_assert_checking_shows_the_left_side_of_a_bare_failing_comparison() -> N
     assert runner.check_assert(_assert_spec("assert double(2) == 4"), ns, CAP) is None
     failing = _assert_spec("assert double(2) == 5", left="double(2)")
     assert runner.check_assert(failing, ns, CAP) == "AssertionError: left side was 4"
-    assert runner.run_test(failing, ns, 1.0, CAP) == ("AssertionError: left side was 4", "AssertionError")
+    assert runner.run_test(failing, ns, 1.0, CAP) == ("AssertionError: left side was 4", "AssertionError", N)
     worded = _assert_spec("assert double(2) == 5, 'twice two'", left="double(2)")
-    assert runner.run_test(worded, ns, 1.0, CAP) == ("AssertionError: twice two", "AssertionError")
-    assert runner.run_test(_assert_spec("assert double(-1)"), ns, 1.0, CAP) == ("ValueError: negative", "ValueError")
+    assert runner.run_test(worded, ns, 1.0, CAP) == ("AssertionError: twice two", "AssertionError", N)
+    assert runner.run_test(_assert_spec("assert double(-1)"), ns, 1.0, CAP) == ("ValueError: negative", "ValueError", N)
 
 
 def test_each_test_has_its_own_time_budget(alarm: None) -> None:
     ns = {"spin": _spin, "double": _double}
-    assert runner.run_test(_assert_spec("spin()"), ns, 0.05, CAP) == ("timed out after 0.05s", runner.TIMEOUT)
+    timed_out = ("timed out after 0.05s", runner.TIMEOUT, runner.WALL_TIME)
+    assert runner.run_test(_assert_spec("spin()"), ns, 0.05, CAP) == timed_out
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the budget does not outlive its test
-    assert runner.run_test(_assert_spec("assert double(1) == 2"), ns, 0.05, CAP) == (None, None)
+    assert runner.run_test(_assert_spec("assert double(1) == 2"), ns, 0.05, CAP) == (None, None, runner.NO_LIMIT)
     assert runner.run_probe("spin()", ns, 0.05) == runner.TIMEOUT_OBSERVATION
     assert runner.run_probe("double(-1)", ns, 0.05) == "!ValueError"
     assert runner.run_probe("double(3)", ns, 0.05) == "6"
@@ -220,17 +225,56 @@ def test_describe_cuts_long_messages() -> None:
     assert runner.describe(ValueError("x" * 100), 20) == "ValueError: xxxxxxx…"
 
 
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "limit"),
+    [
+        (MemoryError(), SandboxLimit.MEMORY),
+        (OSError(27, "File too large"), SandboxLimit.FILE_SIZE),
+        (OSError(28, "No space left on device"), SandboxLimit.TMP_SPACE),
+        (BlockingIOError(11, "Resource temporarily unavailable"), SandboxLimit.PROCESSES),
+        (RuntimeError("can't start new thread"), SandboxLimit.PROCESSES),
+        (OSError(2, "No such file or directory"), SandboxLimit.NONE),
+        (ValueError("MemoryError, [Errno 27], timed out after 1s"), SandboxLimit.NONE),  # words decide nothing
+        (RuntimeError("something else"), SandboxLimit.NONE),
+    ],
+)
+def test_the_runner_names_the_limit_an_exception_says_was_hit(exc: BaseException, limit: SandboxLimit) -> None:
+    assert SandboxLimit(runner.limit_of(exc)) is limit
+    ns: dict[str, object] = {"fail": lambda: _raise(exc)}
+    assert runner.run_test(_assert_spec("fail()"), ns, 1.0, CAP)[2] == limit.value
+    # A doctest expecting another exception fails, and still says which limit stopped it.
+    expecting = _doctest_spec("fail()", exc_msg="KeyError: 'x'\n")
+    problem, found = runner.check_doctest(expecting, ns, CAP)
+    assert problem is not None and problem.startswith("expected KeyError: 'x', got ") and found == limit.value
+    # One expecting exactly that exception passes: nothing stopped it.
+    assert runner.check_doctest(_doctest_spec("fail()", exc_msg=type(exc).__name__), ns, CAP) == (None, N)
+
+
+def test_every_limit_word_of_the_runner_is_a_sandbox_limit() -> None:
+    words = [runner.NO_LIMIT, runner.WALL_TIME, runner.MEMORY, runner.FILE_SIZE, runner.TMP_SPACE, runner.PROCESSES]
+    assert [SandboxLimit(word).value for word in words] == words
+    assert SandboxLimit(runner.NO_LIMIT) is SandboxLimit.NONE
+    assert set(runner._ERRNO_LIMITS.values()) <= set(words)
+
+
 def test_report_lines_carry_the_marker_and_read_back() -> None:
     out = io.StringIO()
     report = runner.Reporter("@@m@@", out)
     report.emit({"kind": "load", "ok": True})
-    report.emit({"kind": "test", "index": 0, "passed": False, "output": "no", "error": "AssertionError"})
+    report.test(0, False, "no", "AssertionError", runner.MEMORY)
+    report.test(1, False, "", runner.DEADLINE, "no such limit")
     report.emit({"kind": "done", "behaviour": "abc", "skipped": 0})
     lines = out.getvalue().splitlines()
     assert lines[0] == '@@m@@{"kind": "load", "ok": true}'
     read = parse_report("noise\n" + out.getvalue() + "@@other@@{}\n", "@@m@@")
     assert read.loaded and read.finished and read.behaviour == "abc"
     assert read.outcomes[0].output == "no" and read.outcomes[0].error == "AssertionError"
+    assert read.outcomes[0].limit is SandboxLimit.MEMORY
+    assert read.outcomes[1].limit is SandboxLimit.NONE  # a word the assessor does not know names no limit
 
 
 FIB = """
@@ -307,12 +351,17 @@ def test_a_program_past_its_soft_deadline_reports_tests_not_run(tmp_path: Path) 
     report = parse_report(done.stdout, _marker_of(done.stdout))
     assert report.finished and report.skipped == 4
     assert all(report.outcomes[i].error == runner.DEADLINE for i in range(4))
+    assert all(report.outcomes[i].limit is SandboxLimit.WALL_TIME for i in range(4))
 
 
 def test_a_candidate_that_does_not_load_says_why(tmp_path: Path) -> None:
     done = _run_as_program(tmp_path, "raise KeyError('gone')\n", _plan())
     report = parse_report(done.stdout, _marker_of(done.stdout))
     assert report.loaded is False and report.load_error == "KeyError: 'gone'" and not report.finished
+    assert report.load_limit is SandboxLimit.NONE
+    done = _run_as_program(tmp_path, "raise MemoryError\n", _plan())
+    report = parse_report(done.stdout, _marker_of(done.stdout))
+    assert (report.loaded, report.load_error, report.load_limit) == (False, "MemoryError", SandboxLimit.MEMORY)
 
 
 def test_marker_lookalikes_in_the_code_are_just_code(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swarmlib import parse_python, unparse_python
+from swarmlib import SandboxLimit, parse_python, unparse_python
 
 from . import runner
 from .probes import instrument
@@ -34,17 +34,18 @@ class TestOutcome:
 
     ``error`` is None for a pass, else the exception type name (``AssertionError`` for a wrong
     answer, doctest mismatches included), ``"timeout"``, or ``"deadline"`` when the test was not
-    run because the candidate's time was up.
+    run because the candidate's time was up. ``limit`` is the sandbox limit that stopped the test.
     """
 
     passed: bool
     output: str
     error: str | None = None
+    limit: SandboxLimit = SandboxLimit.NONE
 
 
 @dataclass(frozen=True)
 class Report:
-    """What the harness printed: whether the code loaded, and verdicts by test index."""
+    """What the runner printed: whether the code loaded (and if not, why), and verdicts by test index."""
 
     loaded: bool | None
     load_error: str
@@ -52,6 +53,7 @@ class Report:
     finished: bool
     behaviour: str = ""
     skipped: int = 0
+    load_limit: SandboxLimit = SandboxLimit.NONE
 
 
 def _left_side(statement: str) -> str:
@@ -122,10 +124,18 @@ def build_execution(code: str, shared_spec: str) -> Execution:
     return Execution(_RUNNER_SOURCE, files, marker)
 
 
+def _limit(word: object) -> SandboxLimit:
+    try:
+        return SandboxLimit(str(word))
+    except ValueError:
+        return SandboxLimit.NONE
+
+
 def parse_report(stdout: str, marker: str) -> Report:
     """Collect the marked JSON lines; anything else the candidate printed is ignored."""
     loaded: bool | None = None
     load_error = ""
+    load_limit = SandboxLimit.NONE
     outcomes: dict[int, TestOutcome] = {}
     finished = False
     behaviour = ""
@@ -143,13 +153,17 @@ def parse_report(stdout: str, marker: str) -> Report:
         if kind == "load":
             loaded = bool(record.get("ok"))
             load_error = str(record.get("error", ""))
+            load_limit = _limit(record.get("limit"))
         elif kind == "test" and isinstance(record.get("index"), int):
             error = record.get("error")
             outcomes[record["index"]] = TestOutcome(
-                bool(record.get("passed")), str(record.get("output", "")), error if isinstance(error, str) else None
+                bool(record.get("passed")),
+                str(record.get("output", "")),
+                error if isinstance(error, str) else None,
+                _limit(record.get("limit")),
             )
         elif kind == "done":
             finished = True
             behaviour = str(record.get("behaviour", ""))
             skipped = record.get("skipped", 0) if isinstance(record.get("skipped"), int) else 0
-    return Report(loaded, load_error, outcomes, finished, behaviour, skipped)
+    return Report(loaded, load_error, outcomes, finished, behaviour, skipped, load_limit)

@@ -58,6 +58,14 @@ MARK_FILE = "marker.txt"
 PROBE_FUNCTION = "__swarm_probe__"
 DEADLINE = "deadline"
 TIMEOUT = "timeout"
+# The limit that stopped a test or the load, in swarmlib.SandboxLimit's words.
+NO_LIMIT = "none"
+WALL_TIME = "wall_time"
+MEMORY = "memory"
+FILE_SIZE = "file_size"
+TMP_SPACE = "tmp_space"
+PROCESSES = "processes"
+_ERRNO_LIMITS = {27: FILE_SIZE, 28: TMP_SPACE, 11: PROCESSES}  # EFBIG, ENOSPC, EAGAIN (fork)
 TIMEOUT_OBSERVATION = "!timeout"
 OBSERVATION_CAP = 200
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -92,6 +100,10 @@ class Reporter:
         self._out.write(self._marker + json.dumps(record) + "\n")
         self._out.flush()
 
+    def test(self, index: int, passed: bool, output: str, error: str | None, limit: str) -> None:
+        """One test's line: ``error`` as in ``harness.TestOutcome``, ``limit`` in SandboxLimit's words."""
+        self.emit({"kind": "test", "index": index, "passed": passed, "output": output, "error": error, "limit": limit})
+
     def flush(self) -> None:
         self._out.flush()
 
@@ -103,6 +115,17 @@ def describe(exc: BaseException, cap: int) -> str:
     if message:
         text += ": " + message
     return text if len(text) <= cap else text[: cap - 1] + "…"
+
+
+def limit_of(exc: BaseException) -> str:
+    """The sandbox limit an exception says the program hit (``NO_LIMIT`` for an ordinary error)."""
+    if isinstance(exc, MemoryError):
+        return MEMORY
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_LIMITS:
+        return _ERRNO_LIMITS[exc.errno]
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return PROCESSES
+    return NO_LIMIT
 
 
 def canon(value: object, depth: int) -> str:
@@ -210,8 +233,11 @@ def _same(got: str, want: str) -> bool:
     return got.strip() == want.strip() or " ".join(got.split()) == " ".join(want.split())
 
 
-def check_doctest(test: TestSpec, ns: dict[str, Any], cap: int) -> str | None:
-    """None when the example shows what it wants (or raises what it expects), else what went wrong."""
+def check_doctest(test: TestSpec, ns: dict[str, Any], cap: int) -> tuple[str | None, str]:
+    """None when the example shows what it wants (or raises what it expects), else what went wrong.
+
+    The second value is the limit named by an exception raised instead of the expected one.
+    """
     source, want, exc_msg = test["source"], test["want"], test["exc_msg"]
     try:
         code = compile(source, "<doctest>", "eval")
@@ -230,23 +256,23 @@ def check_doctest(test: TestSpec, ns: dict[str, Any], cap: int) -> str | None:
         expected = exc_msg.strip()
         got = describe(exc, cap)
         if got.strip() == expected or type(exc).__name__ == expected.split(":", 1)[0].strip():
-            return None
-        return "expected " + expected + ", got " + got
+            return None, NO_LIMIT
+        return "expected " + expected + ", got " + got, limit_of(exc)
     if exc_msg is not None:
-        return "expected " + exc_msg.strip() + ", nothing was raised"
+        return "expected " + exc_msg.strip() + ", nothing was raised", NO_LIMIT
     shown = printed + (repr(value) + "\n" if value is not None else "")
     if _same(shown, want):
-        return None
+        return None, NO_LIMIT
     if code is not None and not printed and want:
         try:
             if eval(want, ns) == value:
-                return None
+                return None, NO_LIMIT
         except BaseException:
             pass
     if not want:
-        return None if not shown.strip() else "expected no output, got " + shown.strip()[:cap]
+        return (None if not shown.strip() else "expected no output, got " + shown.strip()[:cap]), NO_LIMIT
     got = shown.strip() or "nothing"
-    return ("expected " + want.strip() + ", got " + got)[:cap]
+    return ("expected " + want.strip() + ", got " + got)[:cap], NO_LIMIT
 
 
 def check_assert(test: TestSpec, ns: dict[str, Any], cap: int) -> str | None:
@@ -266,19 +292,23 @@ def check_assert(test: TestSpec, ns: dict[str, Any], cap: int) -> str | None:
     return None
 
 
-def run_test(test: TestSpec, ns: dict[str, Any], budget: float, cap: int) -> tuple[str | None, str | None]:
-    """The problem (None: passed) and the error kind of one test run under its own time budget."""
+def run_test(test: TestSpec, ns: dict[str, Any], budget: float, cap: int) -> tuple[str | None, str | None, str]:
+    """The problem (None: passed), the error kind and the limit hit, of one test run under its own time budget."""
     signal.setitimer(signal.ITIMER_REAL, budget)
     try:
-        problem = check_doctest(test, ns, cap) if test["kind"] == "doctest" else check_assert(test, ns, cap)
+        if test["kind"] == "doctest":
+            problem, limit = check_doctest(test, ns, cap)
+        else:
+            problem, limit = check_assert(test, ns, cap), NO_LIMIT
         error = None if problem is None else "AssertionError"
     except _TestTimeout:
-        problem, error = "timed out after %gs" % budget, TIMEOUT  # noqa: UP031 (the wording is data)
+        problem, error, limit = "timed out after %gs" % budget, TIMEOUT, WALL_TIME  # noqa: UP031 (the wording is data)
     except BaseException as exc:
         problem, error = describe(exc, cap), type(exc).__name__
+        limit = limit_of(exc)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-    return problem, error
+    return problem, error, limit
 
 
 def run_probe(source: str, ns: dict[str, Any], budget: float) -> str:
@@ -304,7 +334,7 @@ def main(started: float, spec: Spec, code: str, report: Reporter) -> None:
     try:
         exec(compile(code, "candidate.py", "exec"), module.__dict__)
     except BaseException as exc:
-        report.emit({"kind": "load", "ok": False, "error": describe(exc, cap)})
+        report.emit({"kind": "load", "ok": False, "error": describe(exc, cap), "limit": limit_of(exc)})
         return
     report.emit({"kind": "load", "ok": True})
     ns = dict(module.__dict__)
@@ -322,12 +352,11 @@ def main(started: float, spec: Spec, code: str, report: Reporter) -> None:
             left = deadline - time.monotonic()
             if left <= 0:
                 skipped += 1
-                report.emit({"kind": "test", "index": index, "passed": False, "output": "", "error": DEADLINE})
+                report.test(index, False, "", DEADLINE, WALL_TIME)
                 continue
             budget = min(test["budget"], left)
-            problem, error = run_test(test, ns, budget, cap)
-            output = (problem or "")[: test["cap"]]
-            report.emit({"kind": "test", "index": index, "passed": problem is None, "output": output, "error": error})
+            problem, error, limit = run_test(test, ns, budget, cap)
+            report.test(index, problem is None, (problem or "")[: test["cap"]], error, limit)
         for index, source in enumerate(spec["probes"]):
             if observations.values[index] is None:
                 left = deadline - time.monotonic()

@@ -198,7 +198,11 @@ def _independently_supported(candidate: pb.Candidate, share: float) -> bool:
 
 def _gate_subject(candidate: pb.Candidate) -> assessor_pb2.GateCandidate:
     return assessor_pb2.GateCandidate(
-        candidate_id=candidate.id, scores=candidate.scores, tests=candidate.tests, error=candidate.error
+        candidate_id=candidate.id,
+        scores=candidate.scores,
+        tests=candidate.tests,
+        error=candidate.error,
+        limit=candidate.limit,
     )
 
 
@@ -440,6 +444,7 @@ class Pipeline:
             candidate.scores.CopyFrom(assessment.scores)
             candidate.tests.extend(assessment.tests)
             candidate.error = assessment.error
+            candidate.limit = assessment.limit
             # With no probe inputs every program "behaves" alike; that says nothing, so drop it.
             candidate.behaviour = assessment.behaviour if response.probes else ""
         best = max(candidates, key=lambda c: (c.scores.overall, c.scores.tests_passed))
@@ -657,6 +662,7 @@ class Pipeline:
         candidate.scores.overall = _selection(candidate, _share_of(swarm_best.id, ranked))
         candidate.tests.extend(assessment.tests)
         candidate.error = assessment.error
+        candidate.limit = assessment.limit
         await self._store.add_candidate(run.id, candidate)
         best_assessed = assessment_score(best.scores.correctness, best.scores.completeness, best.scores.style)
         outcome.overall = assessment.scores.overall

@@ -45,7 +45,7 @@ from ._llm import (
 from ._main import run_service
 from ._pyparse import compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
-from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, open_sandbox
+from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, SandboxLimit, open_sandbox
 from ._scoring import (
     REPUTATION_PRIOR,
     REPUTATION_SIGNAL_WEIGHTS,
@@ -92,6 +92,7 @@ __all__ = [
     "RunloopConfig",
     "Sandbox",
     "SandboxConfig",
+    "SandboxLimit",
     "SandboxUnavailableError",
     "StageError",
     "SwarmError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from ._config import env_int, env_str
@@ -20,9 +21,31 @@ from ._runloop_config import RunloopConfig
 BACKENDS = ("local", "runloop")
 
 
+class SandboxLimit(StrEnum):
+    """Which limit stopped a program, decided by the backend that saw it end (``swarm.v1.SandboxLimit``).
+
+    The values are the words the assessor's sandbox runner uses for the limits it sees inside a
+    program (``swarm_assessor/runner.py``); the assessor maps both to the proto enum in one place.
+    """
+
+    NONE = "none"
+    WALL_TIME = "wall_time"
+    CPU_TIME = "cpu_time"
+    MEMORY = "memory"
+    OUTPUT = "output"
+    FILE_SIZE = "file_size"
+    PROCESSES = "processes"
+    TMP_SPACE = "tmp_space"
+    KILLED = "killed"
+
+
 @dataclass(frozen=True)
 class ExecResult:
-    """What one sandboxed execution did; ``reason`` says why it was stopped, empty if it was not."""
+    """What one sandboxed execution did.
+
+    ``reason`` says in words why it was stopped and ``limit`` which limit did (empty and ``NONE``
+    for an ordinary end): clients decide on ``limit``, never on the words.
+    """
 
     exit_code: int | None
     timed_out: bool
@@ -30,6 +53,7 @@ class ExecResult:
     stdout: str
     stderr: str
     duration_ms: float
+    limit: SandboxLimit = SandboxLimit.NONE
 
 
 def _default_slots() -> int:

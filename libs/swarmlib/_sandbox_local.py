@@ -3,27 +3,10 @@
 There is deliberately no unsandboxed fallback: when bubblewrap is missing or cannot create its
 namespaces, every execution raises ``SandboxUnavailableError`` and the client learns why.
 
-What a program gets (each point is proven by ``tests/sandbox/test_hostile.py``):
-
-* its own network, pid, ipc and uts namespaces: no route anywhere, not even to the host's
-  loopback, and no host process to see or signal;
-* a read-only view of ``/usr`` and of the interpreter's prefix and nothing else of the host (no
-  ``/etc``, ``/home``, ``/root`` beyond the interpreter, no service environment: bubblewrap itself
-  starts with an empty one);
-* ``/box`` (read-only) holding ``main.py`` and the caller's files, and ``/tmp``, a private tmpfs
-  bounded to ``tmp_size_mb`` (mounted inside the sandbox, as bubblewrap 0.8 has no ``--size``);
-* limits on CPU time, address space, processes, file size and open files, set just before the
-  program starts; no capabilities, ``no_new_privs``, and a seccomp filter that refuses new
-  namespaces (in a user namespace of its own a program would be root again);
-* a wall clock: at the deadline, or when stdout/stderr pass ``output_cap_bytes``, the pid
-  namespace is killed, so background and daemonised children die too, and ``run`` returns only
-  once none of the sandbox's processes is left.
-
-When the service runs as root, a user namespace would map the sandbox's root to the host's root,
-and the kernel never applies RLIMIT_NPROC to (host) root, so a fork bomb would go unbounded.
-In that case the sandbox skips the user namespace and drops to a dedicated unprivileged uid per
-sandbox, which makes the process limit real and per execution. Without root, bubblewrap uses a
-user namespace and RLIMIT_NPROC counts all processes of the service's user (a weaker bound).
+What the box holds and forbids is its command line's business (``_sandbox_local_box``). Here: a
+wall clock; at the deadline, or when stdout/stderr pass ``output_cap_bytes``, the pid namespace
+is killed, so background and daemonised children die too, and ``run`` returns only once none of
+the sandbox's processes is left; and the reason and the limit of every stop (``_reason``).
 
 Not bounded here: the memory of a sandbox as a whole. RLIMIT_AS is per process, so a program
 may hold up to ``max_processes`` x ``memory_mb`` (plus ``tmp_size_mb`` of /tmp); only the
@@ -41,19 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import marshal
 import os
 import signal
-import site
-import sys
 import time
 from collections import deque
 from collections.abc import Mapping
-from pathlib import Path
 
-from . import _sandbox_local_launcher as launcher
 from ._errors import SandboxUnavailableError
-from ._sandbox import ExecResult, SandboxConfig
+from ._sandbox import ExecResult, SandboxConfig, SandboxLimit
+from ._sandbox_limits import limit_in_stderr, signal_limit
+from ._sandbox_local_box import BoxCommand
 from ._sandbox_local_worker import Worker, encode_request
 
 log = logging.getLogger(__name__)
@@ -62,75 +42,10 @@ BACKEND = "bubblewrap"
 # First uid of the pool used for root-run sandboxes; far from any distro's allocated ranges.
 _UID_BASE = 61000
 _READ_CHUNK = 65536
-_OPEN_FILES = 512
 # bubblewrap's own environment: the sandbox's init is a bubblewrap process, so nothing of the
 # service's environment may reach it either.
 _BWRAP_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 _PROBE_TIMEOUT_S = 10.0
-# A /dev of the harmless character devices only. Not bubblewrap's --dev: with it, a user
-# namespace's tmpfs mount on /tmp is refused (EPERM), and it brings ptys and an unbounded /dev/shm.
-_DEV = [
-    "--perms",
-    "0755",
-    "--tmpfs",
-    "/dev",
-    *(
-        arg
-        for node in ("null", "zero", "full", "random", "urandom")
-        for arg in ("--dev-bind", f"/dev/{node}", f"/dev/{node}")
-    ),
-    *(
-        arg
-        for link, target in (
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-            # POSIX shared memory and semaphores (multiprocessing's locks) live in the bounded /tmp.
-            ("shm", "/tmp"),
-        )
-        for arg in ("--symlink", target, f"/dev/{link}")
-    ),
-]
-
-
-def base_python() -> str:
-    """The real interpreter behind the venv: the venv's own files are not bound into the box."""
-    candidate = getattr(sys, "_base_executable", "") or ""
-    if candidate and Path(candidate).is_file() and _inside(candidate, sys.base_prefix):
-        return candidate
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    return str(Path(sys.base_prefix) / "bin" / version)
-
-
-def _inside(path: str, prefix: str) -> bool:
-    try:
-        Path(path).resolve().relative_to(Path(prefix).resolve())
-    except ValueError:
-        return False
-    return True
-
-
-def _site_dirs(prefix: str) -> list[str]:
-    """The interpreter's site-packages that exist inside the box.
-
-    The program runs with ``-S``, so these are put on ``sys.path`` by the launcher, but the
-    ``.pth`` start-up hooks in them are not run: they are the host's, and on a host whose hook
-    imports a certificate bundle they alone cost more than the rest of an execution.
-    """
-    return [
-        p for p in site.getsitepackages([prefix]) if Path(p).is_dir() and (_inside(p, prefix) or p.startswith("/usr/"))
-    ]
-
-
-# Compiling the launcher costs more CPU than starting the interpreter does on a slow host, so it is
-# compiled once here and handed over marshalled (the sandbox runs this same interpreter version).
-_BOOTSTRAP = "import marshal, sys\nexec(marshal.loads(bytes.fromhex(sys.argv.pop(1))))\n"
-
-
-def _launcher_code() -> str:
-    source = Path(launcher.__file__).read_text(encoding="utf-8")
-    return marshal.dumps(compile(source, "<swarm-sandbox-launcher>", "exec", dont_inherit=True)).hex()
 
 
 def default_pool_size(config: SandboxConfig) -> int:
@@ -148,11 +63,7 @@ class LocalSandbox:
     def __init__(self, config: SandboxConfig, pool_size: int | None = None) -> None:
         self._config = config
         self._pool_size = default_pool_size(config) if pool_size is None else pool_size
-        self._python = base_python()
-        self._prefix = sys.base_prefix
-        self._site_dirs = os.pathsep.join(_site_dirs(self._prefix))
-        self._launcher = _launcher_code()
-        self._drop_privileges = os.geteuid() == 0
+        self._command = BoxCommand.for_host(config)
         self._slots = asyncio.Semaphore(config.max_slots)
         # Each live sandbox (running or warm) holds its own uid, so RLIMIT_NPROC (counted per
         # uid) is per execution; the uid is free again only once the sandbox's last process is.
@@ -250,7 +161,7 @@ class LocalSandbox:
             self._uids.put_nowait(uid)
             raise SandboxUnavailableError("the sandbox has been closed")
         try:
-            worker = await Worker.start(lambda info, status: self._argv(uid, info, status), uid, _BWRAP_ENV)
+            worker = await Worker.start(lambda info, status: self._command.argv(uid, info, status), uid, _BWRAP_ENV)
         except OSError as exc:
             self._uids.put_nowait(uid)
             raise SandboxUnavailableError(f"cannot start bubblewrap ({self._config.bwrap_path}): {exc}") from exc
@@ -267,79 +178,6 @@ class LocalSandbox:
             if worker in self._live:
                 self._live.discard(worker)
                 self._uids.put_nowait(worker.uid)
-
-    def _argv(self, uid: int, info_fd: int, status_fd: int) -> list[str]:
-        cfg = self._config
-        if self._drop_privileges:
-            unshare = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
-            caps = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-        else:
-            unshare = ["--unshare-all"]
-            caps = []
-            uid = -1
-        mounts = ["--ro-bind", "/usr", "/usr"]
-        for link in ("bin", "lib", "lib64", "sbin"):
-            host = Path("/") / link
-            if host.is_symlink():
-                mounts += ["--symlink", os.readlink(host), str(host)]
-            elif host.is_dir():
-                mounts += ["--ro-bind", str(host), str(host)]
-        if not _inside(self._prefix, "/usr"):
-            for parent in reversed(Path(self._prefix).parents):
-                if str(parent) != "/":
-                    mounts += ["--perms", "0755", "--dir", str(parent)]
-            mounts += ["--ro-bind", self._prefix, self._prefix]
-        mounts += ["--dir", "/tmp", "--dir", "/box", "--proc", "/proc", *_DEV]
-        # Nothing outside /tmp is writable: not the root bubblewrap builds, not its /dev.
-        mounts += ["--remount-ro", "/dev", "--remount-ro", "/"]
-        launch = [
-            str(uid),
-            str(cfg.tmp_size_mb),
-            str(cfg.memory_mb),
-            str(cfg.max_processes),
-            str(cfg.output_cap_bytes * 16),
-            str(_OPEN_FILES),
-            str(status_fd),
-            self._site_dirs,
-        ]
-        return [
-            cfg.bwrap_path,
-            *unshare,
-            "--die-with-parent",
-            "--new-session",
-            "--clearenv",
-            "--setenv",
-            "PATH",
-            "/usr/local/bin:/usr/bin:/bin",
-            "--setenv",
-            "HOME",
-            "/tmp",
-            "--setenv",
-            "LANG",
-            "C.UTF-8",
-            *mounts,
-            "--chdir",
-            "/tmp",
-            "--info-fd",
-            str(info_fd),
-            "--cap-drop",
-            "ALL",
-            # Kept only by the launcher, which mounts /tmp and /box and then drops every one.
-            "--cap-add",
-            "CAP_SYS_ADMIN",
-            "--cap-add",
-            "CAP_SETPCAP",
-            *caps,
-            "--",
-            self._python,
-            "-I",
-            "-S",
-            "-B",
-            "-c",
-            _BOOTSTRAP,
-            self._launcher,
-            *launch,
-        ]
 
     async def _execute(self, worker: Worker, program: str, files: Mapping[str, str], timeout_s: float) -> ExecResult:
         self._live.add(worker)
@@ -382,13 +220,15 @@ class LocalSandbox:
             detail = stderr.strip().splitlines()[-1:] or [f"bubblewrap exited with {worker.proc.returncode}"]
             raise SandboxUnavailableError(f"the sandbox did not start the program: {detail[0][:500]}")
         code = worker.proc.returncode
+        reason, limit = _reason(code, timed_out, timeout_s, overflow, stderr, self._config)
         return ExecResult(
             exit_code=code,
             timed_out=timed_out,
-            reason=_reason(code, timed_out, timeout_s, overflow, stderr, self._config),
+            reason=reason,
             stdout=out.decode("utf-8", "replace"),
             stderr=stderr,
             duration_ms=duration_ms,
+            limit=limit,
         )
 
     async def _finish(self, worker: Worker, pumps: list[asyncio.Task[None]]) -> None:
@@ -416,37 +256,25 @@ _SIGNAL_HINTS: dict[int, str] = {
     signal.SIGKILL: " (CPU-time hard limit, the kernel's OOM killer, or the program itself)",
     signal.SIGSEGV: " (crashed; a stack overflow from deep recursion?)",
 }
-# The last stderr line of a program that died of a sandbox limit, and how to say which.
-_LIMIT_ERRORS = (
-    ("MemoryError", "memory limit of {memory_mb} MB reached (MemoryError)"),
-    ("[Errno 27]", "file size limit reached (EFBIG)"),
-    ("[Errno 28]", "/tmp is full ({tmp_size_mb} MB)"),
-    ("[Errno 11] Resource temporarily unavailable", "process limit of {max_processes} reached (EAGAIN)"),
-    ("can't start new thread", "process limit of {max_processes} reached (no new thread)"),
-)
 
 
 def _reason(
     code: int | None, timed_out: bool, timeout_s: float, overflow: list[str], stderr: str, cfg: SandboxConfig
-) -> str:
-    """Why the program stopped, when a limit stopped it; empty for an ordinary exit."""
+) -> tuple[str, SandboxLimit]:
+    """Why the program stopped and which limit stopped it; empty and ``NONE`` for an ordinary exit."""
     if timed_out:
-        return f"timed out after {timeout_s:g}s"
+        return f"timed out after {timeout_s:g}s", SandboxLimit.WALL_TIME
     if overflow:
-        return f"{overflow[0]} exceeded {cfg.output_cap_bytes} bytes"
+        return f"{overflow[0]} exceeded {cfg.output_cap_bytes} bytes", SandboxLimit.OUTPUT
     if code is None:
-        return "did not finish"
+        return "did not finish", SandboxLimit.NONE
     signum = -code if code < 0 else code - 128 if code > 128 else 0
     if signum > 0:
         try:
-            return f"killed by {signal.Signals(signum).name}{_SIGNAL_HINTS.get(signum, '')}"
+            name = signal.Signals(signum).name
         except ValueError:
-            return f"killed by signal {signum}"
-    if code != 0:
-        last = stderr.strip().splitlines()[-1:] or [""]
-        for marker, text in _LIMIT_ERRORS:
-            if marker in last[0]:
-                return text.format(
-                    memory_mb=cfg.memory_mb, tmp_size_mb=cfg.tmp_size_mb, max_processes=cfg.max_processes
-                )
-    return ""
+            # No signal of that number: more likely an exit status above 128 than a kill.
+            return f"killed by signal {signum}", SandboxLimit.NONE
+        return f"killed by {name}{_SIGNAL_HINTS.get(signum, '')}", signal_limit(signum)
+    limit, wording = limit_in_stderr(code, stderr)
+    return wording.format(memory_mb=cfg.memory_mb, tmp_size_mb=cfg.tmp_size_mb, max_processes=cfg.max_processes), limit

@@ -34,7 +34,8 @@ from ._errors import SandboxUnavailableError
 from ._runloop import REQUEST_TIMEOUT_S, Clock, api_errors, idempotency_key, open_client
 from ._runloop_pool import Devbox, DevboxPool
 from ._runloop_script import ERR, OUT, TRAILER, new_workdir, plain_name, run_script, workdir_command
-from ._sandbox import ExecResult, SandboxConfig
+from ._sandbox import ExecResult, SandboxConfig, SandboxLimit
+from ._sandbox_limits import limit_in_stderr, signal_limit
 from ._tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -356,45 +357,48 @@ def _result(trailer: _Trailer, stdout: str, stderr: str, timeout_s: float, cap: 
         (name for name, size in (("stdout", trailer.stdout_bytes), ("stderr", trailer.stderr_bytes)) if size > cap),
         None,
     )
+    reason, limit = _reason(code, timed_out, timeout_s, overflow, cap)
+    if limit is SandboxLimit.NONE:
+        reason, limit = _limit_hit(code, stderr, memory_mb)
     return ExecResult(
         exit_code=code,
         timed_out=timed_out,
-        reason=_reason(code, timed_out, timeout_s, overflow, cap) or _limit_hit(code, stderr, memory_mb),
+        reason=reason,
         stdout=_capped(stdout, cap),
         stderr=_capped(stderr, cap),
         duration_ms=trailer.duration_ms,
+        limit=limit,
     )
 
 
 def _hung(timeout_s: float) -> ExecResult:
     reason = f"timed out after {timeout_s:g}s (the devbox did not report the end of the program)"
-    return ExecResult(None, True, reason, "", "", timeout_s * 1000.0)
+    return ExecResult(None, True, reason, "", "", timeout_s * 1000.0, SandboxLimit.WALL_TIME)
 
 
-def _limit_hit(code: int, stderr: str, memory_mb: int) -> str:
+# The limits this backend sets itself (``ulimit -v``, ``ulimit -f``), so its reason names them;
+# an exit on another limit's error (no process, no disk space) is classified all the same.
+_NAMED_HERE = (SandboxLimit.MEMORY, SandboxLimit.FILE_SIZE)
+
+
+def _limit_hit(code: int, stderr: str, memory_mb: int) -> tuple[str, SandboxLimit]:
     """A limit that ends a program with an exception rather than a signal, named as the local backend does."""
-    last = (stderr.strip().splitlines() or [""])[-1]
-    if code == 0:
-        return ""
-    if "MemoryError" in last:
-        return f"memory limit of {memory_mb} MB reached (MemoryError)"
-    if "[Errno 27]" in last:
-        return "file size limit reached (EFBIG)"
-    return ""
+    limit, wording = limit_in_stderr(code, stderr)
+    return (wording.format(memory_mb=memory_mb) if limit in _NAMED_HERE else ""), limit
 
 
-def _reason(code: int, timed_out: bool, timeout_s: float, overflow: str | None, cap: int) -> str:
+def _reason(code: int, timed_out: bool, timeout_s: float, overflow: str | None, cap: int) -> tuple[str, SandboxLimit]:
     """The local backend's wording, so clients read one vocabulary whatever ran their code."""
     if timed_out:
-        return f"timed out after {timeout_s:g}s"
+        return f"timed out after {timeout_s:g}s", SandboxLimit.WALL_TIME
     if overflow:
-        return f"{overflow} exceeded {cap} bytes"
+        return f"{overflow} exceeded {cap} bytes", SandboxLimit.OUTPUT
     if code > 128:
         signum = code - 128
         try:
             name = signal.Signals(signum).name
         except ValueError:
-            return ""
+            return "", SandboxLimit.NONE
         hint = " (a CPU-time or memory limit was hit)" if signum in (signal.SIGXCPU, signal.SIGKILL) else ""
-        return f"killed by {name}{hint}"
-    return ""
+        return f"killed by {name}{hint}", signal_limit(signum)
+    return "", SandboxLimit.NONE

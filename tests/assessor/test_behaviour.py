@@ -218,6 +218,7 @@ async def test_chatty_candidate_does_not_fill_the_output_cap(stub: assessor_pb2_
     response = await _assess(stub, task, chatty, generated=generated)
     (only,) = response.assessments
     assert only.error == ""
+    assert only.limit == common_pb2.SANDBOX_LIMIT_UNSPECIFIED
     assert only.scores.tests_passed == 1
     assert only.scores.generated_passed == only.scores.generated_total == 40
     assert only.behaviour
@@ -232,5 +233,12 @@ async def test_slow_candidate_still_reports_within_its_time(stub: assessor_pb2_g
     assert slow_one.behaviour and slow_one.behaviour != fast.behaviour
     assert "time budget of 2s ran out" in slow_one.error
     assert any(t.output == "not run: the candidate's time budget ran out" for t in slow_one.tests)
+    assert slow_one.limit == common_pb2.SANDBOX_LIMIT_WALL_TIME
+    assert all(
+        t.limit == common_pb2.SANDBOX_LIMIT_WALL_TIME
+        for t in slow_one.tests
+        if t.output == "not run: the candidate's time budget ran out"
+    )
+    assert fast.limit == common_pb2.SANDBOX_LIMIT_UNSPECIFIED
     assert slow_one.duration_ms < 2000
     assert fast.scores.generated_passed == 20

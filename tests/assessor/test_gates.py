@@ -16,11 +16,20 @@ import pytest_asyncio
 
 from swarm.v1 import assessor_pb2, assessor_pb2_grpc, common_pb2
 from swarm_assessor.config import AssessorConfig
-from swarm_assessor.gates import DEFAULT_GATES, Evidence, evaluate, load_gates, parse_gates, sandbox_violations
+from swarm_assessor.gates import (
+    DEFAULT_GATES,
+    LIMIT_LABELS,
+    Evidence,
+    evaluate,
+    load_gates,
+    parse_gates,
+    sandbox_violations,
+)
 from swarm_assessor.server import create_server
 from swarmlib import ConfigError
 
 PASS = common_pb2.GATE_OUTCOME_PASS
+NO_LIMIT = common_pb2.SANDBOX_LIMIT_UNSPECIFIED
 NEEDS_APPROVAL = common_pb2.GATE_OUTCOME_NEEDS_APPROVAL
 FAIL = common_pb2.GATE_OUTCOME_FAIL
 
@@ -40,16 +49,20 @@ def candidate(
     total: int = 3,
     overall: float = 0.9,
     error: str = "",
+    limit: common_pb2.SandboxLimit = common_pb2.SANDBOX_LIMIT_UNSPECIFIED,
     outputs: tuple[str, ...] = (),
+    limits: tuple[common_pb2.SandboxLimit, ...] = (),
 ) -> assessor_pb2.GateCandidate:
+    """A final answer or another candidate; ``outputs`` and ``limits`` are its failing generated tests."""
     tests = [
         common_pb2.TestResult(name=f"doctest {i + 1}", passed=i < passed, origin=common_pb2.TEST_ORIGIN_VISIBLE)
         for i in range(total)
     ]
-    for i, output in enumerate(outputs):
-        tests.append(common_pb2.TestResult(name=f"generated {i + 1}", passed=False, output=output))
+    failing = zip(outputs or ("",) * len(limits), limits or (NO_LIMIT,) * len(outputs), strict=True)
+    for i, (output, hit) in enumerate(failing):
+        tests.append(common_pb2.TestResult(name=f"generated {i + 1}", passed=False, output=output, limit=hit))
     scores = common_pb2.Scores(overall=overall, tests_passed=passed, tests_total=total)
-    return assessor_pb2.GateCandidate(candidate_id=cid, scores=scores, tests=tests, error=error)
+    return assessor_pb2.GateCandidate(candidate_id=cid, scores=scores, tests=tests, error=error, limit=limit)
 
 
 def evidence(
@@ -88,27 +101,62 @@ def test_a_fail_rule_beats_approval_rules() -> None:
     assert "2/3 visible tests pass; failing: doctest 3" in decision.summary
 
 
-def test_sandbox_limits_are_recognised_in_errors_and_test_outputs() -> None:
+def test_sandbox_limits_are_read_from_the_execution_and_the_failing_tests() -> None:
     outputs = (
         "MemoryError",
         "BlockingIOError: [Errno 11] Resource temporarily unavailable",
         "timed out after 1.5s",
         "OSError: [Errno 27] File too large",
     )
-    found = sandbox_violations(candidate(outputs=outputs))
+    limits = (
+        common_pb2.SANDBOX_LIMIT_MEMORY,
+        common_pb2.SANDBOX_LIMIT_PROCESSES,
+        common_pb2.SANDBOX_LIMIT_WALL_TIME,
+        common_pb2.SANDBOX_LIMIT_FILE_SIZE,
+    )
+    found = sandbox_violations(candidate(outputs=outputs, limits=limits))
     assert found == [
         "memory limit in generated 1",
         "process limit in generated 2",
         "time limit in generated 3",
         "file size limit in generated 4",
     ]
-    assert sandbox_violations(candidate(error="stdout exceeded 65536 bytes")) == ["output cap in its execution"]
+    capped = candidate(error="stdout exceeded 65536 bytes", limit=common_pb2.SANDBOX_LIMIT_OUTPUT)
+    assert sandbox_violations(capped) == ["output cap in its execution"]
     assert sandbox_violations(candidate(outputs=("AssertionError: expected 1, got 2",))) == []
+    # The wording decides nothing: only the limit the assessor set does.
+    assert sandbox_violations(candidate(error="stdout exceeded 65536 bytes", outputs=outputs)) == []
+    passing = candidate()
+    passing.tests[0].limit = common_pb2.SANDBOX_LIMIT_MEMORY
+    assert sandbox_violations(passing) == []  # a test that passed was not stopped
+
+
+@pytest.mark.parametrize(
+    "limit", [v for v in common_pb2.SandboxLimit.values() if v != NO_LIMIT], ids=common_pb2.SandboxLimit.Name
+)
+def test_every_sandbox_limit_is_read_by_no_sandbox_violation(limit: common_pb2.SandboxLimit) -> None:
+    """Every value of the enum, so a new limit without a label or without this rule reading it fails here."""
+    label = LIMIT_LABELS[limit]
+    rules = parse_gates([{"rule": "no_sandbox_violation", "scope": "any", "on_fail": "FAIL"}], "SWARM_GATES")
+    for subject, where in [(candidate(limit=limit), "its execution"), (candidate(limits=(limit,)), "generated 1")]:
+        decision = evaluate(rules, evidence(candidate("c0"), subject))
+        assert decision.outcome == FAIL, common_pb2.SandboxLimit.Name(limit)
+        assert decision.rules[0].detail == f"c1: {label} in {where}"
+    assert set(LIMIT_LABELS) == set(common_pb2.SandboxLimit.values()) - {NO_LIMIT}
+
+
+def test_no_limit_is_no_violation() -> None:
+    rules = parse_gates([{"rule": "no_sandbox_violation", "scope": "any", "on_fail": "FAIL"}], "SWARM_GATES")
+    clean = candidate(limit=NO_LIMIT, limits=(NO_LIMIT,))
+    decision = evaluate(rules, evidence(clean, clean))
+    assert decision.outcome == PASS and decision.rules[0].detail == "no sandbox limit hit by any candidate"
 
 
 def test_sandbox_scope_final_or_any() -> None:
     hog = candidate(
-        "c2", error="killed by SIGKILL (CPU-time hard limit, the kernel's OOM killer, or the program itself)"
+        "c2",
+        error="killed by SIGKILL (CPU-time hard limit, the kernel's OOM killer, or the program itself)",
+        limit=common_pb2.SANDBOX_LIMIT_KILLED,
     )
     final_only = parse_gates([{"rule": "no_sandbox_violation", "on_fail": "NEEDS_APPROVAL"}], "SWARM_GATES")
     assert evaluate(final_only, evidence(candidate(), hog)).outcome == PASS
@@ -139,7 +187,8 @@ def test_no_gates_pass_and_the_default_only_holds_sandbox_violations() -> None:
     assert evaluate((), evidence(candidate(passed=0, overall=0.0))).summary == "pass: no gates configured"
     assert load_gates({}) == DEFAULT_GATES
     assert evaluate(DEFAULT_GATES, evidence(candidate(passed=0, overall=0.1), consensus=False)).outcome == PASS
-    assert evaluate(DEFAULT_GATES, evidence(candidate(outputs=("MemoryError",)))).outcome == NEEDS_APPROVAL
+    memory = candidate(outputs=("MemoryError",), limits=(common_pb2.SANDBOX_LIMIT_MEMORY,))
+    assert evaluate(DEFAULT_GATES, evidence(memory)).outcome == NEEDS_APPROVAL
 
 
 @pytest.mark.parametrize(
@@ -216,7 +265,7 @@ async def test_evaluate_gates_over_a_real_channel(gated_stub: assessor_pb2_grpc.
     )
     subjects = {
         a.candidate_id: assessor_pb2.GateCandidate(
-            candidate_id=a.candidate_id, scores=a.scores, tests=a.tests, error=a.error
+            candidate_id=a.candidate_id, scores=a.scores, tests=a.tests, error=a.error, limit=a.limit
         )
         for a in assessed.assessments
     }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from swarm_assessor import tests_from_task as extraction
 from swarm_assessor.generated_tests import attached_tests, clean_generated, name_generated, runnable
-from swarm_assessor.probes import PROBE_FUNCTION, collect_probes, instrument
+from swarm_assessor.probes import collect_probes, instrument
+from swarm_assessor.runner import PROBE_FUNCTION
 from swarm_assessor.tests_from_task import TaskTest
 
 FIB_TASK = '''def fib(n: int) -> int:

@@ -54,6 +54,10 @@ WRONG_FIB = textwrap.dedent(
 )
 
 
+WALL_TIME = common_pb2.SANDBOX_LIMIT_WALL_TIME
+NO_LIMIT = common_pb2.SANDBOX_LIMIT_UNSPECIFIED
+
+
 def _candidate(cid: str, code: str) -> common_pb2.CandidateCode:
     return common_pb2.CandidateCode(id=cid, text=f"```python\n{code}\n```", code=code)
 
@@ -123,6 +127,8 @@ async def test_hanging_candidate_times_out_others_assessed(stub: assessor_pb2_gr
     assert all(not t.passed and "not run" in t.output for t in hung.tests)
     assert good.scores.correctness == 1.0
     assert good.error == ""
+    assert hung.limit == WALL_TIME and all(t.limit == WALL_TIME for t in hung.tests)  # not run: why
+    assert good.limit == NO_LIMIT and all(t.limit == NO_LIMIT for t in good.tests)
 
 
 async def test_hanging_test_uses_per_test_budget(stub: assessor_pb2_grpc.AssessorServiceStub) -> None:
@@ -131,6 +137,8 @@ async def test_hanging_test_uses_per_test_budget(stub: assessor_pb2_grpc.Assesso
     (only,) = response.assessments
     assert [t.passed for t in only.tests][:3] == [True, True, False]
     assert "timed out" in only.tests[2].output
+    assert [t.limit for t in only.tests][:3] == [NO_LIMIT, NO_LIMIT, WALL_TIME]
+    assert only.limit == NO_LIMIT  # one test's budget, not the execution's
 
 
 async def test_syntax_error_and_empty_code(stub: assessor_pb2_grpc.AssessorServiceStub) -> None:
@@ -141,6 +149,8 @@ async def test_syntax_error_and_empty_code(stub: assessor_pb2_grpc.AssessorServi
     assert empty.error == "no code in reply"
     assert empty.scores.overall == 0.0
     assert empty.scores.completeness == 0.0
+    assert broken.limit == empty.limit == NO_LIMIT
+    assert all(t.limit == NO_LIMIT for t in [*broken.tests, *empty.tests])
 
 
 async def test_no_tests_scores_clean_run(stub: assessor_pb2_grpc.AssessorServiceStub) -> None:
@@ -150,6 +160,29 @@ async def test_no_tests_scores_clean_run(stub: assessor_pb2_grpc.AssessorService
     assert clean.scores.correctness == 1.0
     assert crash.scores.correctness == 0.0
     assert "RuntimeError: boom" in crash.error
+    assert crash.limit == NO_LIMIT
+
+
+async def test_limits_show_on_the_test_that_hit_them_and_on_the_execution(
+    stub: assessor_pb2_grpc.AssessorServiceStub,
+) -> None:
+    """The runner names a test's limit; the backend or the load error names the execution's."""
+    in_a_test = "def fib(n):\n    if n == 10:\n        return len(bytearray(8 * 1024**3))\n    return [0, 1][n]\n"
+    file_in_a_test = (
+        "def fib(n):\n    if n == 10:\n        open('/tmp/f', 'wb').write(b'x' * (8 << 20))\n    return [0, 1][n]\n"
+    )
+    at_load = "hoard = bytearray(8 * 1024**3)\n"
+    flood = "print('x' * (1 << 20))\n"
+    response = await _assess(stub, FIB_TASK, in_a_test, file_in_a_test, at_load, flood)
+    memory, big_file, loading, flooded = response.assessments
+    assert [t.limit for t in memory.tests][:3] == [NO_LIMIT, NO_LIMIT, common_pb2.SANDBOX_LIMIT_MEMORY]
+    assert memory.tests[2].output == "MemoryError" and memory.limit == NO_LIMIT
+    assert big_file.tests[2].limit == common_pb2.SANDBOX_LIMIT_FILE_SIZE and "[Errno 27]" in big_file.tests[2].output
+    assert loading.error == "error while loading: MemoryError"
+    assert loading.limit == common_pb2.SANDBOX_LIMIT_MEMORY
+    assert all(t.limit == common_pb2.SANDBOX_LIMIT_MEMORY for t in loading.tests)
+    assert flooded.error == "stdout exceeded 65536 bytes" and flooded.limit == common_pb2.SANDBOX_LIMIT_OUTPUT
+    assert all(t.limit == common_pb2.SANDBOX_LIMIT_OUTPUT for t in flooded.tests)
 
 
 @pytest.mark.parametrize(
@@ -250,6 +283,7 @@ async def test_fork_bomb_is_bounded(stub: assessor_pb2_grpc.AssessorServiceStub)
     response = await _assess(stub, task, code)
     test = response.assessments[0].tests[0]
     assert test.passed, test.output
+    assert test.limit == NO_LIMIT  # the candidate caught EAGAIN itself
 
 
 async def test_health_serving(channel: grpc.aio.Channel) -> None:

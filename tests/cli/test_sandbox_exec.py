@@ -29,13 +29,14 @@ def test_program_result_is_reported_and_exit_status_is_zero(tmp_path: Path) -> N
     done = _exec(str(program))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert set(report) == {"backend", "exit_code", "timed_out", "reason", "stdout", "stderr", "duration_ms"}
+    assert set(report) == {"backend", "exit_code", "timed_out", "reason", "stdout", "stderr", "duration_ms", "limit"}
     assert report["backend"] == "bubblewrap"
     assert report["exit_code"] == 3
     assert report["stdout"] == "out\n"
     assert report["stderr"] == "err\n"
     assert report["timed_out"] is False
     assert report["reason"] == ""
+    assert report["limit"] == "none"
 
 
 def test_timeout_is_reported_with_its_reason() -> None:
@@ -44,6 +45,7 @@ def test_timeout_is_reported_with_its_reason() -> None:
     report = json.loads(done.stdout)
     assert report["timed_out"] is True
     assert report["reason"] == "timed out after 1s"
+    assert report["limit"] == "wall_time"
 
 
 def test_secrets_in_the_callers_environment_do_not_reach_the_program() -> None:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from swarm_bench.fake_runloop import FakeClock, FakeRunloopAPI, Fault, sandbox_config
-from swarmlib import ConfigError, RunloopConfig, SandboxConfig, SandboxUnavailableError, open_sandbox
+from swarmlib import ConfigError, RunloopConfig, SandboxConfig, SandboxLimit, SandboxUnavailableError, open_sandbox
 from swarmlib._sandbox_runloop import RunloopSandbox
 
 Factory = Callable[..., RunloopSandbox]
@@ -54,6 +54,7 @@ async def test_runs_the_program_with_its_files_and_returns_exit_code_and_output(
     program = "import sys\nprint(open('data.txt').read().upper())\nprint('warned', file=sys.stderr)\nsys.exit(3)\n"
     result = await sandbox.run(program, 5.0, {"data.txt": "hello"})
     assert (result.exit_code, result.timed_out, result.reason) == (3, False, "")
+    assert result.limit is SandboxLimit.NONE
     assert result.stdout == "HELLO\n"
     assert result.stderr == "warned\n"
     writes = {r.body["file_path"].split("/")[-1]: r.body["contents"] for r in fake.calls("write_file_contents")}
@@ -83,17 +84,20 @@ async def test_timeout_kills_the_program_and_says_so(make: Factory) -> None:
     assert result.timed_out
     assert result.reason == "timed out after 0.3s"
     assert result.exit_code == 137
+    assert result.limit is SandboxLimit.WALL_TIME
 
 
 async def test_a_program_killed_before_its_deadline_is_not_a_timeout(make: Factory) -> None:
     result = await make().run("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", 5.0)
     assert (result.exit_code, result.timed_out) == (137, False)
     assert result.reason.startswith("killed by SIGKILL")
+    assert result.limit is SandboxLimit.KILLED
 
 
 async def test_output_is_capped_and_the_overflow_reported(make: Factory) -> None:
     result = await make(cap=4096).run("print('x' * 20000)\n", 5.0)
     assert result.reason == "stdout exceeded 4096 bytes"
+    assert result.limit is SandboxLimit.OUTPUT
     assert len(result.stdout.encode()) == 4096
     assert len(result.stderr.encode()) <= 4096
 
@@ -102,6 +106,22 @@ async def test_memory_limit_is_applied_and_named(make: Factory) -> None:
     result = await make().run("x = bytearray(2 * 1024 ** 3)\n", 5.0)
     assert result.exit_code == 1
     assert result.reason == "memory limit of 512 MB reached (MemoryError)"
+    assert result.limit is SandboxLimit.MEMORY
+
+
+async def test_limits_that_end_a_program_with_an_error_are_classified(make: Factory) -> None:
+    sandbox = make(cap=4096)
+    big = await sandbox.run("with open('big', 'wb') as f:\n    f.write(b'x' * (1 << 20))\n", 5.0)  # past ulimit -f
+    assert (big.exit_code, big.reason, big.limit) == (1, "file size limit reached (EFBIG)", SandboxLimit.FILE_SIZE)
+    # Limits this backend does not set are classified from the error all the same, without a reason.
+    full = await sandbox.run("raise OSError(28, 'No space left on device')\n", 5.0)
+    assert (full.exit_code, full.reason, full.limit) == (1, "", SandboxLimit.TMP_SPACE)
+    threads = await sandbox.run('raise RuntimeError("can\'t start new thread")\n', 5.0)
+    assert (threads.reason, threads.limit) == ("", SandboxLimit.PROCESSES)
+    plain = await sandbox.run("raise ValueError('MemoryError is just a word here')\n", 5.0)
+    assert plain.limit is SandboxLimit.MEMORY  # the last line is what the backend reads
+    caught = await sandbox.run("try:\n    bytearray(2 * 1024 ** 3)\nexcept MemoryError:\n    print('fine')\n", 5.0)
+    assert (caught.exit_code, caught.limit) == (0, SandboxLimit.NONE)
 
 
 async def test_many_output_lines_come_back_whole(make: Factory) -> None:
@@ -195,6 +215,7 @@ async def test_devbox_dying_mid_execution_is_reported_and_replaced(fake: FakeRun
     result = await sandbox.run("import time\ntime.sleep(10)\n", 20.0)
     assert result.exit_code is None and not result.timed_out
     assert f"devbox {dead} died during the execution (status failure, out_of_memory)" in result.reason
+    assert result.limit is SandboxLimit.NONE  # the devbox failed, not a limit of the program's
     await sandbox.wait_idle()
     assert dead not in sandbox.pool.devbox_ids
     assert [r.query for r in fake.calls("shutdown", dead)] == [{"force": "true"}]
@@ -209,6 +230,7 @@ async def test_a_devbox_that_never_reports_the_end_is_given_up_on(fake: FakeRunl
     result = await sandbox.run("print('lost')\n", 0.1)
     assert result.timed_out and result.exit_code is None
     assert "did not report the end" in result.reason
+    assert result.limit is SandboxLimit.WALL_TIME
     await sandbox.wait_idle()
     [box] = fake.devboxes
     assert fake.calls("retrieve", box)  # health-checked before being lent again

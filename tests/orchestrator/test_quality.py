@@ -398,3 +398,36 @@ async def test_run_and_quality_reports_in_both_formats(stages: Stages, database_
         with pytest.raises(grpc.aio.AioRpcError) as backwards:
             await orch.stub.GetQualityReport(bad)
         assert backwards.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+HOARDING_FIB_REPLY = """This one keeps a large table around:
+
+```python
+TABLE = bytearray(8 * 1024**3)
+
+
+def fib(n):
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+```
+"""
+
+
+async def test_a_sandbox_limit_travels_from_the_assessment_to_the_gate(stages: Stages, sqlite_url: str) -> None:
+    """Assessment.limit becomes Candidate.limit and GateCandidate.limit: the default gates hold the answer."""
+    async with (
+        fakes((Behaviour.ANSWER, HOARDING_FIB_REPLY)) as servers,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_TEST_WRITERS="0") as orch,
+    ):
+        run, _ = await finished(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1, skip_refine=True))
+        (hog,) = run.candidates
+        assert hog.error == "error while loading: MemoryError"
+        assert hog.limit == common_pb2.SANDBOX_LIMIT_MEMORY
+        assert all(t.limit == common_pb2.SANDBOX_LIMIT_MEMORY for t in hog.tests)
+        assert run.status == pb.RUN_STATUS_NEEDS_APPROVAL
+        assert list(run.gate.deciding_rules) == ["no_sandbox_violation"]
+        assert run.gate.rules[0].detail.startswith(f"{hog.id}: memory limit in its execution; ")
+        stored = (await orch.stub.GetRun(pb.GetRunRequest(run_id=run.id))).run
+        assert stored.candidates[0].limit == common_pb2.SANDBOX_LIMIT_MEMORY

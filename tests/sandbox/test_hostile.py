@@ -23,7 +23,7 @@ import pytest
 from swarm.v1 import assessor_pb2, assessor_pb2_grpc, common_pb2
 from swarm_assessor.config import AssessorConfig
 from swarm_assessor.server import create_server
-from swarmlib import ExecResult, Sandbox, SandboxConfig, open_sandbox
+from swarmlib import ExecResult, Sandbox, SandboxConfig, SandboxLimit, open_sandbox
 
 from .conftest import LIMITS, NS_PRELUDE, live_in_namespace, live_named, name_prelude, namespace_of
 
@@ -62,6 +62,7 @@ async def test_fork_bomb_is_held_to_the_process_limit_and_killed_at_the_deadline
     assert most <= LIMITS.max_processes
     assert result.timed_out
     assert result.reason == "timed out after 2s"
+    assert result.limit is SandboxLimit.WALL_TIME
     assert live_named(token) == []
     _assert_nothing_left(result)
 
@@ -86,6 +87,7 @@ async def test_fork_loop_is_refused_past_the_process_limit(sandbox: Sandbox) -> 
     count, errno = result.stdout.split("refused after ")[1].split()
     assert int(count) < LIMITS.max_processes
     assert int(errno) == 11  # EAGAIN: RLIMIT_NPROC
+    assert result.limit is SandboxLimit.NONE  # the program caught it and ended normally
     _assert_nothing_left(result)
 
 
@@ -101,6 +103,7 @@ async def test_memory_bomb_hits_the_address_space_limit(sandbox: Sandbox) -> Non
     assert result.exit_code == 1
     assert not result.timed_out
     assert result.reason == f"memory limit of {LIMITS.memory_mb} MB reached (MemoryError)"
+    assert result.limit is SandboxLimit.MEMORY
     assert result.stderr.rstrip().endswith("MemoryError")
     _assert_nothing_left(result)
 
@@ -109,6 +112,7 @@ async def test_infinite_loop_is_killed_at_the_deadline(sandbox: Sandbox) -> None
     result = await sandbox.run(_program("while True:\n    pass\n"), 1.0)
     assert result.timed_out
     assert result.reason == "timed out after 1s"
+    assert result.limit is SandboxLimit.WALL_TIME
     assert result.exit_code != 0
     _assert_nothing_left(result)
 
@@ -117,6 +121,7 @@ async def test_sleeping_forever_is_killed_at_the_deadline(sandbox: Sandbox) -> N
     result = await sandbox.run(_program("import time\ntime.sleep(10**6)\n"), 1.0)
     assert result.timed_out
     assert result.reason == "timed out after 1s"
+    assert result.limit is SandboxLimit.WALL_TIME
     _assert_nothing_left(result)
 
 
@@ -126,6 +131,7 @@ async def test_huge_output_is_capped_and_stops_the_program(sandbox: Sandbox, str
     result = await sandbox.run(flood, 5.0)
     assert not result.timed_out
     assert result.reason == f"{stream} exceeded {LIMITS.output_cap_bytes} bytes"
+    assert result.limit is SandboxLimit.OUTPUT
     captured = result.stdout if stream == "stdout" else result.stderr
     assert len(captured) <= LIMITS.output_cap_bytes
     assert captured.endswith("x" * 100)
@@ -278,6 +284,8 @@ async def test_signals_cannot_reach_the_host_or_another_sandbox(sandbox: Sandbox
     calm, killed = await asyncio.gather(bystander, sandbox.run(killer, 10.0))
     assert calm.exit_code == 0 and "bystander done" in calm.stdout, calm
     assert killed.reason.startswith("killed by SIGKILL")
+    assert killed.limit is SandboxLimit.KILLED
+    assert calm.limit is SandboxLimit.NONE
     assert f"{here} refused ProcessLookupError" in killed.stdout  # the host's pids do not exist in there
     assert "-1 refused" in killed.stdout  # nothing else in the sandbox it may signal
     _assert_nothing_left(killed)
@@ -329,6 +337,7 @@ async def test_deep_recursion_is_an_error_or_a_reported_crash(sandbox: Sandbox) 
     result = await sandbox.run(plain, 5.0)
     assert result.exit_code == 1
     assert "RecursionError" in result.stderr
+    assert result.limit is SandboxLimit.NONE  # an ordinary error, not a limit
     # With the limit lifted, C-level recursion overflows the stack: a crash, reported as such.
     crash = _program(
         """
@@ -343,6 +352,7 @@ async def test_deep_recursion_is_an_error_or_a_reported_crash(sandbox: Sandbox) 
     result = await sandbox.run(crash, 5.0)
     assert not result.timed_out
     assert result.reason.startswith("killed by SIGSEGV"), result
+    assert result.limit is SandboxLimit.KILLED
     _assert_nothing_left(result)
 
 
@@ -459,6 +469,33 @@ async def test_cpu_time_limit_kills_with_sigxcpu(sandbox: Sandbox) -> None:
     result = await sandbox.run(burner, 10.0)
     assert not result.timed_out, result
     assert result.reason == "killed by SIGXCPU (CPU-time limit)"
+    assert result.limit is SandboxLimit.CPU_TIME
+    _assert_nothing_left(result)
+
+
+BIG_FILE = "open('/tmp/big', 'wb').write(b'x' * (1 << 20))"  # past the file-size limit (16 x the output cap)
+FULL_TMP = "for i in range(10_000):\n    open(f'/tmp/part{i}', 'wb').write(b'x' * (64 << 10))"
+FORKS = "import time\nwhile True:\n    if _os.fork() == 0:\n        time.sleep(60)"
+THREADS = (
+    "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "limit", "reason"),
+    [
+        (BIG_FILE, SandboxLimit.FILE_SIZE, "file size limit reached (EFBIG)"),
+        (FULL_TMP, SandboxLimit.TMP_SPACE, f"/tmp is full ({LIMITS.tmp_size_mb} MB)"),
+        (FORKS, SandboxLimit.PROCESSES, f"process limit of {LIMITS.max_processes} reached (EAGAIN)"),
+        (THREADS, SandboxLimit.PROCESSES, f"process limit of {LIMITS.max_processes} reached (no new thread)"),
+    ],
+)
+async def test_a_limit_that_refuses_a_request_is_named_from_the_programs_last_error(
+    sandbox: Sandbox, body: str, limit: SandboxLimit, reason: str
+) -> None:
+    result = await sandbox.run(_program(body), 5.0)
+    assert result.exit_code == 1, result
+    assert (result.reason, result.limit) == (reason, limit)
     _assert_nothing_left(result)
 
 
@@ -466,6 +503,7 @@ async def test_forged_setup_failure_is_the_programs_own_exit(sandbox: Sandbox) -
     liar = _program("_sys.stderr.write('swarm-sandbox setup failed: fake\\n')\nraise SystemExit(125)\n")
     result = await sandbox.run(liar, 5.0)
     assert result.exit_code == 125  # reported as the program's failure; the sandbox stays available
+    assert result.limit is SandboxLimit.NONE
     assert sandbox.unavailable_reason is None
     assert (await sandbox.run("print('still fine')\n", 5.0)).stdout == "still fine\n"
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from swarmlib import SandboxConfig, SandboxUnavailableError
+from swarmlib import SandboxConfig, SandboxLimit, SandboxUnavailableError
 from swarmlib._sandbox_local import LocalSandbox, default_pool_size
 
 from .conftest import LIMITS, NS_PRELUDE, live_descendants, live_in_namespace, namespace_of
@@ -40,6 +40,7 @@ async def test_program_files_and_environment(pool_size: int) -> None:
         await box.aclose()
     assert result.exit_code == 3
     assert not result.timed_out and result.reason == ""
+    assert result.limit is SandboxLimit.NONE
     lines = result.stdout.splitlines()
     assert lines[0] == "héllo ['data.txt', 'main.py'] /tmp ['/box/main.py']"
     assert lines[1] == "['HOME', 'LANG', 'PATH', 'PWD'] __main__ /box/main.py"
@@ -55,6 +56,7 @@ async def test_a_crash_shows_only_the_programs_traceback(pool_size: int) -> None
     finally:
         await box.aclose()
     assert crashed.exit_code == 1 and crashed.reason == ""
+    assert crashed.limit is SandboxLimit.NONE
     assert crashed.stderr.startswith('Traceback (most recent call last):\n  File "/box/main.py", line 3')
     assert crashed.stderr.rstrip().endswith("ZeroDivisionError: division by zero")
     assert syntax.exit_code == 1
@@ -121,6 +123,7 @@ async def test_timeout_before_the_sandbox_is_even_up_is_a_timeout() -> None:
         await box.aclose()
     assert result.timed_out
     assert result.reason == "timed out after 0.001s"
+    assert result.limit is SandboxLimit.WALL_TIME
 
 
 async def test_a_cancelled_run_leaves_nothing_and_the_sandbox_still_works(pool_size: int) -> None:
@@ -154,6 +157,7 @@ async def test_aclose_kills_warm_workers_and_refuses_later_runs() -> None:
     assert live_descendants(os.getpid()) <= before
     result = await sleeper  # a run in flight is killed, and says so
     assert result.reason.startswith("killed by SIGKILL")
+    assert result.limit is SandboxLimit.KILLED
     assert live_in_namespace(namespace_of(result.stdout)) == []
     with pytest.raises(SandboxUnavailableError, match="closed"):
         await box.run("pass\n", 5.0)

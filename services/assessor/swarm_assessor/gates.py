@@ -1,23 +1,11 @@
 """Quality gates: declarative rules applied to a run's final answer, decided here in the assessor.
 
-The rules come from ``SWARM_GATES`` (inline JSON) or ``SWARM_GATES_FILE`` (a JSON file): a list
-of objects, each naming a ``rule`` kind, its parameters, and ``on_fail``, what its failure leads
-to (``FAIL`` or ``NEEDS_APPROVAL``)::
-
-    [{"rule": "visible_tests_pass", "on_fail": "FAIL"},
-     {"rule": "min_overall", "min": 0.8, "on_fail": "NEEDS_APPROVAL"},
-     {"name": "overall_floor", "rule": "min_overall", "min": 0.5, "on_fail": "FAIL"},
-     {"rule": "consensus_reached", "min_confidence": 0.5, "on_fail": "NEEDS_APPROVAL"},
-     {"rule": "no_sandbox_violation", "scope": "any", "on_fail": "NEEDS_APPROVAL"}]
-
-The gates live in the assessor because it is the service that knows what its evidence means
-(which test outputs say a sandbox limit stopped a program, what a visible test is); the
-orchestrator sends the evidence and stores the decision. A malformed configuration stops the
-service at start-up with a message naming the variable, so a typo never silently opens a gate.
-
-The default (``DEFAULT_GATES``) holds for approval a final answer that a sandbox limit stopped
-(wall clock, memory, processes, file size, output cap): such an answer was chosen despite
-something a person should look at. Everything stricter is a deployment's choice.
+The rules, their parameters, the default and what each outcome does to a run are documented in
+docs/quality-gates.md. The gates live in the assessor because it is the service that knows what
+its evidence means (what a visible test is, which sandbox limit stopped a program: the typed
+``limit`` of an assessment and of each test result, never an error's wording); the orchestrator
+sends the evidence and stores the decision. A malformed configuration stops the service at
+start-up with a message naming the variable, so a typo never silently opens a gate.
 """
 
 from __future__ import annotations
@@ -62,34 +50,28 @@ class Evidence:
 
 Check = Callable[[GateRule, Evidence], tuple[bool, str]]
 
-# A program stopped by a sandbox limit says so in its assessment's error or in a test's output,
-# in the words the sandbox backends share (libs/swarmlib/_sandbox_local.py `_reason`) or the
-# exception Python raises when a limit refuses it. Tests are isolated, so a limit hit inside one
-# test shows in that test's output, not in the candidate's error.
-_LIMITS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"timed out after|time budget of [\d.]+s ran out|time budget ran out"), "time limit"),
-    (re.compile(r"MemoryError|memory limit"), "memory limit"),
-    (
-        re.compile(r"\[Errno 11\] Resource temporarily unavailable|can't start new thread|process limit"),
-        "process limit",
-    ),
-    (re.compile(r"\[Errno 27\]|file size limit|EFBIG"), "file size limit"),
-    (re.compile(r"\[Errno 28\]|/tmp is full"), "/tmp size limit"),
-    (re.compile(r"(stdout|stderr) exceeded \d+ bytes"), "output cap"),
-    (re.compile(r"killed by SIG"), "killed by a signal"),
-)
+# How each limit is named in ``no_sandbox_violation``'s detail ("memory limit in doctest 1").
+# CPU time (SIGXCPU) keeps the label of every killing signal (docs/quality-gates.md).
+LIMIT_LABELS: dict[common_pb2.SandboxLimit, str] = {
+    common_pb2.SANDBOX_LIMIT_WALL_TIME: "time limit",
+    common_pb2.SANDBOX_LIMIT_CPU_TIME: "killed by a signal",
+    common_pb2.SANDBOX_LIMIT_MEMORY: "memory limit",
+    common_pb2.SANDBOX_LIMIT_OUTPUT: "output cap",
+    common_pb2.SANDBOX_LIMIT_FILE_SIZE: "file size limit",
+    common_pb2.SANDBOX_LIMIT_PROCESSES: "process limit",
+    common_pb2.SANDBOX_LIMIT_TMP_SPACE: "/tmp size limit",
+    common_pb2.SANDBOX_LIMIT_KILLED: "killed by a signal",
+}
 
 
 def sandbox_violations(candidate: assessor_pb2.GateCandidate) -> list[str]:
-    """Which sandbox limits stopped the candidate or one of its tests, with where, e.g. "memory limit in doctest 1"."""
-    found: list[str] = []
-    places = [("its execution", candidate.error)] + [(t.name, t.output) for t in candidate.tests if not t.passed]
-    for place, text in places:
-        for pattern, limit in _LIMITS:
-            if text and pattern.search(text):
-                found.append(f"{limit} in {place}")
-                break
-    return found
+    """The sandbox limits that stopped the candidate or its failing tests, with where: "memory limit in doctest 1"."""
+    places = [("its execution", candidate.limit)] + [(t.name, t.limit) for t in candidate.tests if not t.passed]
+    return [
+        f"{LIMIT_LABELS.get(limit, 'a sandbox limit')} in {place}"
+        for place, limit in places
+        if limit != common_pb2.SANDBOX_LIMIT_UNSPECIFIED
+    ]
 
 
 def _visible_tests_pass(rule: GateRule, ev: Evidence) -> tuple[bool, str]:

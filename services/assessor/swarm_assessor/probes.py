@@ -21,8 +21,7 @@ from collections.abc import Iterable
 from swarmlib import parse_python, unparse_python
 
 from .generated_tests import bound_names, is_builtin
-
-PROBE_FUNCTION = "__swarm_probe__"
+from .runner import PROBE_FUNCTION
 
 
 def _targets(tree: ast.AST, entry_points: list[str]) -> set[str]:

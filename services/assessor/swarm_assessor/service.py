@@ -16,8 +16,10 @@ import grpc
 
 from swarm.v1 import assessor_pb2, assessor_pb2_grpc, common_pb2
 from swarmlib import (
+    ExecResult,
     InvalidArgumentError,
     Sandbox,
+    SandboxLimit,
     SandboxUnavailableError,
     assessment_score,
     check_candidate_ids,
@@ -30,8 +32,10 @@ from .admission import Admission
 from .config import AssessorConfig
 from .gates import Evidence, evaluate
 from .generated_tests import attached_tests, clean_generated, name_generated, runnable
-from .harness import DEADLINE, Plan, TestOutcome, build_program, build_spec, parse_report
+from .harness import Plan, Report, TestOutcome, build_execution, build_spec, parse_report
+from .limits import to_proto
 from .probes import collect_probes, mutate_probes
+from .runner import DEADLINE
 from .tests_from_task import TaskTest, call_the_entry_point, tests_from_task
 
 log = logging.getLogger(__name__)
@@ -45,12 +49,13 @@ class _Verdict:
     """Mutable working copy of one candidate's assessment before it becomes a message.
 
     ``outcomes`` is aligned with the request's tests (visible, then generated); None means the
-    test was not run, for the reason in ``not_run``.
+    test was not run, for the reason in ``not_run``; ``limit`` stopped the execution as a whole.
     """
 
     outcomes: list[TestOutcome | None] = field(default_factory=list)
     not_run: str = ""
     error: str = ""
+    limit: SandboxLimit = SandboxLimit.NONE
     duration_ms: float = 0.0
     ran_cleanly: bool = False
     behaviour: str = ""
@@ -83,15 +88,27 @@ def _validate(request: assessor_pb2.AssessRequest, config: AssessorConfig) -> fl
     return timeout
 
 
-def _result(test: TaskTest, outcome: TestOutcome | None, not_run: str) -> common_pb2.TestResult:
+def _result(test: TaskTest, outcome: TestOutcome | None, verdict: _Verdict) -> common_pb2.TestResult:
+    """A test not run inherits why it was not run: the execution's limit, or its own (the soft deadline)."""
     origin = common_pb2.TEST_ORIGIN_GENERATED if test.generated else common_pb2.TEST_ORIGIN_VISIBLE
     if outcome is None:
-        return common_pb2.TestResult(name=test.name, passed=False, output=f"not run: {not_run}", origin=origin)
-    if outcome.error == DEADLINE:
-        return common_pb2.TestResult(
-            name=test.name, passed=False, output="not run: the candidate's time budget ran out", origin=origin
-        )
-    return common_pb2.TestResult(name=test.name, passed=outcome.passed, output=outcome.output, origin=origin)
+        output, passed, limit = f"not run: {verdict.not_run}", False, verdict.limit
+    elif outcome.error == DEADLINE:
+        output, passed, limit = "not run: the candidate's time budget ran out", False, outcome.limit
+    else:
+        output, passed, limit = outcome.output, outcome.passed, outcome.limit
+    return common_pb2.TestResult(name=test.name, passed=passed, output=output, origin=origin, limit=to_proto(limit))
+
+
+def _execution_limit(result: ExecResult, report: Report) -> SandboxLimit:
+    """The limit that stopped the execution: the backend's, else the load error's, else the time budget's."""
+    if result.limit is not SandboxLimit.NONE:
+        return result.limit
+    if report.loaded is False:
+        return report.load_limit
+    if report.finished and report.skipped:
+        return SandboxLimit.WALL_TIME
+    return SandboxLimit.NONE
 
 
 def _kept_generated(verdicts: list[_Verdict], visible: int, generated: int) -> list[int]:
@@ -244,10 +261,10 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             return await self._execute(code, tests, shared, timeout)
 
     async def _execute(self, code: str, tests: list[TaskTest], shared: str, timeout: float) -> _Verdict:
-        program, marker = build_program(code, shared)
-        result = await self._sandbox.run(program, timeout)
-        report = parse_report(result.stdout, marker)
-        verdict = _Verdict(duration_ms=result.duration_ms)
+        execution = build_execution(code, shared)
+        result = await self._sandbox.run(execution.program, timeout, execution.files)
+        report = parse_report(result.stdout, execution.marker)
+        verdict = _Verdict(duration_ms=result.duration_ms, limit=_execution_limit(result, report))
         if report.loaded is False:
             verdict.error = f"error while loading: {report.load_error}"
             verdict.not_run = verdict.error
@@ -271,7 +288,7 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
     ) -> assessor_pb2.Assessment:
         tests = selection.visible + selection.generated
         outcomes = verdict.outcomes or [None] * len(tests)
-        results = [_result(t, o, verdict.not_run) for t, o in zip(tests, outcomes, strict=True)]
+        results = [_result(t, o, verdict) for t, o in zip(tests, outcomes, strict=True)]
         visible = results[: len(selection.visible)]
         generated = results[len(selection.visible) :]
         if not code.strip():
@@ -298,4 +315,5 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             error=verdict.error,
             duration_ms=verdict.duration_ms,
             behaviour=verdict.behaviour,
+            limit=to_proto(verdict.limit),
         )

@@ -337,7 +337,10 @@ def test_the_module_runs_as_a_program_on_its_input_files(tmp_path: Path) -> None
     expected.values = ["55", "2", "0"]
     assert report.behaviour == expected.digest()
     assert execution.program == Path(runner.__file__).read_text(encoding="utf-8")
-    assert set(execution.files) == {runner.CODE_FILE, runner.SPEC_FILE, runner.MARK_FILE}
+    assert set(execution.files) == {runner.INPUT_FILE}
+    data = json.loads(execution.files[runner.INPUT_FILE])
+    assert data["marker"] == execution.marker and data["code"] == FIB
+    assert data["spec"] == json.loads(build_spec(_plan()))
 
 
 def _marker_of(stdout: str) -> str:

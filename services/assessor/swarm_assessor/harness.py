@@ -1,5 +1,5 @@
 """The assessor's side of a sandboxed execution: the spec shared by a request's candidates, each
-candidate's execution (``runner`` as the program, its input as files), and the report read back.
+candidate's execution (``runner`` as the program, its input as a JSON file), and the report read back.
 
 What the runner does inside the sandbox is described in docs/assessment.md.
 """
@@ -110,7 +110,7 @@ def build_spec(plan: Plan) -> str:
 
 @dataclass(frozen=True)
 class Execution:
-    """One candidate's sandbox run: the runner as the program, its input as files beside it."""
+    """One candidate's sandbox run: the runner as the program, its input as a file beside it."""
 
     program: str
     files: dict[str, str]
@@ -120,8 +120,9 @@ class Execution:
 def build_execution(code: str, shared_spec: str) -> Execution:
     """The execution of ``code`` against ``shared_spec`` (``build_spec``), with a fresh random marker."""
     marker = f"@@swarm-{secrets.token_hex(8)}@@"
-    files = {runner.CODE_FILE: code, runner.SPEC_FILE: shared_spec, runner.MARK_FILE: marker}
-    return Execution(_RUNNER_SOURCE, files, marker)
+    # The shared spec is already JSON (serialised once per request): it is placed, not re-encoded.
+    data = f'{{"marker": {json.dumps(marker)}, "code": {json.dumps(code)}, "spec": {shared_spec}}}'
+    return Execution(_RUNNER_SOURCE, {runner.INPUT_FILE: data}, marker)
 
 
 def _limit(word: object) -> SandboxLimit:

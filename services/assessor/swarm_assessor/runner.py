@@ -1,7 +1,7 @@
 """The program the sandbox runs for one candidate: load it, run each test on its own, report.
 
-The assessor ships this file's source as the sandbox's ``main.py`` and its input as files beside
-it (``CODE_FILE``, ``SPEC_FILE``, ``MARK_FILE``; see ``harness``). Inside the sandbox nothing of
+The assessor ships this file's source as the sandbox's ``main.py`` and its input as one JSON file
+beside it (``INPUT_FILE``; see ``harness``). Inside the sandbox nothing of
 the project is importable (``python -I -S``), so this module uses the standard library only (and
 not ``typing`` at run time, whose import alone costs milliseconds per execution). What it promises
 (the candidate as a module, isolated tests with time budgets, the soft deadline, probes and
@@ -52,9 +52,7 @@ if TYPE_CHECKING:  # ``typing`` is not loaded in the sandbox, and importing it c
         alias: str
 
 
-CODE_FILE = "candidate_code.txt"
-SPEC_FILE = "spec.json"
-MARK_FILE = "marker.txt"
+INPUT_FILE = "input.json"  # {"marker": str, "code": str, "spec": Spec}
 PROBE_FUNCTION = "__swarm_probe__"
 DEADLINE = "deadline"
 TIMEOUT = "timeout"
@@ -374,7 +372,8 @@ def _read(directory: str, name: str) -> str:
 
 if __name__ == "__main__":
     _here = os.path.dirname(os.path.abspath(__file__))
-    _report = Reporter(_read(_here, MARK_FILE), os.fdopen(os.dup(1), "w", encoding="utf-8"))
-    main(STARTED, json.loads(_read(_here, SPEC_FILE)), _read(_here, CODE_FILE), _report)
+    _input = json.loads(_read(_here, INPUT_FILE))
+    _report = Reporter(_input["marker"], os.fdopen(os.dup(1), "w", encoding="utf-8"))
+    main(STARTED, _input["spec"], _input["code"], _report)
     _report.flush()
     os._exit(0)

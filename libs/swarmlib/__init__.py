@@ -7,7 +7,7 @@ What one service alone uses lives in that service. The modules that import the R
 
 from __future__ import annotations
 
-from ._config import env_bool, env_float, env_int, env_str
+from ._config import env_bool, env_float, env_int, env_str, require
 from ._errors import (
     ConfigError,
     FailedPreconditionError,
@@ -121,6 +121,7 @@ __all__ = [
     "parse_python",
     "reputation_mean",
     "reputation_multiplier",
+    "require",
     "run_service",
     "selection_score",
     "serve_until_terminated",

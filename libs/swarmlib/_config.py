@@ -6,7 +6,7 @@ nothing deeper reads the environment.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from ._errors import ConfigError
 
@@ -55,3 +55,11 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def require(checks: Iterable[tuple[bool, str]]) -> None:
+    """Refuse a configuration at the first check that fails, with that check's message (which
+    names the variable and the accepted values)."""
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

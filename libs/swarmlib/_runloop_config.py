@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ._config import env_float, env_int, env_str
-from ._errors import ConfigError
+from ._config import env_float, env_int, env_str, require
 
 
 @dataclass(frozen=True)
@@ -48,9 +47,7 @@ class RunloopConfig:
             (self.boot_timeout_s > 0, f"SWARM_RUNLOOP_BOOT_TIMEOUT_S={self.boot_timeout_s} must be > 0"),
             (self.exec_grace_s > 0, f"SWARM_RUNLOOP_EXEC_GRACE_S={self.exec_grace_s} must be > 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RunloopConfig:

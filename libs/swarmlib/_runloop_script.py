@@ -34,13 +34,6 @@ def workdir_command(*, make: str, remove: str | None = None) -> str:
     return f"{script}mkdir -p -- {shlex.quote(make)}"
 
 
-def plain_name(name: str) -> str:
-    """Files live flat beside main.py: a name with a directory part could write outside it."""
-    if not name or "/" in name or name in (".", "..") or "\0" in name:
-        raise ValueError(f"sandbox file name {name!r} must be a plain file name")
-    return name
-
-
 def run_script(workdir: str, timeout_s: float, config: SandboxConfig) -> str:
     """The bash script of one execution; its only stdout is the trailer ``TRAILER`` parses."""
     limits = " && ".join(

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from ._config import env_int, env_str
-from ._errors import ConfigError
+from ._config import env_int, env_str, require
 from ._runloop_config import RunloopConfig
 
 BACKENDS = ("local", "runloop")
@@ -88,9 +87,7 @@ class SandboxConfig:
             (bool(self.bwrap_path.strip()), "SWARM_SANDBOX_BWRAP must not be empty"),
             (self.warm_workers >= 0, f"SWARM_SANDBOX_WARM_WORKERS={self.warm_workers} must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SandboxConfig:
@@ -106,6 +103,15 @@ class SandboxConfig:
             warm_workers=env_int(env, "SWARM_SANDBOX_WARM_WORKERS", cls.warm_workers),
             runloop=RunloopConfig.from_env(env),
         )
+
+
+def plain_files(files: Mapping[str, str] | None) -> dict[str, str]:
+    """``files`` once their names are checked to be plain: they live flat beside the program, and
+    a name with a directory part could write outside the box (both backends refuse it alike)."""
+    for name in files or {}:
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            raise ValueError(f"sandbox file name {name!r} must be a plain file name")
+    return dict(files or {})
 
 
 class Sandbox(Protocol):

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Mapping
 
 from ._errors import SandboxUnavailableError
-from ._sandbox import ExecResult, SandboxConfig, SandboxLimit
+from ._sandbox import ExecResult, SandboxConfig, SandboxLimit, plain_files
 from ._sandbox_limits import limit_in_stderr, signal_limit
 from ._sandbox_local_box import BoxCommand
 from ._sandbox_local_worker import Worker, encode_request
@@ -111,7 +111,7 @@ class LocalSandbox:
             raise SandboxUnavailableError("the sandbox has been closed")
         if self._unavailable is not None:
             raise SandboxUnavailableError(self._unavailable)
-        files = {_plain_name(name): text for name, text in (files or {}).items()}
+        files = plain_files(files)
         async with self._slots:
             worker = await self._take()
             self._refill()
@@ -242,13 +242,6 @@ class LocalSandbox:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         await asyncio.shield(task)
-
-
-def _plain_name(name: str) -> str:
-    """Files live flat in the box: a name with a directory part could write outside it."""
-    if not name or "/" in name or name in (".", "..") or "\0" in name:
-        raise ValueError(f"sandbox file name {name!r} must be a plain file name")
-    return name
 
 
 _SIGNAL_HINTS: dict[int, str] = {

@@ -33,8 +33,8 @@ from runloop_api_client.types import DevboxAsyncExecutionDetailView
 from ._errors import SandboxUnavailableError
 from ._runloop import REQUEST_TIMEOUT_S, Clock, api_errors, idempotency_key, open_client
 from ._runloop_pool import Devbox, DevboxPool
-from ._runloop_script import ERR, OUT, TRAILER, new_workdir, plain_name, run_script, workdir_command
-from ._sandbox import ExecResult, SandboxConfig, SandboxLimit
+from ._runloop_script import ERR, OUT, TRAILER, new_workdir, run_script, workdir_command
+from ._sandbox import ExecResult, SandboxConfig, SandboxLimit, plain_files
 from ._sandbox_limits import limit_in_stderr, signal_limit
 from ._tasks import BackgroundTasks
 
@@ -133,7 +133,7 @@ class RunloopSandbox:
 
     async def run(self, program: str, timeout_s: float, files: Mapping[str, str] | None = None) -> ExecResult:
         """Run ``program`` as ``main.py`` with ``files`` beside it on a pooled devbox."""
-        contents = {**{plain_name(name): text for name, text in (files or {}).items()}, "main.py": program}
+        contents = {**plain_files(files), "main.py": program}
         pool = self._ensure_pool()
         box = await pool.acquire()
         with self._tracer.start_as_current_span("sandbox.runloop.run") as span:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from swarmlib import ConfigError, SandboxConfig, env_float, env_int, env_str
+from swarmlib import SandboxConfig, env_float, env_int, env_str, require
 
 from .gates import DEFAULT_GATES, GateRule, load_gates
 
@@ -69,9 +69,7 @@ class AssessorConfig:
             (self.max_code_bytes >= 1, f"SWARM_ASSESSOR_MAX_CODE_BYTES={self.max_code_bytes} must be >= 1"),
             (self.grace_s >= 0, f"SWARM_ASSESSOR_GRACE_S={self.grace_s} must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AssessorConfig:

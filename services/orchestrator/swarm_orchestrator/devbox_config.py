@@ -12,7 +12,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from swarmlib import ConfigError, InstanceSpec, env_float, env_int, env_str, load_instances
+from swarmlib import ConfigError, InstanceSpec, env_float, env_int, env_str, load_instances, require
 
 MODES = ("warm", "per-run")
 NAME_PREFIX = "devbox-"
@@ -75,9 +75,7 @@ class DevboxInstancesConfig:
                     "(bpt_… id or name) whose devboxes start the OpenAI-compatible server",
                 ),
             ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        require(checks)
         _check_tunnel_url(self.tunnel_url)
 
     @property

@@ -41,6 +41,7 @@ from swarmlib import RunloopConfig, SandboxConfig
 from .fake_runloop_routes import MUTATING, route
 from .fake_runloop_state import (
     ApiError,
+    FakeClock,
     FakeDevbox,
     FakeExecution,
     Fault,
@@ -56,19 +57,6 @@ __all__ = ["FakeClock", "FakeRunloopAPI", "Fault", "sandbox_config"]
 
 DEVBOX_LONG_POLL_MAX_S = 30.0
 EXEC_LONG_POLL_MAX_S = 25.0
-
-
-@dataclass
-class FakeClock:
-    """A clock the pool reads instead of ``time.monotonic``; tests move it forward by hand."""
-
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def sandbox_config(fake: FakeRunloopAPI, *, cap: int = 4096, **runloop: Any) -> SandboxConfig:

@@ -14,6 +14,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+
+@dataclass
+class FakeClock:
+    """A clock the pool reads instead of ``time.monotonic``; tests move it forward by hand."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 BOOTING = ("provisioning", "initializing")
 
 

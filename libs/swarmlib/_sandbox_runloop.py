@@ -20,10 +20,8 @@ import contextlib
 import logging
 import math
 import shlex
-import signal
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import httpx
 from opentelemetry import trace
@@ -33,9 +31,9 @@ from runloop_api_client.types import DevboxAsyncExecutionDetailView
 from ._errors import SandboxUnavailableError
 from ._runloop import REQUEST_TIMEOUT_S, Clock, api_errors, idempotency_key, open_client
 from ._runloop_pool import Devbox, DevboxPool
-from ._runloop_script import ERR, OUT, TRAILER, new_workdir, run_script, workdir_command
-from ._sandbox import ExecResult, SandboxConfig, SandboxLimit, plain_files
-from ._sandbox_limits import limit_in_stderr, signal_limit
+from ._runloop_result import hung, parse_trailer, result
+from ._runloop_script import ERR, OUT, new_workdir, run_script, workdir_command
+from ._sandbox import ExecResult, SandboxConfig, plain_files
 from ._tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
@@ -43,16 +41,6 @@ log = logging.getLogger(__name__)
 BACKEND = "runloop"
 NO_KEY = "the Runloop API key is not set: set RUNLOOP_API_KEY to use SWARM_SANDBOX=runloop"
 _LONG_POLL_S = 25  # the API holds an execution long-poll at most this long
-
-
-@dataclass(frozen=True)
-class _Trailer:
-    """What the run script reports: exit status, milliseconds, and the two output sizes."""
-
-    exit_code: int
-    duration_ms: float
-    stdout_bytes: int
-    stderr_bytes: int
 
 
 class _DevboxDied(Exception):
@@ -232,8 +220,8 @@ class RunloopSandbox:
             await asyncio.gather(*(self._write(box_id, f"{workdir}/{name}", text) for name, text in contents.items()))
             execution = await self._run_script(box_id, workdir, timeout_s)
             if execution is None:
-                return _hung(timeout_s)
-            trailer = _parse_trailer(box_id, execution)
+                return hung(timeout_s)
+            trailer = parse_trailer(box_id, execution)
             stdout, stderr = await asyncio.gather(
                 self._read(box_id, f"{workdir}/{OUT}", trailer.stdout_bytes),
                 self._read(box_id, f"{workdir}/{ERR}", trailer.stderr_bytes),
@@ -241,7 +229,7 @@ class RunloopSandbox:
         except SandboxUnavailableError:
             await self._raise_if_dead(box_id)
             raise
-        return _result(trailer, stdout, stderr, timeout_s, self._config.output_cap_bytes, self._config.memory_mb)
+        return result(trailer, stdout, stderr, timeout_s, self._config.output_cap_bytes, self._config.memory_mb)
 
     async def _run_script(self, box_id: str, workdir: str, timeout_s: float) -> DevboxAsyncExecutionDetailView | None:
         """Start the run script and wait for it; None if the devbox stays silent past the grace."""
@@ -334,71 +322,3 @@ class RunloopSandbox:
     def _clients(self) -> tuple[AsyncRunloop, AsyncRunloop]:
         assert self._client is not None and self._poller is not None
         return self._client, self._poller
-
-
-def _parse_trailer(box_id: str, execution: DevboxAsyncExecutionDetailView) -> _Trailer:
-    match = TRAILER.search(execution.stdout or "")
-    if match is None:
-        detail = (execution.stderr or "").strip()[-300:] or f"exit status {execution.exit_status}"
-        raise SandboxUnavailableError(f"the run script did not finish on devbox {box_id}: {detail}")
-    code, ms, out, err = (int(g) for g in match.groups())
-    return _Trailer(code, float(ms), out, err)
-
-
-def _capped(text: str, cap: int) -> str:
-    return text.encode("utf-8")[:cap].decode("utf-8", "replace")
-
-
-def _result(trailer: _Trailer, stdout: str, stderr: str, timeout_s: float, cap: int, memory_mb: int) -> ExecResult:
-    code = trailer.exit_code
-    # timeout(1) exits 128+9 when it kills; so does a program SIGKILLed otherwise, but not at the deadline.
-    timed_out = code == 128 + signal.SIGKILL and trailer.duration_ms >= timeout_s * 1000.0 - 1.0
-    overflow = next(
-        (name for name, size in (("stdout", trailer.stdout_bytes), ("stderr", trailer.stderr_bytes)) if size > cap),
-        None,
-    )
-    reason, limit = _reason(code, timed_out, timeout_s, overflow, cap)
-    if limit is SandboxLimit.NONE:
-        reason, limit = _limit_hit(code, stderr, memory_mb)
-    return ExecResult(
-        exit_code=code,
-        timed_out=timed_out,
-        reason=reason,
-        stdout=_capped(stdout, cap),
-        stderr=_capped(stderr, cap),
-        duration_ms=trailer.duration_ms,
-        limit=limit,
-    )
-
-
-def _hung(timeout_s: float) -> ExecResult:
-    reason = f"timed out after {timeout_s:g}s (the devbox did not report the end of the program)"
-    return ExecResult(None, True, reason, "", "", timeout_s * 1000.0, SandboxLimit.WALL_TIME)
-
-
-# The limits this backend sets itself (``ulimit -v``, ``ulimit -f``), so its reason names them;
-# an exit on another limit's error (no process, no disk space) is classified all the same.
-_NAMED_HERE = (SandboxLimit.MEMORY, SandboxLimit.FILE_SIZE)
-
-
-def _limit_hit(code: int, stderr: str, memory_mb: int) -> tuple[str, SandboxLimit]:
-    """A limit that ends a program with an exception rather than a signal, named as the local backend does."""
-    limit, wording = limit_in_stderr(code, stderr)
-    return (wording.format(memory_mb=memory_mb) if limit in _NAMED_HERE else ""), limit
-
-
-def _reason(code: int, timed_out: bool, timeout_s: float, overflow: str | None, cap: int) -> tuple[str, SandboxLimit]:
-    """The local backend's wording, so clients read one vocabulary whatever ran their code."""
-    if timed_out:
-        return f"timed out after {timeout_s:g}s", SandboxLimit.WALL_TIME
-    if overflow:
-        return f"{overflow} exceeded {cap} bytes", SandboxLimit.OUTPUT
-    if code > 128:
-        signum = code - 128
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            return "", SandboxLimit.NONE
-        hint = " (a CPU-time or memory limit was hit)" if signum in (signal.SIGXCPU, signal.SIGKILL) else ""
-        return f"killed by {name}{hint}", signal_limit(signum)
-    return "", SandboxLimit.NONE

@@ -25,8 +25,9 @@ from swarm_assessor.gates import LIMIT_LABELS, sandbox_violations
 from swarm_assessor.limits import to_proto
 from swarm_assessor.server import create_server
 from swarmlib import SandboxConfig, SandboxLimit
+from swarmlib._runloop_result import Trailer, hung as runloop_hung, result as runloop_result
 from swarmlib._sandbox_local import _reason as local_reason
-from swarmlib._sandbox_runloop import _DevboxDied, _hung, _result, _Trailer
+from swarmlib._sandbox_runloop import _DevboxDied
 
 _REGEX: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"timed out after|time budget of [\d.]+s ran out|time budget ran out"), "time limit"),
@@ -113,12 +114,12 @@ RUNLOOP_ENDS = [
 def test_the_runloop_backend_classifies_every_end_as_its_wording_did(
     code: int, ms: float, out: int, stderr: str
 ) -> None:
-    result = _result(_Trailer(code, ms, out, len(stderr)), "", stderr, 2.0, 65536, 512)
+    result = runloop_result(Trailer(code, ms, out, len(stderr)), "", stderr, 2.0, 65536, 512)
     assert _label(result.limit) == _regex_label(_service_error(result.reason, stderr, code)), result
 
 
 def test_the_runloop_backend_without_an_end_from_the_devbox() -> None:
-    hung = _hung(2.0)
+    hung = runloop_hung(2.0)
     assert _label(hung.limit) == _regex_label(hung.reason) == "time limit"
     # A devbox that dies mid-execution is no limit of the program's: no label either way (the
     # contract test in tests/libs/test_runloop_sandbox.py sees its limit is NONE).
@@ -169,7 +170,7 @@ def test_deliberate_differences_from_the_regex(text: str, read: str, limit: Sand
 
 def test_the_deliberate_differences_are_what_the_producers_set() -> None:
     for code in (128 + signal.SIGKILL, 128 + signal.SIGXCPU):
-        result = _result(_Trailer(code, 10.0, 0, 0), "", "", 2.0, 65536, 512)
+        result = runloop_result(Trailer(code, 10.0, 0, 0), "", "", 2.0, 65536, 512)
         assert (result.reason, result.limit) == next((t, lim) for t, _, lim, _ in DELIBERATE if t == result.reason)
     spec: runner.TestSpec = {
         "kind": "doctest",
@@ -185,7 +186,7 @@ def test_the_deliberate_differences_are_what_the_producers_set() -> None:
     # The backends read the last stderr line of a failed program only.
     for code, expected in ((0, SandboxLimit.NONE), (1, SandboxLimit.MEMORY)):
         assert local_reason(code, False, 2.0, [], "MemoryError", CFG)[1] is expected
-        assert _result(_Trailer(code, 10.0, 0, 11), "", "MemoryError", 2.0, 65536, 512).limit is expected
+        assert runloop_result(Trailer(code, 10.0, 0, 11), "", "MemoryError", 2.0, 65536, 512).limit is expected
 
 
 TASK = '''def fib(n: int) -> int:

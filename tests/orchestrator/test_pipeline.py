@@ -7,9 +7,12 @@ failing stage fails or degrades the run.
 
 from __future__ import annotations
 
-import grpc
+import asyncio
 
-from swarm.v1 import common_pb2, orchestrator_pb2 as pb
+import grpc
+import pytest
+
+from swarm.v1 import common_pb2, orchestrator_pb2 as pb, refiner_pb2
 from swarmlib import QuorumNotReachedError, StageError
 from tests.orchestrator.offline import Scripted, Verdict, fenced, offline, rpc_error
 
@@ -82,3 +85,26 @@ async def test_a_failing_gate_fails_the_run_and_keeps_the_answer(sqlite_url: str
         run, error = await swarm.run(refine=False)
     assert error is None and run.status == pb.RUN_STATUS_FAILED
     assert run.error == "the quality gates failed the answer: scripted verdict" and run.final.code
+
+
+async def test_an_interrupted_run_stores_what_had_arrived_and_what_the_stages_found(sqlite_url: str) -> None:
+    scripted = Scripted(dict(VERDICTS), gate=common_pb2.GATE_OUTCOME_NEEDS_APPROVAL)  # unsettled: refinement runs
+    refining = asyncio.Event()
+
+    async def refine_forever(request: refiner_pb2.RefineRequest, timeout: float) -> refiner_pb2.RefineResponse:
+        refining.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
+
+    scripted.refine = refine_forever  # type: ignore[method-assign]
+    async with offline(sqlite_url, REPLIES, scripted) as swarm:
+        running = asyncio.create_task(swarm.run())
+        await refining.wait()
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        stored = (await swarm.store.list_runs(1, ""))[0][0]
+        run = await swarm.store.get_run(stored.id)
+    assert run.status == pb.RUN_STATUS_FAILED and run.error.startswith("run interrupted: CancelledError")
+    assert [c.id for c in run.candidates] == ["c1", "c2", "c3"] and run.usage.completion_tokens == 30
+    assert run.tests_found == 2 and run.analysis == "scripted analysis" and len(run.clusters) == 2

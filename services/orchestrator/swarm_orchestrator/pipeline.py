@@ -54,8 +54,9 @@ def _add_usage(total: common_pb2.Usage, usage: common_pb2.Usage) -> None:
 
 
 class Journal:
-    """What a run has received so far: answers, failures (stored as they arrive), tokens spent and
-    refinement attempts (stored once assessed). A run that fails or is interrupted keeps all of it."""
+    """What a run has received so far: answers, failures (stored as they arrive), tokens spent,
+    refinement attempts (stored once assessed) and the stages' findings. A run that fails or is
+    interrupted keeps all of it."""
 
     def __init__(self, store: RunStore, run_id: str) -> None:
         self._store = store
@@ -63,6 +64,8 @@ class Journal:
         self.answers: list[pb.Candidate] = []
         self.failures: list[pb.InstanceFailure] = []
         self.usage = common_pb2.Usage()
+        self.assessment: assessor_pb2.AssessResponse | None = None
+        self.collation: Collation | None = None
 
     async def answered(self, candidate: pb.Candidate) -> None:
         self.answers.append(candidate)
@@ -136,7 +139,9 @@ class Pipeline:
         """The stages in order, each taking what the ones before it returned."""
         gathered, generated = await self._gather(run, options, emit, journal)
         assessment, candidates = await self._assess(run, gathered, generated, options, emit)
+        journal.assessment = assessment
         collation, candidates = await self._collate(run, candidates, emit)
+        journal.collation = collation
         ranking = rank(candidates, await self._reputations(candidates))
         refinement = await self._refine(run, options, collation, ranking, emit, journal) if options.refine else None
         final, stored = _answer(ranking, refinement)
@@ -267,12 +272,20 @@ def _ranked(candidate: pb.Candidate, position: int) -> pb.Candidate:
 
 
 def _write_failure(run: pb.Run, journal: Journal, error: str) -> None:
-    """A run without an answer still records every answer and failure that arrived, unranked."""
+    """A run without an answer still records every answer and failure that arrived, unranked,
+    and what the stages that finished found."""
     run.status = pb.RUN_STATUS_FAILED
     run.error = error
     run.candidates.extend(in_slot_order(journal.answers))
     run.failures.extend(journal.failures)
     run.usage.CopyFrom(journal.usage)
+    if journal.assessment is not None:
+        run.tests_found = journal.assessment.tests_found
+        run.generated_tests = journal.assessment.generated_tests_kept
+    if journal.collation is not None:
+        run.analysis = journal.collation.analysis
+        run.clusters.extend(journal.collation.clusters)
+        run.consensus.CopyFrom(journal.collation.consensus)
 
 
 def _write_outcome(run: pb.Run, journal: Journal, outcome: Outcome, verdict: gating.Verdict) -> None:

@@ -2,6 +2,8 @@
 
 Every failure becomes one of the ``LLM*Error`` domain errors so callers (the orchestrator's
 fallback logic, the refiner) decide on a category, never on an httpx or JSON exception.
+A caller may watch the text arrive (``on_text``); what it sees across retries is in
+docs/live-output.md.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -45,6 +47,9 @@ class Endpoint:
 # Turns the endpoint a caller names into the one to call, for the duration of one call (an
 # instance whose address follows a devbox: provisioned first, and counted in use meanwhile).
 ResolveEndpoint = Callable[[Endpoint], contextlib.AbstractAsyncContextManager[Endpoint]]
+
+# Hears each piece of an answer's text as it is parsed, in order; awaited before parsing goes on.
+OnText = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,25 @@ class _StreamState:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     done: bool = False
+
+
+class _Heard:
+    """The text one HTTP attempt produced, passed on to the caller's ``on_text``.
+
+    An attempt that produced text is not retried, watched or not, so watching a call never
+    changes its outcome and a watcher never hears an answer twice.
+    """
+
+    def __init__(self, on_text: OnText | None) -> None:
+        self._on_text = on_text
+        self.chars = 0
+
+    async def text(self, parts: Sequence[str]) -> None:
+        for part in parts:
+            if part:
+                self.chars += len(part)
+                if self._on_text is not None:
+                    await self._on_text(part)
 
 
 def _retryable_status(code: int) -> bool:
@@ -131,12 +155,17 @@ class ChatClient:
         max_tokens: int = 1024,
         purpose: str = "solve",
         run_id: str = "",
+        on_text: OnText | None = None,
     ) -> ChatResult:
         """One completion within ``timeout`` seconds in total, retries included.
 
         The call is one ``llm.chat`` span (child of the caller's current span, e.g. the gRPC
         handler's) and every HTTP attempt carries its W3C ``traceparent``, so a tracing-aware
         model server joins the same trace.
+
+        ``on_text`` gets the content of a 200 answer as it is parsed (a JSON body: once, whole).
+        An HTTP attempt that produced text is never retried, so what ``on_text`` heard is always
+        the start of one answer: all of ``ChatResult.text`` when the call returns.
         """
         async with self._resolve(endpoint) as target:
             started = time.perf_counter()
@@ -145,7 +174,7 @@ class ChatClient:
                 try:
                     async with asyncio.timeout(timeout):
                         result = await self._with_retries(
-                            target, messages, temperature, seed, max_tokens, purpose, run_id, started, timeout
+                            target, messages, temperature, seed, max_tokens, purpose, run_id, started, timeout, on_text
                         )
                 except TimeoutError:
                     raise LLMTimeoutError(f"{target.name}: no complete answer within {timeout:.1f}s") from None
@@ -164,6 +193,7 @@ class ChatClient:
         run_id: str,
         started: float,
         timeout: float,
+        on_text: OnText | None,
     ) -> ChatResult:
         body: dict[str, object] = {
             "model": endpoint.model,
@@ -185,15 +215,16 @@ class ChatClient:
         attempt = 0
         while True:
             attempt += 1
+            heard = _Heard(on_text)
             try:
-                state = await self._stream_once(endpoint, url, body, headers, timeout)
+                state = await self._stream_once(endpoint, url, body, headers, timeout, heard)
             except LLMHTTPError as exc:
-                if attempt >= self._retry.attempts or not _retryable_status(exc.status_code):
+                if attempt >= self._retry.attempts or not _retryable_status(exc.status_code) or heard.chars:
                     raise
                 await asyncio.sleep(self._retry.delay(attempt, exc.retry_after))
                 continue
             except LLMConnectError:
-                if attempt >= self._retry.attempts:
+                if attempt >= self._retry.attempts or heard.chars:
                     raise
                 await asyncio.sleep(self._retry.delay(attempt, None))
                 continue
@@ -222,6 +253,7 @@ class ChatClient:
         body: Mapping[str, object],
         headers: Mapping[str, str],
         timeout: float,
+        heard: _Heard,
     ) -> _StreamState:
         # The caller's deadline is the limit, not the shared client's default (httpx: 5 s), which
         # would cut a CPU model that needs longer than that to read a long prompt.
@@ -238,10 +270,14 @@ class ChatClient:
                     )
                 content_type = response.headers.get("content-type", "")
                 if "application/json" in content_type:
-                    return _parse_whole(endpoint, await response.aread())
+                    whole = _parse_whole(endpoint, await response.aread())
+                    await heard.text(whole.parts)
+                    return whole
                 state = _StreamState()
                 async for line in response.aiter_lines():
+                    parsed = len(state.parts)
                     _parse_sse_line(endpoint, line, state)
+                    await heard.text(state.parts[parsed:])
                     if state.done:
                         break
         except LLMError:

@@ -1,4 +1,4 @@
-"""The batcher of one attempt's text (``live_output``) on a hand-moved clock."""
+"""The batcher of one attempt's text (``live_output``) on a hand-moved clock, and its setting."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import asyncio
 import pytest
 
 from swarm.v1 import orchestrator_pb2 as pb
+from swarm_orchestrator.config import OrchestratorConfig
 from swarm_orchestrator.live_output import AttemptOutput, Batch, watch
-from swarmlib import LLMTimeoutError
+from swarmlib import ConfigError, LLMTimeoutError
+
+INSTANCES = '[{"name": "a", "base_url": "http://a.test/v1", "model": "m"}]'
 
 
 class Clock:
@@ -128,3 +131,15 @@ async def test_a_cancelled_attempt_sends_nothing_more() -> None:
             await on_text(" = 1")
             raise asyncio.CancelledError
     assert events.deltas == ["x"]
+
+
+def test_output_batch_setting_is_checked_at_start_up() -> None:
+    base = {"SWARM_INSTANCES": INSTANCES}
+    assert OrchestratorConfig.from_env(base).output_batch_ms == 100
+    assert OrchestratorConfig.from_env({**base, "SWARM_OUTPUT_BATCH_MS": "250"}).output_batch_ms == 250
+    with pytest.raises(ConfigError, match="SWARM_OUTPUT_BATCH_MS=5 must be >= 10"):
+        OrchestratorConfig.from_env({**base, "SWARM_OUTPUT_BATCH_MS": "5"})
+    with pytest.raises(ConfigError, match="SWARM_OUTPUT_BATCH_MS=60000 must be at most 10000"):
+        OrchestratorConfig.from_env({**base, "SWARM_OUTPUT_BATCH_MS": "60000"})
+    with pytest.raises(ConfigError, match="SWARM_OUTPUT_BATCH_MS='fast' is not an integer"):
+        OrchestratorConfig.from_env({**base, "SWARM_OUTPUT_BATCH_MS": "fast"})

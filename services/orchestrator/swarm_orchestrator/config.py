@@ -14,6 +14,9 @@ from .devbox_config import DevboxInstancesConfig
 MAX_SWARM_SIZE = 16
 # Each refinement round is one LLM call and one assessment; past a few, a small model repeats itself.
 MAX_REFINE_ROUNDS = 5
+# SWARM_OUTPUT_BATCH_MS bounds: below, a run is again a message per token; above, the text is no
+# longer live (docs/live-output.md).
+OUTPUT_BATCH_MS = (10, 10_000)
 # Identities (approvers in SWARM_APPROVERS, callers in the x-swarm-user metadata): names, e-mail
 # addresses or service accounts; no spaces or separators, so a list can never be misread.
 IDENTITY = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
@@ -42,6 +45,17 @@ def _refine_rounds(env: Mapping[str, str]) -> int:
             "an assessment; use SWARM_REFINE=false to skip refinement"
         )
     return rounds
+
+
+def _output_batch_ms(env: Mapping[str, str]) -> int:
+    """``SWARM_OUTPUT_BATCH_MS``: the least time between two instance_output events of an attempt."""
+    low, high = OUTPUT_BATCH_MS
+    batch_ms = env_int(env, "SWARM_OUTPUT_BATCH_MS", 100, minimum=low)
+    if batch_ms > high:
+        raise ConfigError(
+            f"SWARM_OUTPUT_BATCH_MS={batch_ms} must be at most {high}: streamed text that waits longer is not live"
+        )
+    return batch_ms
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class OrchestratorConfig:
     test_writers: int = 1
     approvers: frozenset[str] = frozenset()
     reputation: bool = True
+    output_batch_ms: int = 100
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -115,6 +130,7 @@ class OrchestratorConfig:
             test_writers=env_int(env, "SWARM_TEST_WRITERS", 1, minimum=0),
             approvers=parse_approvers(env.get("SWARM_APPROVERS", "")),
             reputation=env_bool(env, "SWARM_REPUTATION", True),
+            output_batch_ms=_output_batch_ms(env),
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

@@ -1,4 +1,8 @@
-"""Fan one task out to N slots in parallel; a failed slot is retried once on another instance."""
+"""Fan one task out to N slots in parallel; a failed slot is retried once on another instance.
+
+A run that asked for ``stream_output`` also hears each attempt's text as it is generated
+(``live_output``; docs/live-output.md).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from swarmlib import (
     extract_code,
 )
 
+from . import live_output
 from .pool import InstancePool
 from .prompts import solve_messages
 
@@ -51,6 +56,8 @@ class FanoutSettings:
     timeout_s: float
     max_tokens: int
     allowed: list[str]
+    # Seconds between instance_output events of an attempt; None: the run did not ask for its text.
+    output_batch_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,16 +129,18 @@ class Fanout:
             serving = instance
             self._pool.started(serving)
             try:
-                answer = await self._client.complete(
-                    self._pool.endpoint(instance),
-                    messages,
-                    timeout=settings.timeout_s,
-                    temperature=spec.temperature,
-                    seed=spec.seed + 7919 * slot + 104729 * (attempt - 1) if spec.seed else None,
-                    max_tokens=settings.max_tokens,
-                    purpose="solve",
-                    run_id=settings.run_id,
-                )
+                async with live_output.watch(emit, slot, instance, attempt, settings.output_batch_s) as on_text:
+                    answer = await self._client.complete(
+                        self._pool.endpoint(instance),
+                        messages,
+                        timeout=settings.timeout_s,
+                        temperature=spec.temperature,
+                        seed=spec.seed + 7919 * slot + 104729 * (attempt - 1) if spec.seed else None,
+                        max_tokens=settings.max_tokens,
+                        purpose="solve",
+                        run_id=settings.run_id,
+                        on_text=on_text,
+                    )
             except (LLMError, ConfigError) as exc:
                 self._pool.failed(instance, str(exc))
                 fallback = self._pool.fallback_for(instance, settings.allowed) if attempt == 1 else None

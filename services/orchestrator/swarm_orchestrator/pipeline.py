@@ -41,6 +41,8 @@ class RunOptions:
     refine: bool
     timeout_s: float
     attached_tests: list[str] = field(default_factory=list)
+    # Stream each answer's text as it is generated (instance_output events).
+    stream_output: bool = False
 
 
 def _now() -> dt.datetime:
@@ -161,6 +163,7 @@ class Pipeline:
             timeout_s=options.timeout_s,
             max_tokens=self._config.max_tokens,
             allowed=options.allowed,
+            output_batch_s=self._config.output_batch_ms / 1000 if options.stream_output else None,
         )
         async with asyncio.TaskGroup() as group:
             tests = group.create_task(

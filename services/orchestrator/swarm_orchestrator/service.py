@@ -161,6 +161,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     refine=self._config.refine and not request.skip_refine,
                     timeout_s=request.instance_timeout_seconds or self._config.instance_timeout_s,
                     attached_tests=list(request.tests),
+                    stream_output=request.stream_output,
                 )
                 return await self._pipeline.execute(run, options, emit)
             finally:

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 
 from . import quality as quality_cli
-from .render import progress_line, render_run
+from .render import StreamedText, progress_line, render_run
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NEEDS_APPROVAL = 0, 1, 2, 3, 4
 
@@ -50,7 +50,9 @@ async def _run(args: argparse.Namespace) -> int:
         instances=args.instance or [],
         skip_refine=args.no_refine,
         instance_timeout_seconds=args.timeout,
+        stream_output=args.stream,
     )
+    streamed = StreamedText()
     final: pb.Run | None = None
     async with grpc.aio.insecure_channel(_target(args)) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
@@ -58,8 +60,10 @@ async def _run(args: argparse.Namespace) -> int:
             async for event in stub.RunSwarm(request):
                 if event.HasField("done"):
                     final = event.done
-                elif not args.json and (line := progress_line(event)) is not None:
-                    print(line, file=sys.stderr, flush=True)
+                elif not args.json:
+                    for line in [*streamed.lines(event), progress_line(event)]:
+                        if line is not None:
+                            print(line, file=sys.stderr, flush=True)
         except grpc.aio.AioRpcError as exc:
             if final is None:
                 return _rpc_error(exc)
@@ -183,7 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--instance", action="append", help="restrict to this instance (repeatable)")
     run.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     run.add_argument("--timeout", type=float, default=0.0, help="per-instance deadline in seconds")
-    run.add_argument("--json", action="store_true", help="print the final run as JSON (no progress)")
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the final run as JSON (no progress)")
+    shown.add_argument(
+        "--stream",
+        action="store_true",
+        help="also show each instance's answer as it is written, with the progress on stderr: whole lines "
+        "prefixed by the slot ('  slot 2 | ...'), because several instances write at once and prefixed lines "
+        "stay readable interleaved, in a terminal or a log (grep 'slot 2 |' picks one answer out)",
+    )
 
     runs = sub.add_parser("runs", help="stored runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)

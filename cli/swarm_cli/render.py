@@ -1,4 +1,4 @@
-"""Human-readable output: live progress lines, the ranking table, consensus and the answer."""
+"""Human-readable output: live progress lines, streamed answer text, the ranking table, consensus and the answer."""
 
 from __future__ import annotations
 
@@ -48,6 +48,37 @@ def progress_line(event: pb.RunSwarmResponse) -> str | None:
     if which == "gated":
         return f"gates: {event.gated.summary}"
     return None
+
+
+class StreamedText:
+    """``swarm run --stream``: each slot's text as whole lines, each prefixed with its slot.
+
+    Several instances write at once; whole lines with their slot in front stay readable when they
+    interleave, in a terminal or a log alike, and one slot's answer can be picked out with grep.
+    A line is printed once it is complete, and what is left of it when the attempt ends.
+    """
+
+    def __init__(self) -> None:
+        self._partial: dict[int, str] = {}
+
+    def lines(self, event: pb.RunSwarmResponse) -> list[str]:
+        """The lines ``event`` completes, to print before its own progress line."""
+        which = event.WhichOneof("event")
+        if which == "instance_output":
+            output = event.instance_output
+            *complete, rest = (self._partial.pop(output.slot, "") + output.delta).split("\n")
+            if rest:
+                self._partial[output.slot] = rest
+            return [_text_line(output.slot, line) for line in complete]
+        if which in ("instance_finished", "instance_failed"):
+            slot = event.instance_finished.slot if which == "instance_finished" else event.instance_failed.slot
+            return [_text_line(slot, self._partial.pop(slot))] if slot in self._partial else []
+        return []
+
+
+def _text_line(slot: int, line: str) -> str:
+    text = line.removesuffix("\r")  # a model that ends its lines with CRLF
+    return f"  slot {slot + 1} | {text}".rstrip()
 
 
 def ranking_table(run: pb.Run) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections import defaultdict
 
 from swarm.v1 import orchestrator_pb2 as pb
@@ -10,6 +12,7 @@ from swarm_bench.openai_wire import stream_pieces
 from swarm_bench.stack import Stages, orchestrator
 from tests.fakes.openai_server import Behaviour
 from tests.fakes.replies import FIB_REPLY
+from tests.orchestrator.test_quality_cli import swarm
 from tests.orchestrator.test_swarm import FIB_TASK, fakes, named
 
 CHUNK_DELAY_S = 0.01  # ten times faster than the default 100 ms batches
@@ -109,3 +112,52 @@ async def test_without_stream_output_no_text_is_streamed(stages: Stages, sqlite_
     kinds = [e.WhichOneof("event") for e in events]
     assert "instance_output" not in kinds
     assert kinds[:3] == ["accepted", "instance_started", "instance_finished"] and kinds[-1] == "done"
+
+
+async def swarm_run_lines(target: str, *args: str) -> tuple[int, list[tuple[float, str]], str]:
+    """``swarm run`` as a subprocess: its exit code, each stderr line with the time it was read, stdout."""
+    loop = asyncio.get_running_loop()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "swarm_cli.main",
+        "--target",
+        target,
+        "run",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    stdout = asyncio.create_task(process.stdout.read())
+    lines = []
+    while line := await asyncio.wait_for(process.stderr.readline(), timeout=120):
+        lines.append((loop.time(), line.decode().rstrip("\n")))
+    code = await asyncio.wait_for(process.wait(), timeout=30)
+    return code, lines, (await stdout).decode()
+
+
+async def test_swarm_run_stream_prints_each_line_of_the_answer_as_it_is_written(
+    stages: Stages, sqlite_url: str
+) -> None:
+    async with fakes((Behaviour.SLOW, FIB_REPLY)) as servers:
+        servers[0].chunk_delay = CHUNK_DELAY_S
+        async with orchestrator(
+            stages, named(servers), sqlite_url, SWARM_INSTANCE_TIMEOUT_S="30", SWARM_TEST_WRITERS="0"
+        ) as orch:
+            code, lines, out = await swarm_run_lines(orch.target, "--stream", FIB_TASK, "--size", "1", "--no-refine")
+            assert code == 0, lines
+            assert "final answer (c1, swarm" in out and "slot 1 |" not in out  # the result alone on stdout
+            prefix = "  slot 1 |"
+            written = [(t, line) for t, line in lines if line.startswith(prefix)]
+            answer = "\n".join(line.removeprefix(prefix).removeprefix(" ") for _, line in written) + "\n"
+            assert answer == FIB_REPLY
+            answered_at = next(i for i, (_, line) in enumerate(lines) if "slot 1: fake-1 answered" in line)
+            assert lines[answered_at - 1][1] == written[-1][1]  # all of the text, then the answer's line
+            # The text is printed as the instance writes it (about a second), not once it has answered.
+            assert lines[answered_at][0] - written[0][0] > len(stream_pieces(FIB_REPLY)) * CHUNK_DELAY_S / 2
+
+            code, out, err = await swarm(orch.target, "run", "--json", FIB_TASK, "--size", "1", "--no-refine")
+            assert code == 0 and json.loads(out)["status"] == "RUN_STATUS_SUCCEEDED" and "slot 1 |" not in err
+            code, _, err = await swarm(orch.target, "run", "--stream", "--json", FIB_TASK)
+            assert code == 2 and "not allowed with argument" in err

@@ -8,7 +8,6 @@ passes Envoy's health check, so the first call through the gateway does not race
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
 import socket
@@ -145,5 +144,4 @@ async def running_gateway(
     try:
         yield gateway
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            await stop_gateway(gateway)
+        await stop_gateway(gateway)

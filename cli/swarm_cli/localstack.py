@@ -1,4 +1,5 @@
-"""``swarm up``: the local stack — N real Qwen instances and the four services, as child processes.
+"""``swarm up``: the local stack — N real Qwen instances, the four services and, for the web page,
+the gRPC-web gateway and the Worker, as child processes.
 
 Every child is started with an explicit environment and stopped with SIGTERM (then SIGKILL after a
 grace period), so ``swarm up`` leaves nothing behind when it exits, whichever way it exits.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -21,7 +21,11 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .children import Child, spawn, stop as stop_children
+from .gateway import envoy_binary, start_gateway
+from .gateway_config import GatewayConfigError, GatewaySettings, validate
 from .models import RECIPES, prepare_model
+from .worker_dev import LOCAL_USER, fresh_vars, missing_toolchain, page_url, start_worker
 
 SERVICE_PORTS = {"orchestrator": 50051, "collator": 50052, "assessor": 50053, "refiner": 50054}
 # Distinct instances differ by seed and temperature (the brief asks for at least that).
@@ -29,8 +33,20 @@ INSTANCE_TEMPERATURES = (0.2, 0.5, 0.8, 0.35, 0.65, 0.95, 0.1)
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """Where the gateway and the page listen, and which browser origins the gateway lets call."""
+
+    gateway_port: int = 8080
+    web_port: int = 8787
+    allowed_origins: tuple[str, ...] = ()  # empty: the page's own origin, by address and by name
+
+    def origins(self, host: str) -> tuple[str, ...]:
+        return self.allowed_origins or (f"http://{host}:{self.web_port}", f"http://localhost:{self.web_port}")
+
+
+@dataclass(frozen=True)
 class StackSettings:
-    """What ``swarm up`` starts and where."""
+    """What ``swarm up`` starts and where (``web`` None: no gateway, no page)."""
 
     home: Path
     instances: int
@@ -39,6 +55,7 @@ class StackSettings:
     threads: int
     layout: str = "shared"
     host: str = "127.0.0.1"
+    web: WebSettings | None = None
 
     @property
     def servers(self) -> int:
@@ -46,11 +63,19 @@ class StackSettings:
         return 1 if self.layout == "shared" else self.instances
 
 
-@dataclass
-class Child:
-    name: str
-    process: asyncio.subprocess.Process
-    log: Path
+@dataclass(frozen=True)
+class WebEndpoints:
+    """What ``swarm up`` serves for browsers: the gateway, and the page or why it was skipped."""
+
+    gateway_url: str
+    page_url: str | None
+    skipped: str | None = None
+
+
+def approvers(env: Mapping[str, str]) -> str:
+    """``SWARM_APPROVERS`` with the page's local user added, so it can approve held runs."""
+    names = [name.strip() for name in env.get("SWARM_APPROVERS", "").split(",") if name.strip()]
+    return ",".join(dict.fromkeys([*names, LOCAL_USER]))
 
 
 def instances_document(settings: StackSettings, model_id: str) -> list[dict[str, object]]:
@@ -77,33 +102,23 @@ class LocalStack:
         self._service_ports = dict(service_ports)
         self._children: list[Child] = []
         self._logs = settings.home / "logs"
+        self.web: WebEndpoints | None = None
 
     async def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> Child:
-        self._logs.mkdir(parents=True, exist_ok=True)
-        log_path = self._logs / f"{name}.log"
-        log_file = log_path.open("ab")
-        process = await asyncio.create_subprocess_exec(
-            *args, stdout=log_file, stderr=asyncio.subprocess.STDOUT, env=dict(env), start_new_session=True
-        )
-        log_file.close()
-        child = Child(name, process, log_path)
+        child = await spawn(name, args, env, self._logs)
         self._children.append(child)
         return child
-
-    def _fail(self, child: Child, what: str) -> RuntimeError:
-        tail = child.log.read_text(errors="replace")[-2000:] if child.log.exists() else ""
-        return RuntimeError(f"{child.name} {what}; last log lines ({child.log}):\n{tail}")
 
     async def _wait_http(self, child: Child, url: str, deadline: float) -> None:
         async with httpx.AsyncClient(timeout=2.0) as http:
             while time.monotonic() < deadline:
                 if child.process.returncode is not None:
-                    raise self._fail(child, f"exited with status {child.process.returncode}")
+                    raise child.failure(f"exited with status {child.process.returncode}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(url)).status_code == 200:
                         return
                 await asyncio.sleep(0.3)
-        raise self._fail(child, f"did not answer {url} in time")
+        raise child.failure(f"did not answer {url} in time")
 
     async def _warm_up(self, base_url: str, model: str) -> None:
         """One tiny generation so the first user request does not pay for paging the weights in."""
@@ -117,18 +132,22 @@ class LocalStack:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if child.process.returncode is not None:
-                    raise self._fail(child, f"exited with status {child.process.returncode}")
+                    raise child.failure(f"exited with status {child.process.returncode}")
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 await asyncio.sleep(0.3)
-        raise self._fail(child, f"was not SERVING on {target} in time")
+        raise child.failure(f"was not SERVING on {target} in time")
 
     async def start(self, base_env: Mapping[str, str], timeout: float = 240.0) -> dict[str, str]:
         """Start everything and return the addresses; raises with the failing child's log tail."""
         settings = self._settings
         deadline = time.monotonic() + timeout
+        targets = {name: f"{settings.host}:{port}" for name, port in self._service_ports.items()}
+        if settings.web is not None:  # fail before the slow part, not after it
+            validate(self._gateway_settings(settings.web, targets["orchestrator"]))
+            envoy_binary()
         recipe = RECIPES[settings.model]
         model_path = prepare_model(recipe, settings.home / "models")
         python = sys.executable
@@ -151,7 +170,6 @@ class LocalStack:
             await self._warm_up(url.removesuffix("/models"), recipe.name)
         instances_file = settings.home / "instances.json"
         instances_file.write_text(json.dumps(instances_document(settings, recipe.name), indent=2))
-        targets = {name: f"{settings.host}:{port}" for name, port in self._service_ports.items()}
         env = {
             **base_env,
             "SWARM_HOME": str(settings.home),
@@ -164,6 +182,7 @@ class LocalStack:
             "SWARM_COLLATOR_TARGET": targets["collator"],
             "SWARM_ASSESSOR_TARGET": targets["assessor"],
             "SWARM_REFINER_TARGET": targets["refiner"],
+            "SWARM_APPROVERS": approvers(base_env),
         }
         services = []
         for name in ("collator", "assessor", "refiner", "orchestrator"):
@@ -172,24 +191,38 @@ class LocalStack:
             services.append((child, targets[name]))
         for child, target in services:
             await self._wait_grpc(child, target, deadline)
+        if settings.web is not None:
+            first = instances_document(settings, recipe.name)[0]  # normal mode: one instance answers
+            chat = (str(first["base_url"]), str(first["model"]))
+            self.web = await self._start_web(settings.web, targets["orchestrator"], chat, base_env, deadline)
         return targets
+
+    def _gateway_settings(self, web: WebSettings, orchestrator: str) -> GatewaySettings:
+        host, _, port = orchestrator.rpartition(":")
+        return GatewaySettings(self._settings.host, web.gateway_port, host, int(port), web.origins(self._settings.host))
+
+    async def _start_web(
+        self, web: WebSettings, orchestrator: str, chat: tuple[str, str], env: Mapping[str, str], deadline: float
+    ) -> WebEndpoints:
+        """The gateway in front of the orchestrator, then the Worker in front of both, if it is installed."""
+        settings = self._gateway_settings(web, orchestrator)
+        timeout = max(1.0, deadline - time.monotonic())
+        gateway = await start_gateway(settings, self._settings.home / "gateway", env, timeout, log_dir=self._logs)
+        self._children.append(gateway.child)
+        skipped = missing_toolchain()
+        if skipped is not None:
+            return WebEndpoints(gateway.url, None, skipped)
+        worker_vars = fresh_vars(gateway.url, *chat)
+        worker = await start_worker(web.web_port, worker_vars, env, self._logs, deadline)
+        self._children.append(worker)
+        return WebEndpoints(gateway.url, page_url(web.web_port, worker_vars.api_key, self._settings.host))
 
     def crashed(self) -> Child | None:
         return next((c for c in self._children if c.process.returncode is not None), None)
 
     async def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM every child (services first, instances last), SIGKILL what outlives ``grace``."""
-        for child in reversed(self._children):
-            if child.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.send_signal(signal.SIGTERM)
-        for child in reversed(self._children):
-            try:
-                await asyncio.wait_for(child.process.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGKILL)
-                await child.process.wait()
+        """SIGTERM every child (the page and gateway first, instances last), SIGKILL what outlives ``grace``."""
+        await stop_children(list(reversed(self._children)), grace)
         self._children.clear()
 
 
@@ -201,9 +234,17 @@ async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        print(f"starting {settings.instances} local Qwen instances and the four services ...", flush=True)
+        web = "" if settings.web is None else ", the gateway and the page"
+        print(f"starting {settings.instances} local Qwen instances, the four services{web} ...", flush=True)
         targets = await stack.start(env)
         print(f"swarm is up: orchestrator at {targets['orchestrator']} (logs in {settings.home / 'logs'})", flush=True)
+        if stack.web is not None:
+            print(f"gateway (gRPC-web) at {stack.web.gateway_url}", flush=True)
+            if stack.web.page_url is not None:
+                print(f"open the page: {stack.web.page_url}  (user {LOCAL_USER!r}; the key is new at every start)",
+                      flush=True)  # fmt: skip
+            else:
+                print(f"no web page: {stack.web.skipped}", flush=True)
         print("ready", flush=True)
         while not stop.is_set():
             crashed = stack.crashed()
@@ -213,7 +254,7 @@ async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, GatewayConfigError) as exc:
         print(f"swarm up failed: {exc}", file=sys.stderr)
         return 1
     finally:

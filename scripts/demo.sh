@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 TASK=${1:-"Write a Python function fib(n) that returns the n-th Fibonacci number."}
 mkdir -p .swarm
-"$BIN/swarm" up > .swarm/up.log 2>&1 &
+# The CLI demo needs neither the gateway nor the page (`swarm up` alone serves both).
+"$BIN/swarm" up --no-web > .swarm/up.log 2>&1 &
 UP=$!
 cleanup() { kill -TERM "$UP" 2>/dev/null || true; wait "$UP" 2>/dev/null || true; }
 trap cleanup EXIT

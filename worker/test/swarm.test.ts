@@ -255,3 +255,14 @@ describe("swarm endpoints", () => {
     );
   });
 });
+
+describe("deadlines", () => {
+  it("unary calls carry a grpc-timeout; the RunSwarm stream does not", async () => {
+    const h = harness();
+    await events(await h.fetch("/api/runs", postJson({ task: "t" })));
+    await h.fetch("/api/runs/run1", { headers: bearer() });
+    const [stream, unary] = h.gateway.calls;
+    assert.equal(stream?.headers.get("grpc-timeout"), null);
+    assert.match(unary?.headers.get("grpc-timeout") ?? "", /^\d+m$/);
+  });
+});

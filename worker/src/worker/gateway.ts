@@ -55,7 +55,25 @@ export function orchestratorClient(gatewayUrl: string, fetch: Fetch, token: stri
   return createClient(OrchestratorService, transport);
 }
 
-/** Call options that carry the caller's identity (and cancel with the caller). */
-export function asUser(user: string, signal?: AbortSignal): { headers: Record<string, string>; signal?: AbortSignal } {
-  return signal === undefined ? { headers: { [USER_METADATA]: user } } : { headers: { [USER_METADATA]: user }, signal };
+/** Deadline of a unary call (sent as grpc-timeout); a RunSwarm stream has none: a run takes what it takes. */
+export const UNARY_TIMEOUT_MS = 30_000;
+
+export interface CallOptions {
+  headers: Record<string, string>;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** Options of a unary call as the caller: their identity, the unary deadline, their cancellation. */
+export function asUser(user: string, signal?: AbortSignal): CallOptions {
+  const options: CallOptions = { headers: { [USER_METADATA]: user }, timeoutMs: UNARY_TIMEOUT_MS };
+  if (signal !== undefined) {
+    options.signal = signal;
+  }
+  return options;
+}
+
+/** Options of the RunSwarm stream: the caller's identity and cancellation, no deadline. */
+export function streamAsUser(user: string, signal: AbortSignal): CallOptions {
+  return { headers: { [USER_METADATA]: user }, signal };
 }

@@ -14,7 +14,7 @@ import {
   RunSwarmResponseSchema,
 } from "../gen/swarm/v1/orchestrator_pb.js";
 import type { SwarmOptions } from "../shared/options.js";
-import { type Orchestrator, asUser } from "./gateway.js";
+import { type Orchestrator, asUser, streamAsUser } from "./gateway.js";
 import { apiErrorFromGateway } from "./grpc_status.js";
 import type { OutEvent } from "./stream.js";
 
@@ -42,7 +42,7 @@ export async function startRun(
   user: string,
   signal: AbortSignal,
 ): Promise<AsyncGenerator<OutEvent>> {
-  const responses = orchestrator.runSwarm(runSwarmRequest(options), asUser(user, signal));
+  const responses = orchestrator.runSwarm(runSwarmRequest(options), streamAsUser(user, signal));
   const iterator = responses[Symbol.asyncIterator]();
   let first: IteratorResult<MessageShape<typeof RunSwarmResponseSchema>>;
   try {

@@ -43,6 +43,7 @@ const form = createForm();
 let view: RunView = EMPTY_RUN;
 let running: AbortController | null = null;
 let historyToken = "";
+let follower: EventSource | null = null;
 
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -122,6 +123,7 @@ async function chat(body: Record<string, unknown>, signal: AbortSignal): Promise
 }
 
 async function submit(): Promise<void> {
+  follower?.close();
   const checked = form.body();
   if (!checked.ok) {
     setMessage(el.error, checked.message);
@@ -179,6 +181,31 @@ function feedback(rating: number, preferred: string, comment: string): void {
     });
 }
 
+/** A run still working, opened from the history: its status changes until it is done. */
+function follow(runId: string): void {
+  follower?.close();
+  const source = new EventSource(`/api/runs/${encodeURIComponent(runId)}/events`);
+  follower = source;
+  source.addEventListener("run", (event) => {
+    const run = JSON.parse((event as MessageEvent<string>).data) as RunJson;
+    view = viewOfRun(run);
+    renderRun();
+    if (run.status !== "RUN_STATUS_RUNNING") {
+      source.close();
+      void refreshLists();
+    }
+  });
+  source.addEventListener("error", (event) => {
+    // The Worker's own `event: error` carries a message; the browser's has none.
+    if (event instanceof MessageEvent && typeof event.data === "string") {
+      const body = JSON.parse(event.data) as { error?: { message?: string } };
+      view = withError(view, body.error?.message ?? "the run's stream broke off");
+      renderRun();
+    }
+    source.close();
+  });
+}
+
 async function openRun(runId: string): Promise<void> {
   try {
     const run: RunJson = await api.getRun(runId);
@@ -187,6 +214,9 @@ async function openRun(runId: string): Promise<void> {
     view = viewOfRun(run);
     renderRun();
     el.run.scrollIntoView({ block: "start" });
+    if (run.status === "RUN_STATUS_RUNNING") {
+      follow(runId);
+    }
   } catch (error) {
     setMessage(el.error, message(error));
   }

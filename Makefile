@@ -16,7 +16,7 @@ WSTAMP      := $(WORKER)/node_modules/.installed
 WGEN        := $(WORKER)/src/gen/swarm/v1/orchestrator_pb.ts
 WORKER_PORT ?= 8787
 
-.PHONY: install protos model sandbox lint test test-all run up clean \
+.PHONY: install protos model sandbox browser lint test test-all run up clean screenshot \
         worker-install worker-gen worker-lint worker-test worker-build worker-dev
 
 install: $(STAMP) $(GEN)
@@ -50,16 +50,26 @@ sandbox:
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq bubblewrap); } \
 	  || { echo "bubblewrap (bwrap) is required: sudo apt-get install bubblewrap"; exit 1; }
 
+# The browser tests drive Debian's Chromium with Playwright (the Python package, pinned in the dev
+# extra; it never downloads a browser of its own). Installed where we can (root, Debian).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium); } \
+	  || { echo "Chromium is required for the browser tests: sudo apt-get install chromium"; exit 1; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install model sandbox lint worker-lint worker-test
+test: install model sandbox browser lint worker-lint worker-test
 	$(BIN)/pytest
 
-test-all: install model sandbox worker-lint worker-test
+test-all: install model sandbox browser worker-lint worker-test
 	$(BIN)/pytest -m ""
+
+# Remake docs/web-swarm-run.png: the browser test of a finished swarm run takes it.
+screenshot: install model sandbox browser worker-gen
+	SWARM_UPDATE_SCREENSHOT=1 $(BIN)/pytest -q tests/web/test_page.py -k ranked_explained_answer
 
 worker-install: $(WSTAMP)
 
@@ -102,7 +112,7 @@ worker-dev: $(WGEN)
 run: install model sandbox
 	./scripts/demo.sh "$(DEMO_TASK)"
 
-up: install model sandbox
+up: install model sandbox worker-gen
 	$(BIN)/swarm up
 
 clean:

@@ -27,13 +27,14 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def qwen_server() -> AsyncIterator[str]:
-    """xllamacpp serving the verified GGUF (joined once into .swarm/models, as `make model` does)."""
+async def qwen_server(parallel: int = 1) -> AsyncIterator[str]:
+    """xllamacpp serving the verified GGUF (joined once into .swarm/models, as `make model` does),
+    decoding ``parallel`` requests in one batch."""
     model = prepare_model(QWEN_05B, ROOT / ".swarm" / "models")
     port = _free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "swarm_cli.qwen_server", "--model", str(model), "--alias", QWEN_05B.name,
-        "--port", str(port), "--threads", "2", "--parallel", "1", "--ctx-per-slot", "2048",
+        "--port", str(port), "--threads", "2", "--parallel", str(parallel), "--ctx-per-slot", "2048",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     base_url = f"http://127.0.0.1:{port}/v1"

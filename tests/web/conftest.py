@@ -10,10 +10,8 @@ a task about vowels gets three different ones (no consensus: the gates hold it f
 from __future__ import annotations
 
 import os
-import socket
-import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from swarm_bench.stack import instances_json, orchestrator, stage_servers
-from swarm_cli.children import Child, stop
-from swarm_cli.gateway import running_gateway
-from swarm_cli.gateway_config import GatewaySettings
-from swarm_cli.worker_dev import LOCAL_USER, WorkerVars, fresh_vars, missing_toolchain, page_url, start_worker
+from swarm_bench.web_stack import WebStack, WebToolchainMissingError, web_stack
+from swarm_cli.worker_dev import WorkerVars, page_url
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
 from tests.fakes.replies import FIB_REPLY
 
@@ -62,12 +57,6 @@ def _reply(index: int) -> Callable[[list[dict[str, Any]]], str]:
     return reply
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class WebChain:
     """The running chain and what a test needs to drive it."""
@@ -91,39 +80,27 @@ class WebChain:
         return page
 
 
-async def start_chain(
-    stack: AsyncExitStack,
+@asynccontextmanager
+async def browser_on(
     tmp: Path,
     named: list[tuple[str, str]],
     chat: tuple[str, str],
     model: str = "qwen",
     **orchestrator_env: str,
-) -> tuple[str, WorkerVars, Browser]:
-    """Stages, orchestrator, Envoy, the Worker and Chromium for instances ``named`` (name, base URL);
-    normal mode asks ``chat`` (base URL, model). Everything stops with ``stack``. Returns the
-    page's origin, the Worker's configuration and the browser."""
-    missing = missing_toolchain()
-    if missing is not None:
-        pytest.fail(f"{missing}: `make test` installs it (make worker-install worker-gen)")
+) -> AsyncIterator[tuple[WebStack, Browser]]:
+    """The web chain (``swarm_bench.web_stack``) for ``named`` instances, the gates holding a run
+    without consensus, and Chromium to look at it."""
     gates = '[{"rule": "consensus_reached", "on_fail": "NEEDS_APPROVAL"}]'
-    stages = await stack.enter_async_context(stage_servers({"SWARM_GATES": gates}))
-    settings = {"SWARM_TEST_WRITERS": "0", "SWARM_APPROVERS": LOCAL_USER, **orchestrator_env}
-    orch = await stack.enter_async_context(
-        orchestrator(stages, instances_json(named, model=model), f"sqlite+aiosqlite:///{tmp / 'swarm.db'}", **settings)
-    )
-    web_port = _free_port()
-    origin = f"http://127.0.0.1:{web_port}"
-    host, _, port = orch.target.rpartition(":")
-    gateway = await stack.enter_async_context(
-        running_gateway(GatewaySettings("127.0.0.1", 0, host, int(port), (origin,)), tmp / "gateway")
-    )
-    worker_vars = fresh_vars(gateway.url, *chat)
-    worker: Child = await start_worker(web_port, worker_vars, os.environ, tmp, time.monotonic() + 120.0)
-    stack.push_async_callback(stop, [worker], 10.0)
-    playwright = await stack.enter_async_context(async_playwright())
-    browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    stack.push_async_callback(browser.close)
-    return origin, worker_vars, browser
+    try:
+        chain = web_stack(tmp, named, chat, model=model, stage_env={"SWARM_GATES": gates}, **orchestrator_env)
+        async with chain as web, async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                yield web, browser
+            finally:
+                await browser.close()
+    except WebToolchainMissingError as exc:
+        pytest.fail(f"{exc} (`make test` installs it)")
 
 
 @pytest.fixture(scope="package")
@@ -137,8 +114,7 @@ async def web_chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[W
             for i in range(3)
         ]
         named = [(f"qwen-{i + 1}", server.base_url) for i, server in enumerate(instances)]
-        origin, worker_vars, browser = await start_chain(
-            stack, tmp, named, (instances[0].base_url, "qwen"), SWARM_INSTANCE_TIMEOUT_S="30"
-        )
+        chat = (instances[0].base_url, "qwen")
+        web, browser = await stack.enter_async_context(browser_on(tmp, named, chat, SWARM_INSTANCE_TIMEOUT_S="30"))
         screenshots = DOCS if os.environ.get("SWARM_UPDATE_SCREENSHOT") == "1" else tmp
-        yield WebChain(origin, worker_vars, browser, instances, screenshots)
+        yield WebChain(web.origin, web.worker_vars, browser, instances, screenshots)

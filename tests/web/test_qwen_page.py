@@ -10,9 +10,8 @@ import pytest
 from playwright.async_api import expect
 
 from swarm_cli.models import QWEN_05B
-from swarm_cli.worker_dev import page_url
 from tests.test_qwen_smoke import qwen_server
-from tests.web.conftest import start_chain
+from tests.web.conftest import browser_on
 
 TASK = "Write a Python function add(a, b) that returns the sum of a and b.\n\n>>> add(2, 3)\n5\n"
 
@@ -22,12 +21,14 @@ async def test_three_local_qwen_instances_stream_into_the_page(tmp_path: Path) -
     async with AsyncExitStack() as stack:
         base_url = await stack.enter_async_context(qwen_server(parallel=3))
         named = [(f"qwen-{i}", base_url) for i in (1, 2, 3)]
-        origin, worker_vars, browser = await start_chain(
-            stack, tmp_path, named, (base_url, QWEN_05B.name), QWEN_05B.name,
-            SWARM_INSTANCE_TIMEOUT_S="180", SWARM_MAX_TOKENS="200", SWARM_STAGE_TIMEOUT_S="120",
+        web, browser = await stack.enter_async_context(
+            browser_on(
+                tmp_path, named, (base_url, QWEN_05B.name), QWEN_05B.name,
+                SWARM_INSTANCE_TIMEOUT_S="180", SWARM_MAX_TOKENS="200", SWARM_STAGE_TIMEOUT_S="120",
+            )
         )  # fmt: skip
         page = await (await browser.new_context()).new_page()
-        await page.goto(page_url(int(origin.rsplit(":", 1)[1]), worker_vars.api_key))
+        await page.goto(web.signed_in_url)
         await page.wait_for_selector('body[data-ready="true"]')
         toggle = page.get_by_test_id("swarm-toggle")
         if await toggle.get_attribute("aria-checked") != "true":

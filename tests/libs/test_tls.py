@@ -6,6 +6,7 @@ called with gRPC health checks over real channels, with the session's throwaway 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -258,3 +259,28 @@ async def test_health_port_answers_health_alone_in_plaintext(certs: Certs) -> No
             assert nothing_else.value.code() == grpc.StatusCode.UNIMPLEMENTED
         await server.health.enter_graceful_shutdown()
         assert await check(health_target, TlsConfig.from_env({})) == NOT_SERVING, "it says what the main port says"
+
+
+async def test_health_port_says_not_serving_through_the_drain_then_closes(certs: Certs) -> None:
+    server_tls = TlsConfig.from_env(tls_env(certs, certs.server, client_auth=True))
+    server, port = await build_server(
+        service_names=[],
+        register=lambda _: None,
+        address="127.0.0.1:0",
+        tracer_provider=TracerProvider(),
+        transport=Transport(server_tls, "127.0.0.1:0"),
+    )
+    await server.start()
+    assert server.health_port is not None
+    health_target = f"127.0.0.1:{server.health_port[1]}"
+    client = TlsConfig.from_env(tls_env(certs, certs.client))
+    async with grpc_channel(f"127.0.0.1:{port}", client) as channel:
+        # A Watch on the TLS port is a call in flight: the drain waits for it until the grace ends.
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == SERVING
+        stopping = asyncio.create_task(server.stop(1.5))
+        await asyncio.sleep(0.3)
+        assert not stopping.done()
+        assert await check(health_target, TlsConfig.from_env({})) == NOT_SERVING, "up, and draining"
+        await stopping
+    assert await check(health_target, TlsConfig.from_env({})) == grpc.StatusCode.UNAVAILABLE, "closed after it"

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import os
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -73,10 +74,17 @@ def _write_config(workdir: Path, settings: GatewaySettings) -> Path:
     return config
 
 
+def _verify(settings: GatewaySettings) -> ssl.SSLContext | bool:
+    """How this machine checks the listener's certificate: its CA if given, else the system's."""
+    if settings.listener_tls is None or not settings.listener_tls.ca:
+        return True
+    return ssl.create_default_context(cafile=settings.listener_tls.ca)
+
+
 async def _wait_serving(child: Child, settings: GatewaySettings, deadline: float) -> None:
     url = settings.url + HEALTH_PATH
     last = "no answer"
-    async with httpx.AsyncClient(timeout=2.0) as http:
+    async with httpx.AsyncClient(timeout=2.0, verify=_verify(settings)) as http:
         while time.monotonic() < deadline:
             if child.exited():
                 raise child.failure(f"exited with status {child.process.returncode}")

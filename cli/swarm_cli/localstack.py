@@ -2,7 +2,9 @@
 the gRPC-web gateway and the Worker, as child processes.
 
 Every child is started with an explicit environment and stopped with SIGTERM (then SIGKILL after a
-grace period), so ``swarm up`` leaves nothing behind when it exits, whichever way it exits.
+grace period), so ``swarm up`` leaves nothing behind when it exits, whichever way it exits. The
+services speak plaintext on 127.0.0.1, said explicitly (``SWARM_PLAINTEXT=true``), unless the
+environment sets ``SWARM_TLS_*``: then every hop from the CLI to the stages is TLS (docs/tls.md).
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from swarmlib import ConfigError, TlsConfig, grpc_channel
+
 from .children import Child, spawn, stop as stop_children
 from .gateway import envoy_binary, start_gateway
 from .gateway_config import GatewayConfigError, GatewaySettings, validate
+from .gateway_tls import UpstreamTls
 from .models import RECIPES, prepare_model
 from .worker_dev import LOCAL_USER, fresh_vars, missing_toolchain, page_url, start_worker
 
@@ -72,6 +77,23 @@ class WebEndpoints:
     skipped: str | None = None
 
 
+def transport_env(tls: TlsConfig) -> dict[str, str]:
+    """What ``swarm up`` adds to the services' environment: plaintext, said so, unless TLS is set."""
+    return {} if tls.uses_tls else {"SWARM_PLAINTEXT": "true"}
+
+
+def gateway_upstream(tls: TlsConfig) -> UpstreamTls | None:
+    """The gateway's TLS to the orchestrator: the stack's CA, and its certificate as the client's."""
+    if not tls.uses_tls:
+        return None
+    if tls.ca is None:
+        raise ConfigError(
+            "the gateway checks the orchestrator's certificate against SWARM_TLS_CA: set it (or --no-web)"
+        )
+    cert, key = (str(tls.cert.path), str(tls.key.path)) if tls.cert is not None and tls.key is not None else ("", "")
+    return UpstreamTls(str(tls.ca.path), cert, key)
+
+
 def approvers(env: Mapping[str, str]) -> str:
     """``SWARM_APPROVERS`` with the page's local user added, so it can approve held runs."""
     names = [name.strip() for name in env.get("SWARM_APPROVERS", "").split(",") if name.strip()]
@@ -102,6 +124,7 @@ class LocalStack:
         self._service_ports = dict(service_ports)
         self._children: list[Child] = []
         self._logs = settings.home / "logs"
+        self._tls = TlsConfig()
         self.web: WebEndpoints | None = None
 
     async def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> Child:
@@ -128,7 +151,7 @@ class LocalStack:
                 await http.post(f"{base_url}/chat/completions", json=body)
 
     async def _wait_grpc(self, child: Child, target: str, deadline: float) -> None:
-        async with grpc.aio.insecure_channel(target) as channel:
+        async with grpc_channel(target, self._tls) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if child.process.returncode is not None:
@@ -145,7 +168,8 @@ class LocalStack:
         settings = self._settings
         deadline = time.monotonic() + timeout
         targets = {name: f"{settings.host}:{port}" for name, port in self._service_ports.items()}
-        if settings.web is not None:  # fail before the slow part, not after it
+        self._tls = TlsConfig.from_env(base_env)  # fail before the slow part, not after it
+        if settings.web is not None:
             validate(self._gateway_settings(settings.web, targets["orchestrator"]))
             envoy_binary()
         recipe = RECIPES[settings.model]
@@ -183,6 +207,7 @@ class LocalStack:
             "SWARM_ASSESSOR_TARGET": targets["assessor"],
             "SWARM_REFINER_TARGET": targets["refiner"],
             "SWARM_APPROVERS": approvers(base_env),
+            **transport_env(self._tls),
         }
         services = []
         for name in ("collator", "assessor", "refiner", "orchestrator"):
@@ -199,7 +224,10 @@ class LocalStack:
 
     def _gateway_settings(self, web: WebSettings, orchestrator: str) -> GatewaySettings:
         host, _, port = orchestrator.rpartition(":")
-        return GatewaySettings(self._settings.host, web.gateway_port, host, int(port), web.origins(self._settings.host))
+        origins = web.origins(self._settings.host)
+        return GatewaySettings(
+            self._settings.host, web.gateway_port, host, int(port), origins, gateway_upstream(self._tls)
+        )
 
     async def _start_web(
         self, web: WebSettings, orchestrator: str, chat: tuple[str, str], env: Mapping[str, str], deadline: float
@@ -254,7 +282,7 @@ async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
         return 0
-    except (RuntimeError, GatewayConfigError) as exc:
+    except (RuntimeError, GatewayConfigError, ConfigError) as exc:
         print(f"swarm up failed: {exc}", file=sys.stderr)
         return 1
     finally:

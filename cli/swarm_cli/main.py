@@ -16,15 +16,20 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
+from swarmlib import ConfigError
 
-from . import quality as quality_cli
+from . import connection, quality as quality_cli
+from .connection import Connection
 from .render import StreamedText, progress_line, render_run
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_NEEDS_APPROVAL = 0, 1, 2, 3, 4
 
 
-def _target(args: argparse.Namespace) -> str:
-    return str(args.target or os.environ.get("SWARM_ORCHESTRATOR_TARGET", "127.0.0.1:50051"))
+def _connection(args: argparse.Namespace) -> Connection:
+    """Set by ``main`` once the address and TLS settings are checked."""
+    value = args.connection
+    assert isinstance(value, Connection)
+    return value
 
 
 def _as_dict(message: Message) -> dict[str, object]:
@@ -54,7 +59,7 @@ async def _run(args: argparse.Namespace) -> int:
     )
     streamed = StreamedText()
     final: pb.Run | None = None
-    async with grpc.aio.insecure_channel(_target(args)) as channel:
+    async with _connection(args).channel() as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         try:
             async for event in stub.RunSwarm(request):
@@ -80,7 +85,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _runs(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(_target(args)) as channel:
+    async with _connection(args).channel() as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         try:
             if args.runs_command == "show":
@@ -107,7 +112,7 @@ async def _runs(args: argparse.Namespace) -> int:
 
 
 async def _instances(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(_target(args)) as channel:
+    async with _connection(args).channel() as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         try:
             reply = await stub.ListInstances(pb.ListInstancesRequest())
@@ -126,7 +131,7 @@ async def _instances(args: argparse.Namespace) -> int:
 async def _wait(args: argparse.Namespace) -> int:
     """Block until the orchestrator reports SERVING (used by `make run` after `swarm up`)."""
     deadline = time.monotonic() + args.timeout
-    async with grpc.aio.insecure_channel(_target(args)) as channel:
+    async with _connection(args).channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -136,7 +141,8 @@ async def _wait(args: argparse.Namespace) -> int:
             except grpc.aio.AioRpcError:
                 pass
             await asyncio.sleep(0.5)
-    print(f"swarm wait: orchestrator at {_target(args)} not SERVING after {args.timeout:.0f}s", file=sys.stderr)
+    target = _connection(args).target
+    print(f"swarm wait: orchestrator at {target} not SERVING after {args.timeout:.0f}s", file=sys.stderr)
     return EXIT_UNAVAILABLE
 
 
@@ -177,9 +183,7 @@ def _size(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarm", description="Send one coding task to a swarm of LLM instances.")
-    parser.add_argument(
-        "--target", help="orchestrator host:port (default $SWARM_ORCHESTRATOR_TARGET or 127.0.0.1:50051)"
-    )
+    connection.add_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a task through the swarm")
@@ -299,8 +303,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("swarm run: give the task as an argument or with -f FILE", file=sys.stderr)
             return EXIT_USAGE
+    try:
+        args.connection = Connection.from_args(args, os.environ)
+    except ConfigError as exc:
+        print(f"swarm: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command in quality_cli.COMMANDS:
-        return asyncio.run(quality_cli.run_command(_target(args), args, _rpc_error))
+        return asyncio.run(quality_cli.run_command(args.connection.channel, args, _rpc_error))
     handlers = {"run": _run, "runs": _runs, "instances": _instances, "wait": _wait}
     return asyncio.run(handlers[args.command](args))
 

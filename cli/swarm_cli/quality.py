@@ -217,9 +217,13 @@ HANDLERS: dict[str, Callable[[Stub, argparse.Namespace], Awaitable[int]]] = {
 }
 
 
-async def run_command(target: str, args: argparse.Namespace, on_error: Callable[[grpc.aio.AioRpcError], int]) -> int:
-    """Run one quality command against the orchestrator at ``target``."""
-    async with grpc.aio.insecure_channel(target) as channel:
+async def run_command(
+    open_channel: Callable[[], grpc.aio.Channel],
+    args: argparse.Namespace,
+    on_error: Callable[[grpc.aio.AioRpcError], int],
+) -> int:
+    """Run one quality command against the orchestrator ``open_channel`` reaches."""
+    async with open_channel() as channel:
         try:
             return await HANDLERS[args.command](Stub(channel), args)
         except grpc.aio.AioRpcError as exc:

@@ -2,7 +2,9 @@
 wired to each other over real channels.
 
 The tests and the quality benchmark start the services the same way; what they change is only
-environment: ``env`` for every service, ``overrides`` for the orchestrator.
+environment: ``env`` for every service, ``overrides`` for the orchestrator. The stack says how it
+speaks on the wire: plaintext on 127.0.0.1 by default (``SWARM_PLAINTEXT=true``, explicitly), or
+TLS with the certificates of a ``StackTls`` (mTLS between the orchestrator and the stages).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -23,7 +26,7 @@ from swarm_orchestrator.config import OrchestratorConfig
 from swarm_orchestrator.server import create_server as create_orchestrator
 from swarm_refiner.config import RefinerConfig
 from swarm_refiner.server import create_server as create_refiner
-from swarmlib import SwarmServer
+from swarmlib import SwarmServer, TlsConfig, grpc_channel
 
 # A run with a hundred candidates (their code, tests and outputs) is over gRPC's 4 MB default.
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -36,18 +39,46 @@ ORCHESTRATOR_DEFAULTS = {
 
 
 @dataclass(frozen=True)
+class StackTls:
+    """Certificates for every server of the stack and for its own client of the orchestrator.
+
+    One certificate for 127.0.0.1 serves as each service's identity: its server certificate and,
+    for the orchestrator, the client certificate it presents to the stages.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_auth: bool = True
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SWARM_TLS_CA": str(self.ca),
+            "SWARM_TLS_CERT": str(self.cert),
+            "SWARM_TLS_KEY": str(self.key),
+            "SWARM_TLS_CLIENT_AUTH": "true" if self.client_auth else "false",
+        }
+
+
+def transport_env(tls: StackTls | None) -> dict[str, str]:
+    """The variables that say how a service of the stack speaks: plaintext, said so, or TLS."""
+    return {"SWARM_PLAINTEXT": "true"} if tls is None else tls.env()
+
+
+@dataclass(frozen=True)
 class Stages:
-    """Targets of the three downstream services."""
+    """Targets of the three downstream services, and the TLS they serve (None: plaintext)."""
 
     collator: str
     assessor: str
     refiner: str
+    tls: StackTls | None = None
 
 
 @asynccontextmanager
-async def stage_servers(env: Mapping[str, str] | None = None) -> AsyncIterator[Stages]:
+async def stage_servers(env: Mapping[str, str] | None = None, tls: StackTls | None = None) -> AsyncIterator[Stages]:
     """Collator, assessor and refiner on 127.0.0.1:0 (the collator loads the real embedding model)."""
-    env = dict(env or {})
+    env = {**transport_env(tls), **(env or {})}
     servers: list[SwarmServer] = []
     try:
         collator, c_port = await create_collator(CollatorConfig.from_env({**env, "SWARM_COLLATOR_ADDR": "127.0.0.1:0"}))
@@ -58,7 +89,7 @@ async def stage_servers(env: Mapping[str, str] | None = None) -> AsyncIterator[S
         servers.append(refiner)
         for server in servers:
             await server.start()
-        yield Stages(f"127.0.0.1:{c_port}", f"127.0.0.1:{a_port}", f"127.0.0.1:{r_port}")
+        yield Stages(f"127.0.0.1:{c_port}", f"127.0.0.1:{a_port}", f"127.0.0.1:{r_port}", tls)
     finally:
         for server in reversed(servers):
             await server.stop(0.5)
@@ -91,13 +122,15 @@ async def orchestrator(
     /,
     **overrides: str,
 ) -> AsyncIterator[Orchestrator]:
-    """An orchestrator on 127.0.0.1:0 over the given stages, instances and database.
+    """An orchestrator on 127.0.0.1:0 over the given stages, instances and database, with the
+    stages' TLS (its channel to them and its own port; the stack's client channel too).
 
-    Its environment, each layer over the one before: ``ORCHESTRATOR_DEFAULTS``, ``env``, the
-    wiring (address, stage targets, instances, database), ``overrides``.
+    Its environment, each layer over the one before: ``ORCHESTRATOR_DEFAULTS``, the transport,
+    ``env``, the wiring (address, stage targets, instances, database), ``overrides``.
     """
     config_env = {
         **ORCHESTRATOR_DEFAULTS,
+        **transport_env(stages.tls),
         **(env or {}),
         "SWARM_ORCHESTRATOR_ADDR": "127.0.0.1:0",
         "SWARM_COLLATOR_TARGET": stages.collator,
@@ -110,7 +143,7 @@ async def orchestrator(
     server, port = await create_orchestrator(OrchestratorConfig.from_env(config_env))
     await server.start()
     target = f"127.0.0.1:{port}"
-    channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    channel = grpc_channel(target, TlsConfig.from_env(transport_env(stages.tls)), options=CHANNEL_OPTIONS)
     try:
         yield Orchestrator(server, target, channel, orchestrator_pb2_grpc.OrchestratorServiceStub(channel))
     finally:

@@ -1,4 +1,4 @@
-"""Code two or more Swarm services (or the CLI and the benches) use: errors, config, bootstrap, LLM client.
+"""Code two or more Swarm services (or the CLI and the benches) use: errors, config, TLS, bootstrap, LLM client.
 
 What one service alone uses lives in that service. The modules that import the Runloop SDK
 (``_runloop``, ``_runloop_pool``, ``_sandbox_runloop``) are not re-exported, so importing
@@ -62,6 +62,7 @@ from ._scoring import (
 from ._server import SwarmServer, build_server, serve_until_terminated
 from ._tasks import BackgroundTasks, TaskCancelledError, wait_shared
 from ._telemetry import configure_tracing
+from ._tls import TLS_VARIABLES, TlsConfig, Transport, grpc_channel, is_loopback
 
 __all__ = [
     "BACKENDS",
@@ -69,6 +70,7 @@ __all__ = [
     "REPUTATION_PRIOR",
     "REPUTATION_SIGNAL_WEIGHTS",
     "RUN_HEADER",
+    "TLS_VARIABLES",
     "BackgroundTasks",
     "ChatClient",
     "ChatResult",
@@ -100,6 +102,8 @@ __all__ = [
     "SwarmError",
     "SwarmServer",
     "TaskCancelledError",
+    "TlsConfig",
+    "Transport",
     "UnauthenticatedError",
     "assessment_score",
     "build_server",
@@ -115,6 +119,8 @@ __all__ = [
     "env_str",
     "evidence_score",
     "extract_code",
+    "grpc_channel",
+    "is_loopback",
     "list_models",
     "load_instances",
     "mapped_error_types",

@@ -16,6 +16,8 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._errors import SwarmError, status_for
+from ._health_port import health_only_server
+from ._tls import Transport, bind
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +81,16 @@ class SwarmServer:
     traffic first) and releases what the service opened (database engine, HTTP clients).
     """
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        health_port: tuple[grpc.aio.Server, int] | None = None,
+    ) -> None:
         self.grpc = server
         self.health = health_servicer
+        # The plaintext health-only port (``SWARM_HEALTH_ADDR``) and its bound port, if any.
+        self.health_port = health_port
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._stopped = False
 
@@ -91,6 +100,8 @@ class SwarmServer:
 
     async def start(self) -> None:
         await self.grpc.start()
+        if self.health_port is not None:
+            await self.health_port[0].start()
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Refuse new calls, let running ones finish within ``grace`` seconds, then clean up."""
@@ -99,6 +110,8 @@ class SwarmServer:
         self._stopped = True
         await self.health.enter_graceful_shutdown()
         await self.grpc.stop(grace)
+        if self.health_port is not None:  # kept up through the drain, so probes see NOT_SERVING
+            await self.health_port[0].stop(None)
         for callback in reversed(self._on_stop):
             try:
                 await callback()
@@ -116,11 +129,14 @@ async def build_server(
     address: str,
     tracer_provider: TracerProvider,
     options: Sequence[tuple[str, Any]] = (),
+    transport: Transport | None = None,
 ) -> tuple[SwarmServer, int]:
-    """Create a server with tracing and error mapping, health and reflection; bind ``address``.
+    """Create a server with tracing and error mapping, health and reflection; bind ``address``
+    with the TLS of ``transport`` (none: plaintext, loopback only) and its health-only port.
 
     ``address`` like ``127.0.0.1:0`` binds an ephemeral port (tests); the bound port is returned.
     """
+    transport = transport or Transport()
     server = grpc.aio.server(
         interceptors=[
             # Health checks are not traced: probes would flood the traces, and the interceptor only
@@ -142,10 +158,13 @@ async def build_server(
     for name in (*service_names, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection((*service_names, reflection.SERVICE_NAME, health.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind {address}")
-    return SwarmServer(server, health_servicer), port
+    port = bind(server, address, transport.tls)
+    log.info("serving %s on %s", transport.tls.describe(), address)
+    health_port = None
+    if transport.health_address:
+        health_port = await health_only_server(health_servicer, transport.health_address)
+        log.info("health checks only, plaintext, on %s", transport.health_address)
+    return SwarmServer(server, health_servicer, health_port), port
 
 
 async def serve_until_terminated(server: SwarmServer, grace: float) -> None:

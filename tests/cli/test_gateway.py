@@ -9,14 +9,33 @@ import json
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from swarm_cli import gateway
 from swarm_cli.gateway import GatewayError, envoy_binary, start_gateway
-from swarm_cli.gateway_config import GatewayConfigError, GatewaySettings, k8s_settings, render
+from swarm_cli.gateway_config import K8S_TLS_DIR, GatewayConfigError, GatewaySettings, k8s_settings, render
+from swarm_cli.gateway_tls import ListenerTls, UpstreamTls
+from tests.certs import Certs
 
 LOCAL = GatewaySettings("127.0.0.1", 8080, "127.0.0.1", 50051, ("http://127.0.0.1:8787", "http://localhost:8787"))
+TLS = dataclasses.replace(
+    LOCAL,
+    upstream_tls=UpstreamTls("/tls/ca.crt", "/tls/gateway.crt", "/tls/gateway.key"),
+    listener_tls=ListenerTls("/tls/gateway.crt", "/tls/gateway.key"),
+)
+
+
+def _on_this_machine(settings: GatewaySettings, certs: Certs) -> GatewaySettings:
+    """The same settings with the TLS files (which Envoy reads even to validate) pointing at real ones."""
+    if settings.upstream_tls is None and settings.listener_tls is None:
+        return settings
+    return dataclasses.replace(
+        settings,
+        upstream_tls=UpstreamTls(str(certs.ca), str(certs.server.cert), str(certs.server.key)),
+        listener_tls=ListenerTls(str(certs.server.cert), str(certs.server.key)),
+    )
 
 
 def _validate_with_envoy(config: str, tmp_path: Path) -> None:
@@ -32,13 +51,58 @@ def _validate_with_envoy(config: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("settings", [LOCAL, k8s_settings(["https://swarm.example.com"])], ids=["local", "k8s"])
-def test_rendered_config_is_valid_envoy_config(settings: GatewaySettings, tmp_path: Path) -> None:
-    config = render(settings)
+def test_rendered_config_is_valid_envoy_config(settings: GatewaySettings, tmp_path: Path, certs: Certs) -> None:
+    config = render(_on_this_machine(settings, certs))
     assert "${" not in config
     assert f"address: {settings.listen_host}, port_value: {settings.listen_port}" in config
     assert f"address: {settings.orchestrator_host}, port_value: {settings.orchestrator_port}" in config
     assert f"allow_origin_string_match: {json.dumps([{'exact': o} for o in settings.allowed_origins])}" in config
     _validate_with_envoy(config, tmp_path)
+
+
+def _sockets(config: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line.partition("transport_socket: ")[2])
+        for line in config.splitlines()
+        if "transport_socket: {" in line
+    ]
+
+
+def test_local_render_is_plaintext_written_out() -> None:
+    listener, upstream = _sockets(render(LOCAL))
+    assert listener["name"] == upstream["name"] == "envoy.transport_sockets.raw_buffer"
+    assert "transport_sockets.tls" not in render(LOCAL)
+    assert LOCAL.url.startswith("http://")
+
+
+def test_k8s_render_is_tls_on_both_sides_with_the_orchestrators_name_checked() -> None:
+    settings = k8s_settings(["https://swarm.example.com"])
+    listener, upstream = _sockets(render(settings))
+    assert json.dumps(listener).count("DownstreamTlsContext") == 1
+    down = listener["typed_config"]["common_tls_context"]
+    assert down["tls_certificates"] == [
+        {
+            "certificate_chain": {"filename": f"{K8S_TLS_DIR}/tls.crt"},
+            "private_key": {"filename": f"{K8S_TLS_DIR}/tls.key"},
+        }
+    ]
+    up = upstream["typed_config"]
+    assert up["@type"].endswith("UpstreamTlsContext") and up["sni"] == "orchestrator"
+    validation = up["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": f"{K8S_TLS_DIR}/ca.crt"}
+    assert validation["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": "orchestrator"}}]
+    assert up["common_tls_context"]["tls_certificates"][0]["private_key"] == {"filename": f"{K8S_TLS_DIR}/tls.key"}
+    assert settings.url.startswith("https://")
+
+
+def test_an_ip_orchestrator_is_checked_by_ip_without_sni() -> None:
+    _, upstream = _sockets(render(TLS))
+    typed = upstream["typed_config"]
+    assert "sni" not in typed
+    validation = typed["common_tls_context"]["validation_context"]
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "127.0.0.1"}}
+    ]
 
 
 def test_no_admin_interface_and_no_wildcard_origin() -> None:
@@ -59,10 +123,15 @@ def test_no_admin_interface_and_no_wildcard_origin() -> None:
         ({"listen_port": 70000}, "listen port is 70000"),
         ({"orchestrator_host": "orchestrator:50051"}, "not a host name"),
         ({"orchestrator_port": 0}, "orchestrator port is 0"),
+        ({"upstream_tls": UpstreamTls("ca.crt")}, "the orchestrator's CA 'ca.crt' is not an absolute path"),
+        ({"upstream_tls": UpstreamTls("/ca.crt", "/gw.crt")}, "needs both a certificate and a key"),
+        ({"upstream_tls": UpstreamTls("/ca.crt", server_name="a b")}, "server name 'a b' is not a host name"),
+        ({"listener_tls": ListenerTls("/gw.crt", "gw.key")}, "the listener's key 'gw.key' is not an absolute path"),
+        ({"listener_tls": ListenerTls("/gw.crt", "/gw\n.key")}, "is not an absolute path"),
     ],
 )
 def test_bad_values_are_refused_with_what_to_fix(change: dict[str, object], complaint: str) -> None:
-    settings = dataclasses.replace(LOCAL, **change)  # type: ignore[arg-type]
+    settings = dataclasses.replace(TLS if "tls" in next(iter(change)) else LOCAL, **change)  # type: ignore[arg-type]
     with pytest.raises(GatewayConfigError, match=complaint):
         render(settings)
 

@@ -25,6 +25,7 @@ def test_overrides_and_telemetry_env() -> None:
     config = CollatorConfig.from_env(
         {
             "SWARM_COLLATOR_ADDR": "0.0.0.0:9000",
+            "SWARM_PLAINTEXT": "true",  # off loopback, plaintext must be asked for (docs/tls.md)
             "SWARM_COLLATOR_SIMILARITY_THRESHOLD": "0.8",
             "SWARM_COLLATOR_CONSENSUS_SHARE": "0.75",
             "SWARM_COLLATOR_MAX_CANDIDATES": "8",

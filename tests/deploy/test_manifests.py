@@ -10,7 +10,7 @@ import re
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -25,6 +25,12 @@ DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 SERVICES: dict[str, int] = {"orchestrator": 50051, "collator": 50052, "assessor": 50053, "refiner": 50054}
 GATEWAY = "gateway"
 TORCH_ONLY = ("torch", "sentence-transformers", "faiss")
+# The plaintext health-only port every service pod binds on its own IP (the service port is mTLS).
+HEALTH_PORT = 8081
+# Where every pod mounts its TLS Secret, and the files that Secret holds (cert-manager's layout).
+TLS_DIR = "/etc/swarm-tls"
+TLS_FILES = {"SWARM_TLS_CERT": "tls.crt", "SWARM_TLS_KEY": "tls.key", "SWARM_TLS_CA": "ca.crt"}
+CERT_MANAGER = K8S / "cert-manager"
 
 Manifest = dict[str, Any]
 
@@ -122,19 +128,30 @@ def test_namespaced_objects_live_in_the_swarm_namespace() -> None:
 
 
 @pytest.mark.parametrize("name", _deployment_ids())
-def test_grpc_probes_target_the_container_grpc_port(name: str) -> None:
+def test_grpc_probes_target_the_plaintext_health_port(name: str) -> None:
+    """The kubelet's gRPC probe cannot speak TLS: the probes go to the health-only port, which the
+    service binds on its pod IP and which shares its health servicer (docs/tls.md)."""
     deployment = next(d for d in _service_deployments() if _name(d) == name)
     (container,) = _containers(deployment)
     ports = {str(p["name"]): int(p["containerPort"]) for p in map(_as_dict, _as_list(container["ports"]))}
-    assert ports == {"grpc": SERVICES[name]}, f"{name}: expected one port named grpc on {SERVICES[name]}"
+    assert ports == {"grpc": SERVICES[name], "health": HEALTH_PORT}, (
+        f"{name}: expected the port named grpc on {SERVICES[name]} and health on {HEALTH_PORT}"
+    )
     for probe_kind in ("livenessProbe", "readinessProbe"):
         probe = _as_dict(container.get(probe_kind))
         grpc_probe = _as_dict(probe.get("grpc"))
-        assert grpc_probe["port"] == SERVICES[name], f"{name}: {probe_kind} must use the native gRPC probe on grpc"
+        assert grpc_probe["port"] == HEALTH_PORT, f"{name}: {probe_kind} must use the native gRPC probe on health"
         assert "exec" not in probe and "httpGet" not in probe and "tcpSocket" not in probe
     startup = container.get("startupProbe")
     if startup is not None:
-        assert _as_dict(_as_dict(startup).get("grpc"))["port"] == SERVICES[name]
+        assert _as_dict(_as_dict(startup).get("grpc"))["port"] == HEALTH_PORT
+    env = [_as_dict(e) for e in _as_list(container["env"])]
+    names = [str(e["name"]) for e in env]
+    by_name = dict(zip(names, env, strict=True))
+    assert by_name["SWARM_HEALTH_ADDR"]["value"] == f"$(POD_IP):{HEALTH_PORT}", "bound where the kubelet probes"
+    field_ref = _as_dict(_as_dict(by_name["POD_IP"]["valueFrom"])["fieldRef"])
+    assert field_ref["fieldPath"] == "status.podIP"
+    assert names.index("POD_IP") < names.index("SWARM_HEALTH_ADDR"), "$(POD_IP) expands only earlier variables"
 
 
 @pytest.mark.parametrize("name", _deployment_ids())
@@ -323,13 +340,14 @@ def test_gateway_listens_where_its_probes_and_service_point() -> None:
 
     deployment, container = _gateway()
     ports = {str(p["name"]): int(p["containerPort"]) for p in map(_as_dict, _as_list(container["ports"]))}
-    assert ports == {"http": K8S_LISTEN[1]}, "one port named http, the listener's"
+    assert ports == {"https": K8S_LISTEN[1]}, "one port named https, the listener's (TLS)"
     readiness = _as_dict(_as_dict(container["readinessProbe"])["httpGet"])
-    assert (readiness["path"], readiness["port"]) == ("/healthz", "http"), "ready when Envoy's health check says so"
-    assert _as_dict(_as_dict(container["livenessProbe"])["tcpSocket"])["port"] == "http"
+    assert (readiness["path"], readiness["port"]) == ("/healthz", "https"), "ready when Envoy's health check says so"
+    assert readiness["scheme"] == "HTTPS", "the listener speaks TLS only"
+    assert _as_dict(_as_dict(container["livenessProbe"])["tcpSocket"])["port"] == "https"
     service = next(s for s in _of_kind("Service") if _name(s) == GATEWAY)
     (port,) = map(_as_dict, _as_list(_as_dict(service["spec"])["ports"]))
-    assert (port["name"], port["port"], port["targetPort"]) == ("http", K8S_LISTEN[1], "http")
+    assert (port["name"], port["port"], port["targetPort"]) == ("https", K8S_LISTEN[1], "https")
     # Envoy reaches the orchestrator by its Service's name and port.
     orchestrator = next(s for s in _of_kind("Service") if _name(s) == K8S_ORCHESTRATOR[0])
     (grpc_port,) = map(_as_dict, _as_list(_as_dict(orchestrator["spec"])["ports"]))
@@ -361,6 +379,120 @@ def test_gateway_termination_grace_covers_pre_stop() -> None:
     command = [str(c) for c in _as_list(_as_dict(_as_dict(container["lifecycle"])["preStop"])["exec"]["command"])]
     assert command[0] == "sleep"
     assert float(command[1]) + 5 <= int(_pod_spec(deployment)["terminationGracePeriodSeconds"])
+
+
+# ---------------------------------------------------------------------------------------------- TLS
+
+
+def _tls_pods() -> list[tuple[str, Manifest]]:
+    return [(_name(d), d) for d in _of_kind("Deployment") if _name(d) in (*SERVICES, GATEWAY)]
+
+
+def _tls_volume(deployment: Manifest) -> tuple[str, dict[str, Any]]:
+    """The Secret volume mounted at TLS_DIR and its mount, of the pod's one container."""
+    (container,) = _containers(deployment)
+    mounts = [_as_dict(m) for m in _as_list(container.get("volumeMounts", [])) if _as_dict(m)["mountPath"] == TLS_DIR]
+    assert len(mounts) == 1, f"{_name(deployment)}: mount its TLS Secret at {TLS_DIR}"
+    assert mounts[0].get("readOnly") is True
+    volumes = {str(v["name"]): v for v in map(_as_dict, _as_list(_pod_spec(deployment)["volumes"]))}
+    secret = _as_dict(volumes[str(mounts[0]["name"])].get("secret"))
+    return str(secret["secretName"]), secret
+
+
+@pytest.mark.parametrize("name", [*SERVICES, GATEWAY])
+def test_every_pod_mounts_its_own_tls_secret_readable_by_its_group_only(name: str) -> None:
+    deployment = dict(_tls_pods())[name]
+    secret_name, secret = _tls_volume(deployment)
+    assert secret_name == f"swarm-tls-{name}", "one Secret per pod: a leaked key is one identity"
+    assert secret.get("defaultMode") == 0o440, "the key is readable by the pod's group, nobody else"
+    security = _as_dict(_pod_spec(deployment)["securityContext"])
+    assert security.get("fsGroup") == security.get("runAsGroup") == 10001, "the files' group is the process's"
+
+
+@pytest.mark.parametrize("name", _deployment_ids())
+def test_services_serve_mtls_from_the_mounted_files(name: str) -> None:
+    deployment = next(d for d in _service_deployments() if _name(d) == name)
+    (container,) = _containers(deployment)
+    names = _env_names(container)
+    assert "SWARM_PLAINTEXT" not in names, "no plaintext switch in the cluster"
+    data = _configmap_data("swarm-env")
+    for variable, file in TLS_FILES.items():
+        assert variable in names and data[variable] == f"{TLS_DIR}/{file}", f"{name}: {variable}"
+    assert data["SWARM_TLS_CLIENT_AUTH"] == "true", "every service requires a client certificate of the CA"
+    service = next(s for s in _of_kind("Service") if _name(s) == name)
+    (port,) = map(_as_dict, _as_list(_as_dict(service["spec"])["ports"]))
+    assert port.get("appProtocol") != "kubernetes.io/h2c", "h2c means cleartext; the port is TLS"
+
+
+def test_gateway_reads_its_tls_files_from_its_mounted_secret() -> None:
+    from swarm_cli.gateway_config import K8S_LISTENER_TLS, K8S_TLS_DIR, K8S_UPSTREAM_TLS
+
+    assert str(K8S_TLS_DIR) == TLS_DIR
+    deployment, _ = _gateway()
+    assert _tls_volume(deployment)[0] == f"swarm-tls-{GATEWAY}"
+    files = [
+        K8S_UPSTREAM_TLS.ca,
+        K8S_UPSTREAM_TLS.cert,
+        K8S_UPSTREAM_TLS.key,
+        K8S_LISTENER_TLS.cert,
+        K8S_LISTENER_TLS.key,
+    ]
+    assert {str(PurePosixPath(f).parent) for f in files} == {TLS_DIR}
+    assert {PurePosixPath(f).name for f in files} == set(TLS_FILES.values())
+    config = str(
+        _as_dict(next(cm for cm in _of_kind("ConfigMap") if _name(cm) == "swarm-gateway")["data"])["envoy.yaml"]
+    )
+    assert "UpstreamTlsContext" in config and "DownstreamTlsContext" in config
+    assert "envoy.transport_sockets.raw_buffer" not in config, "no plaintext side"
+
+
+def _cert_manager_docs() -> list[Manifest]:
+    return [
+        _as_dict(doc)
+        for path in sorted(CERT_MANAGER.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc is not None
+    ]
+
+
+def test_cert_manager_kustomization_lists_every_manifest() -> None:
+    kustomization = _as_dict(yaml.safe_load((CERT_MANAGER / "kustomization.yaml").read_text()))
+    resources = sorted(str(r) for r in _as_list(kustomization["resources"]))
+    assert resources == sorted(p.name for p in CERT_MANAGER.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert kustomization["namespace"] == "swarm"
+
+
+@pytest.mark.parametrize("name", [*SERVICES, GATEWAY])
+def test_cert_manager_issues_each_pods_secret_for_the_names_its_peers_dial(name: str) -> None:
+    docs = _cert_manager_docs()
+    certificates = {
+        str(_as_dict(d["spec"])["secretName"]): _as_dict(d["spec"]) for d in docs if d["kind"] == "Certificate"
+    }
+    spec = certificates[f"swarm-tls-{name}"]
+    dns = {str(n) for n in _as_list(spec["dnsNames"])}
+    assert name in dns and f"{name}.swarm.svc.cluster.local" in dns, "the Service name is what peers dial"
+    assert {"server auth", "client auth"} <= set(_as_list(spec["usages"])), "served, and presented to mTLS peers"
+    # Issued by the namespace's CA issuer, whose CA is itself a cert-manager Certificate.
+    issuers = {_name(d): _as_dict(d["spec"]) for d in docs if d["kind"] == "Issuer"}
+    issuer = issuers[str(_as_dict(spec["issuerRef"])["name"])]
+    ca = certificates[str(_as_dict(issuer["ca"])["secretName"])]
+    assert ca["isCA"] is True
+
+
+def test_the_names_the_services_dial_are_in_their_peers_certificates() -> None:
+    from swarm_cli.gateway_config import K8S_ORCHESTRATOR
+
+    dns = {
+        str(_as_dict(d["spec"])["secretName"]): {str(n) for n in _as_list(_as_dict(d["spec"])["dnsNames"])}
+        for d in _cert_manager_docs()
+        if d["kind"] == "Certificate" and not _as_dict(d["spec"]).get("isCA")
+    }
+    data = _configmap_data("swarm-env")
+    for stage in ("collator", "assessor", "refiner"):
+        host = str(data[f"SWARM_{stage.upper()}_TARGET"]).rpartition(":")[0]
+        assert host in dns[f"swarm-tls-{stage}"], f"the orchestrator dials {host}"
+    assert K8S_ORCHESTRATOR[0] in dns["swarm-tls-orchestrator"], "the gateway dials the orchestrator's Service"
 
 
 # ---------------------------------------------------------------------------------------- Dockerfile

@@ -1,15 +1,20 @@
-"""Fixtures: the three stage services once per session; a database per test (SQLite and PostgreSQL)."""
+"""Fixtures: the three stage services once per session (in plaintext, and behind mTLS for the TLS
+tests); a database per test (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
 
-from swarm_bench.stack import Stages, stage_servers
+from swarm_bench.stack import StackTls, Stages, stage_servers
+
+if TYPE_CHECKING:
+    from tests.certs import Certs
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -17,6 +22,13 @@ PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 @pytest.fixture(scope="session")
 async def stages() -> AsyncIterator[Stages]:
     async with stage_servers() as targets:
+        yield targets
+
+
+@pytest.fixture(scope="session")
+async def tls_stages(certs: Certs) -> AsyncIterator[Stages]:
+    """The stages behind mTLS: the session CA's certificates only, a client certificate required."""
+    async with stage_servers(tls=StackTls(certs.ca, certs.server.cert, certs.server.key)) as targets:
         yield targets
 
 

@@ -95,7 +95,10 @@ def test_shorten_keeps_head_and_tail() -> None:
 def test_config_defaults_and_overrides() -> None:
     default = RefinerConfig.from_env({})
     assert (default.address, default.llm_timeout, default.default_max_tokens) == ("127.0.0.1:50054", 60.0, 768)
-    custom = RefinerConfig.from_env({"SWARM_REFINER_ADDR": "0.0.0.0:9", "SWARM_REFINER_MAX_TOKENS": "100"})
+    # Off loopback, plaintext must be asked for (docs/tls.md).
+    custom = RefinerConfig.from_env(
+        {"SWARM_REFINER_ADDR": "0.0.0.0:9", "SWARM_PLAINTEXT": "true", "SWARM_REFINER_MAX_TOKENS": "100"}
+    )
     assert custom.address == "0.0.0.0:9" and custom.default_max_tokens == 100
     with pytest.raises(ConfigError, match="SWARM_REFINER_LLM_TIMEOUT_S"):
         RefinerConfig.from_env({"SWARM_REFINER_LLM_TIMEOUT_S": "soon"})

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from swarmlib import SandboxConfig, env_float, env_int, env_str, require
+from swarmlib import SandboxConfig, Transport, env_float, env_int, env_str, require
 
 from .gates import DEFAULT_GATES, GateRule, load_gates
 
@@ -40,6 +40,7 @@ class AssessorConfig:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     gates: tuple[GateRule, ...] = DEFAULT_GATES
     grace_s: float = 5.0
+    transport: Transport = field(default_factory=Transport)
     telemetry_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -74,8 +75,9 @@ class AssessorConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AssessorConfig:
         """Build the config from ``env`` (``os.environ`` in production, a dict in tests)."""
+        address = env_str(env, f"{_PREFIX}ADDR", cls.address)
         return cls(
-            address=env_str(env, f"{_PREFIX}ADDR", cls.address),
+            address=address,
             timeout_s=env_float(env, f"{_PREFIX}TIMEOUT_S", cls.timeout_s),
             max_timeout_s=env_float(env, f"{_PREFIX}MAX_TIMEOUT_S", cls.max_timeout_s),
             test_timeout_s=env_float(env, f"{_PREFIX}TEST_TIMEOUT_S", cls.test_timeout_s),
@@ -90,5 +92,6 @@ class AssessorConfig:
             sandbox=SandboxConfig.from_env(env),
             gates=load_gates(env),
             grace_s=env_float(env, f"{_PREFIX}GRACE_S", cls.grace_s),
+            transport=Transport.from_env(env, f"{_PREFIX}ADDR", address),
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

@@ -40,6 +40,7 @@ async def create_server(config: AssessorConfig) -> tuple[SwarmServer, int]:
         register=register,
         address=config.address,
         tracer_provider=configure_tracing("swarm-assessor", config.telemetry_env),
+        transport=config.transport,
     )
     server.on_stop(sandbox.aclose)
     if sandbox.unavailable_reason is not None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmlib import ConfigError, env_float, env_int, env_str
+from swarmlib import ConfigError, Transport, env_float, env_int, env_str
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 # Measured with all-MiniLM-L6-v2 on canonicalised Python (see ``normalise``): cosmetic variants of
@@ -52,11 +52,14 @@ class CollatorConfig:
     # on a CPU shared with the LLM servers made a 5-candidate call 2-7x slower with two threads.
     torch_threads: int = 1
     shutdown_grace_s: float = 5.0
+    transport: Transport = field(default_factory=Transport)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> CollatorConfig:
         """Read and validate every ``SWARM_COLLATOR_*`` setting; raise ``ConfigError`` naming the culprit."""
+        address = env_str(env, "SWARM_COLLATOR_ADDR", DEFAULT_ADDRESS)
+        transport = Transport.from_env(env, "SWARM_COLLATOR_ADDR", address)  # before the slow model checks
         override = env_str(env, "SWARM_EMBEDDING_MODEL", "")
         if override:
             model_path = Path(override).expanduser()
@@ -70,7 +73,7 @@ class CollatorConfig:
                 "(no modules.json or config.json); models are never downloaded"
             )
         return cls(
-            address=env_str(env, "SWARM_COLLATOR_ADDR", DEFAULT_ADDRESS),
+            address=address,
             similarity_threshold=_unit_interval(
                 "SWARM_COLLATOR_SIMILARITY_THRESHOLD",
                 env_float(env, "SWARM_COLLATOR_SIMILARITY_THRESHOLD", DEFAULT_SIMILARITY_THRESHOLD),
@@ -84,5 +87,6 @@ class CollatorConfig:
             embedding_model_name=model_name,
             torch_threads=env_int(env, "SWARM_COLLATOR_TORCH_THREADS", 1, minimum=1),
             shutdown_grace_s=env_float(env, "SWARM_COLLATOR_GRACE_S", 5.0, minimum=0.0),
+            transport=transport,
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

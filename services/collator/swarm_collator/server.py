@@ -35,4 +35,5 @@ async def create_server(config: CollatorConfig) -> tuple[SwarmServer, int]:
         register=register,
         address=config.address,
         tracer_provider=tracer_provider,
+        transport=config.transport,
     )

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmlib import ConfigError, InstanceSpec, env_bool, env_float, env_int, env_str
+from swarmlib import ConfigError, InstanceSpec, Transport, env_bool, env_float, env_int, env_str
 
 from .devbox_config import DevboxInstancesConfig
 
@@ -88,6 +88,8 @@ class OrchestratorConfig:
     approvers: frozenset[str] = frozenset()
     reputation: bool = True
     output_batch_ms: int = 100
+    # TLS of its own port and, the same identity and CA, of its channels to the stages.
+    transport: Transport = field(default_factory=Transport)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -105,11 +107,19 @@ class OrchestratorConfig:
             )
         devboxes = DevboxInstancesConfig.from_env(env)
         instances = devboxes.static_instances(env)
+        address = env_str(env, "SWARM_ORCHESTRATOR_ADDR", "127.0.0.1:50051")
+        transport = Transport.from_env(env, "SWARM_ORCHESTRATOR_ADDR", address)
+        targets = {
+            stage: env_str(env, f"SWARM_{stage.upper()}_TARGET", f"127.0.0.1:{port}")
+            for stage, port in (("collator", 50052), ("assessor", 50053), ("refiner", 50054))
+        }
+        for stage, target in targets.items():
+            transport.tls.check_client(target, f"SWARM_{stage.upper()}_TARGET")
         return cls(
-            address=env_str(env, "SWARM_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
-            collator_target=env_str(env, "SWARM_COLLATOR_TARGET", "127.0.0.1:50052"),
-            assessor_target=env_str(env, "SWARM_ASSESSOR_TARGET", "127.0.0.1:50053"),
-            refiner_target=env_str(env, "SWARM_REFINER_TARGET", "127.0.0.1:50054"),
+            address=address,
+            collator_target=targets["collator"],
+            assessor_target=targets["assessor"],
+            refiner_target=targets["refiner"],
             database_url=database_url,
             instances=instances,
             devboxes=devboxes,
@@ -131,6 +141,7 @@ class OrchestratorConfig:
             approvers=parse_approvers(env.get("SWARM_APPROVERS", "")),
             reputation=env_bool(env, "SWARM_REPUTATION", True),
             output_batch_ms=_output_batch_ms(env),
+            transport=transport,
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

@@ -8,7 +8,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.trace import TracerProvider
 
 from swarm.v1 import orchestrator_pb2_grpc
-from swarmlib import ChatClient, RetryPolicy, SwarmServer, build_server, configure_tracing
+from swarmlib import ChatClient, RetryPolicy, SwarmServer, TlsConfig, build_server, configure_tracing, grpc_channel
 
 from .config import OrchestratorConfig
 from .fanout import Fanout
@@ -21,10 +21,13 @@ from .store import RunStore
 SERVICE_NAME = "swarm.v1.OrchestratorService"
 
 
-def open_channel(target: str, tracer_provider: TracerProvider) -> grpc.aio.Channel:
-    """A channel to a stage that carries the trace context to it (OpenTelemetry client interceptors)."""
-    return grpc.aio.insecure_channel(
+def open_channel(target: str, tracer_provider: TracerProvider, tls: TlsConfig, variable: str) -> grpc.aio.Channel:
+    """A channel to a stage that carries the trace context to it (OpenTelemetry client interceptors),
+    over TLS with the orchestrator's own certificate as its client identity when ``tls`` has one."""
+    return grpc_channel(
         target,
+        tls,
+        variable=variable,
         interceptors=aio_client_interceptors(tracer_provider=tracer_provider),  # type: ignore[no-untyped-call]
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -48,8 +51,12 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
         devboxes = open_devboxes(config, http, retry)
         client, pool = devboxes.client, devboxes.pool
     channels = [
-        open_channel(target, tracer_provider)
-        for target in (config.collator_target, config.assessor_target, config.refiner_target)
+        open_channel(target, tracer_provider, config.transport.tls, f"SWARM_{stage}_TARGET")
+        for stage, target in (
+            ("COLLATOR", config.collator_target),
+            ("ASSESSOR", config.assessor_target),
+            ("REFINER", config.refiner_target),
+        )
     ]
     pipeline = Pipeline(config, pool, Fanout(pool, client), StageCalls.over_channels(*channels), store)
     servicer = OrchestratorServicer(config, pool, pipeline, store)
@@ -58,6 +65,7 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
         register=lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
         address=config.address,
         tracer_provider=tracer_provider,
+        transport=config.transport,
     )
     pool.start_checks(http, config.health_interval_s)
     if devboxes is not None:

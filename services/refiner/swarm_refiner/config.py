@@ -11,6 +11,7 @@ from swarmlib import (
     ConfigError,
     InstanceSpec,
     PermissionDeniedError,
+    Transport,
     env_float,
     env_int,
     env_str,
@@ -38,6 +39,7 @@ class RefinerConfig:
     # Prompt template (templates/<version>.txt); an older version stays selectable to compare or roll back.
     template: str = TEMPLATE_VERSION
     instances: Mapping[str, InstanceSpec] = field(default_factory=dict)
+    transport: Transport = field(default_factory=Transport)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -48,14 +50,16 @@ class RefinerConfig:
         if template not in TEMPLATE_VERSIONS:
             shipped = ", ".join(TEMPLATE_VERSIONS)
             raise ConfigError(f"SWARM_REFINER_TEMPLATE={template!r} is not a shipped template; use one of {shipped}")
+        address = env_str(env, "SWARM_REFINER_ADDR", "127.0.0.1:50054")
         return cls(
-            address=env_str(env, "SWARM_REFINER_ADDR", "127.0.0.1:50054"),
+            address=address,
             llm_timeout=env_float(env, "SWARM_REFINER_LLM_TIMEOUT_S", 60.0, minimum=0.1),
             default_max_tokens=env_int(env, "SWARM_REFINER_MAX_TOKENS", 768, minimum=1),
             llm_attempts=env_int(env, "SWARM_REFINER_LLM_ATTEMPTS", 3, minimum=1),
             grace=env_float(env, "SWARM_REFINER_GRACE_S", 5.0, minimum=0.0),
             template=template,
             instances=types.MappingProxyType({spec.name: spec for spec in instances}),
+            transport=Transport.from_env(env, "SWARM_REFINER_ADDR", address),
             env=types.MappingProxyType(dict(env)),
         )
 

@@ -26,7 +26,11 @@ async def create_server(config: RefinerConfig) -> tuple[SwarmServer, int]:
 
     try:
         server, port = await build_server(
-            service_names=[SERVICE_NAME], register=register, address=config.address, tracer_provider=provider
+            service_names=[SERVICE_NAME],
+            register=register,
+            address=config.address,
+            tracer_provider=provider,
+            transport=config.transport,
         )
     except BaseException:
         await http.aclose()

@@ -23,7 +23,7 @@ from swarm_orchestrator.config import OrchestratorConfig
 from swarm_orchestrator.fanout import Fanout
 from swarm_orchestrator.pipeline import Pipeline, RunOptions
 from swarm_orchestrator.pool import InstancePool
-from swarm_orchestrator.stages import StageCalls
+from swarm_orchestrator.stages import StageCalls, StageRetry
 from swarm_orchestrator.store import RunStore
 from swarmlib import ChatClient, RetryPolicy, SwarmError, assessment_score, extract_code
 
@@ -211,9 +211,10 @@ class Offline:
 
 @asynccontextmanager
 async def offline(
-    database_url: str, replies: Mapping[str, str], scripted: Scripted, **env: str
+    database_url: str, replies: Mapping[str, str], scripted: Scripted, retry: StageRetry | None = None, **env: str
 ) -> AsyncIterator[Offline]:
-    """A pipeline whose instance ``name`` answers ``replies[name]`` and whose stages are ``scripted``."""
+    """A pipeline whose instance ``name`` answers ``replies[name]`` and whose stages are ``scripted``
+    (called through ``retry``, as the service calls its stages, when given)."""
     instances = json.dumps(
         [{"name": name, "base_url": f"http://{name}.test/{name}/v1", "model": "qwen"} for name in replies]
     )
@@ -223,6 +224,7 @@ async def offline(
         async with httpx.AsyncClient(transport=llm(replies)) as http:
             pool = InstancePool(config.instances, {}, config.unhealthy_after)
             fanout = Fanout(pool, ChatClient(http, RetryPolicy(attempts=1)))
-            yield Offline(Pipeline(config, pool, fanout, scripted.stage_calls(), store), store, list(replies))
+            calls = scripted.stage_calls() if retry is None else scripted.stage_calls().retrying(retry)
+            yield Offline(Pipeline(config, pool, fanout, calls, store), store, list(replies))
     finally:
         await store.close()

@@ -25,6 +25,7 @@ from swarm_orchestrator.pipeline import Pipeline, RunOptions
 from swarm_orchestrator.pool import InstancePool
 from swarm_orchestrator.stages import StageCalls, StageRetry
 from swarm_orchestrator.store import RunStore
+from swarm_orchestrator.store_leases import LeaseTerms
 from swarmlib import ChatClient, RetryPolicy, SwarmError, assessment_score, extract_code
 
 TASK = "Write a Python function f(n) that returns n + 1.\n\n>>> f(1)\n2\n>>> f(2)\n3\n"
@@ -219,7 +220,7 @@ async def offline(
         [{"name": name, "base_url": f"http://{name}.test/{name}/v1", "model": "qwen"} for name in replies]
     )
     config = OrchestratorConfig.from_env({"SWARM_INSTANCES": instances, "SWARM_DATABASE_URL": database_url, **env})
-    store = await RunStore.open(config.database_url)
+    store = await RunStore.open(config.database_url, lease=LeaseTerms(ttl_s=config.run_lease_s))
     try:
         async with httpx.AsyncClient(transport=llm(replies)) as http:
             pool = InstancePool(config.instances, {}, config.unhealthy_after)

@@ -12,8 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
+from swarm_orchestrator.lease import Leases
 from swarm_orchestrator.store import RunStore
 from swarm_orchestrator.store_leases import LeaseTerms
+from tests.orchestrator.offline import Scripted, Verdict, fenced, offline
 
 TASK = "Write f(n) that returns n + 1."
 
@@ -104,6 +106,36 @@ async def test_of_replicas_sweeping_at_once_exactly_one_ends_each_run(database_u
     finally:
         for store in (gone, *replicas):
             await store.close()
+
+
+async def test_the_heartbeat_keeps_a_run_in_flight_past_its_lease(sqlite_url: str) -> None:
+    scripted = Scripted({"def f(n):\n    return n + 1\n": Verdict(2, behaviour="R")})
+    proceed = asyncio.Event()
+    original = scripted.assess
+
+    async def slow_assess(request, timeout):  # type: ignore[no-untyped-def]
+        await proceed.wait()
+        return await original(request, timeout)
+
+    scripted.assess = slow_assess  # type: ignore[method-assign]
+    replies = {"a": fenced("def f(n):\n    return n + 1\n")}
+    async with offline(sqlite_url, replies, scripted, SWARM_RUN_LEASE_S="0.5") as swarm:
+        leases = Leases(swarm.store, lambda: swarm.pipeline.driving)
+        leases.start()
+        sweeper = await RunStore.open(sqlite_url)
+        try:
+            running = asyncio.create_task(swarm.run(refine=False))
+            for _ in range(8):  # 1.6 s: three times the lease
+                await asyncio.sleep(0.2)
+                assert await sweeper.reclaim_expired() == []
+            assert len(swarm.pipeline.driving) == 1
+            proceed.set()
+            run, error = await running
+            assert error is None and run.status == pb.RUN_STATUS_SUCCEEDED
+            assert not swarm.pipeline.driving
+        finally:
+            await leases.aclose()
+            await sweeper.close()
 
 
 async def test_a_database_from_before_leases_opens_and_its_orphans_are_closed(database_url: str) -> None:

@@ -88,6 +88,10 @@ class OrchestratorConfig:
     approvers: frozenset[str] = frozenset()
     reputation: bool = True
     output_batch_ms: int = 100
+    # A RUNNING run's lease: renewed every third of it; a run whose lease ran out is ended
+    # FAILED "interrupted" by any replica's sweep (docs/reliability.md).
+    run_lease_s: float = 30.0
+    store_busy_timeout_s: float = 5.0
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -131,6 +135,8 @@ class OrchestratorConfig:
             approvers=parse_approvers(env.get("SWARM_APPROVERS", "")),
             reputation=env_bool(env, "SWARM_REPUTATION", True),
             output_batch_ms=_output_batch_ms(env),
+            run_lease_s=env_float(env, "SWARM_RUN_LEASE_S", 30.0, minimum=0.5),
+            store_busy_timeout_s=env_float(env, "SWARM_STORE_BUSY_TIMEOUT_S", 5.0, minimum=0.0),
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

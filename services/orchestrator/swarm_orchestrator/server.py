@@ -16,7 +16,7 @@ from .lease import Leases
 from .pipeline import Pipeline
 from .pool import InstancePool
 from .service import OrchestratorServicer
-from .stages import StageCalls
+from .stages import STAGE_CHANNEL_OPTIONS, StageCalls, StageRetry
 from .store import RunStore
 from .store_leases import LeaseTerms
 
@@ -31,6 +31,7 @@ def open_channel(target: str, tracer_provider: TracerProvider) -> grpc.aio.Chann
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            *STAGE_CHANNEL_OPTIONS,
         ],
     )
 
@@ -57,7 +58,9 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
         open_channel(target, tracer_provider)
         for target in (config.collator_target, config.assessor_target, config.refiner_target)
     ]
-    pipeline = Pipeline(config, pool, Fanout(pool, client), StageCalls.over_channels(*channels), store)
+    stage_retry = StageRetry(config.stage_retry_base_delay_s, config.stage_retry_max_delay_s)
+    calls = StageCalls.over_channels(*channels).retrying(stage_retry)
+    pipeline = Pipeline(config, pool, Fanout(pool, client), calls, store)
     # Runs left RUNNING by an orchestrator that is gone end before this one serves, and then on
     # every heartbeat of this one.
     leases = Leases(store, lambda: pipeline.driving)

@@ -11,7 +11,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from swarm.v1 import common_pb2, orchestrator_pb2 as pb
+from swarm.v1 import assessor_pb2, common_pb2, orchestrator_pb2 as pb
 from swarm_orchestrator.lease import Leases
 from swarm_orchestrator.store import RunStore
 from swarm_orchestrator.store_leases import LeaseTerms
@@ -113,7 +113,7 @@ async def test_the_heartbeat_keeps_a_run_in_flight_past_its_lease(sqlite_url: st
     proceed = asyncio.Event()
     original = scripted.assess
 
-    async def slow_assess(request, timeout):  # type: ignore[no-untyped-def]
+    async def slow_assess(request: assessor_pb2.AssessRequest, timeout: float) -> assessor_pb2.AssessResponse:
         await proceed.wait()
         return await original(request, timeout)
 

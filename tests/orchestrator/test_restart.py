@@ -22,8 +22,9 @@ from tests.fakes.openai_server import Behaviour, FakeLLMServer
 from tests.test_shutdown import FIB_TASK, free_port, health_stub, launched, service_env, wait_serving
 
 LEASE_S = 1.0
-# A lease and a third of it after the last renewal, plus slack for a loaded machine.
-RECLAIM_BOUND_S = LEASE_S * 4 / 3 + 3.0
+# A lease and a third of it after the last renewal, plus a restart and slack for a loaded machine
+# (bench/restart.py measures the real figures: about 4/3 of the lease).
+RECLAIM_BOUND_S = LEASE_S * 4 / 3 + 8.0
 
 
 @asynccontextmanager

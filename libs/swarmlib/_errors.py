@@ -46,6 +46,11 @@ class StageError(SwarmError):
     """A downstream stage (collator, assessor, refiner) failed or was unreachable."""
 
 
+class StoreUnavailableError(SwarmError):
+    """The run store (the database) could not be read or written, after bounded retries; the message
+    says why in words of its own, never the SQL, its parameters or stored text."""
+
+
 class ResourceExhaustedError(SwarmError):
     """A bound (queue, budget, concurrency) was hit; retry later or ask for less."""
 
@@ -93,6 +98,7 @@ _STATUS: dict[type[SwarmError], grpc.StatusCode] = {
     ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
     QuorumNotReachedError: grpc.StatusCode.UNAVAILABLE,
     StageError: grpc.StatusCode.UNAVAILABLE,
+    StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     SandboxUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     LLMError: grpc.StatusCode.UNAVAILABLE,

@@ -23,8 +23,9 @@ from swarm_orchestrator.config import OrchestratorConfig
 from swarm_orchestrator.fanout import Fanout
 from swarm_orchestrator.pipeline import Pipeline, RunOptions
 from swarm_orchestrator.pool import InstancePool
-from swarm_orchestrator.stages import StageCalls
+from swarm_orchestrator.stages import StageCalls, StageRetry
 from swarm_orchestrator.store import RunStore
+from swarm_orchestrator.store_leases import LeaseTerms
 from swarmlib import ChatClient, RetryPolicy, SwarmError, assessment_score, extract_code
 
 TASK = "Write a Python function f(n) that returns n + 1.\n\n>>> f(1)\n2\n>>> f(2)\n3\n"
@@ -211,18 +212,20 @@ class Offline:
 
 @asynccontextmanager
 async def offline(
-    database_url: str, replies: Mapping[str, str], scripted: Scripted, **env: str
+    database_url: str, replies: Mapping[str, str], scripted: Scripted, retry: StageRetry | None = None, **env: str
 ) -> AsyncIterator[Offline]:
-    """A pipeline whose instance ``name`` answers ``replies[name]`` and whose stages are ``scripted``."""
+    """A pipeline whose instance ``name`` answers ``replies[name]`` and whose stages are ``scripted``
+    (called through ``retry``, as the service calls its stages, when given)."""
     instances = json.dumps(
         [{"name": name, "base_url": f"http://{name}.test/{name}/v1", "model": "qwen"} for name in replies]
     )
     config = OrchestratorConfig.from_env({"SWARM_INSTANCES": instances, "SWARM_DATABASE_URL": database_url, **env})
-    store = await RunStore.open(config.database_url)
+    store = await RunStore.open(config.database_url, lease=LeaseTerms(ttl_s=config.run_lease_s))
     try:
         async with httpx.AsyncClient(transport=llm(replies)) as http:
             pool = InstancePool(config.instances, {}, config.unhealthy_after)
             fanout = Fanout(pool, ChatClient(http, RetryPolicy(attempts=1)))
-            yield Offline(Pipeline(config, pool, fanout, scripted.stage_calls(), store), store, list(replies))
+            calls = scripted.stage_calls() if retry is None else scripted.stage_calls().retrying(retry)
+            yield Offline(Pipeline(config, pool, fanout, calls, store), store, list(replies))
     finally:
         await store.close()

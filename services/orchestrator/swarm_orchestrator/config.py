@@ -90,6 +90,14 @@ class OrchestratorConfig:
     output_batch_ms: int = 100
     # TLS of its own port and, the same identity and CA, of its channels to the stages.
     transport: Transport = field(default_factory=Transport)
+    # A RUNNING run's lease: renewed every third of it; a run whose lease ran out is ended
+    # FAILED "interrupted" by any replica's sweep (docs/reliability.md).
+    run_lease_s: float = 30.0
+    store_busy_timeout_s: float = 5.0
+    # Stage calls refused for want of the stage (UNAVAILABLE, RESOURCE_EXHAUSTED) are retried with
+    # backoff from this base to this cap, jittered, until the stage timeout.
+    stage_retry_base_delay_s: float = 0.25
+    stage_retry_max_delay_s: float = 5.0
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -115,6 +123,12 @@ class OrchestratorConfig:
         }
         for stage, target in targets.items():
             transport.tls.check_client(target, f"SWARM_{stage.upper()}_TARGET")
+        retry_base = env_float(env, "SWARM_STAGE_RETRY_BASE_DELAY_S", 0.25, minimum=0.001)
+        retry_max = env_float(env, "SWARM_STAGE_RETRY_MAX_DELAY_S", 5.0, minimum=0.001)
+        if retry_max < retry_base:
+            raise ConfigError(
+                f"SWARM_STAGE_RETRY_MAX_DELAY_S={retry_max} must be >= SWARM_STAGE_RETRY_BASE_DELAY_S={retry_base}"
+            )
         return cls(
             address=address,
             collator_target=targets["collator"],
@@ -142,6 +156,10 @@ class OrchestratorConfig:
             reputation=env_bool(env, "SWARM_REPUTATION", True),
             output_batch_ms=_output_batch_ms(env),
             transport=transport,
+            run_lease_s=env_float(env, "SWARM_RUN_LEASE_S", 30.0, minimum=0.5),
+            store_busy_timeout_s=env_float(env, "SWARM_STORE_BUSY_TIMEOUT_S", 5.0, minimum=0.0),
+            stage_retry_base_delay_s=retry_base,
+            stage_retry_max_delay_s=retry_max,
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

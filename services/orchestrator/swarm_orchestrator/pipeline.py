@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from swarm.v1 import assessor_pb2, common_pb2, orchestrator_pb2 as pb
-from swarmlib import QuorumNotReachedError, StageError, SwarmError
+from swarmlib import QuorumNotReachedError, StageError, StoreUnavailableError, SwarmError
 
 from . import gating
 from .config import OrchestratorConfig
@@ -31,6 +32,7 @@ from .store import RunStore
 from .tests_writer import write_tests
 
 Emit = Callable[[pb.RunSwarmResponse], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,11 @@ def _add_usage(total: common_pb2.Usage, usage: common_pb2.Usage) -> None:
 
 
 class Journal:
-    """What a run has received so far: answers, failures (stored as they arrive), tokens spent,
+    """What a run has received so far: answers and failures (stored as they arrive), tokens spent,
     refinement attempts (stored once assessed) and the stages' findings. A run that fails or is
-    interrupted keeps all of it."""
+    interrupted keeps all of it, and so does one whose orchestrator dies: a sweep closes it from
+    what was stored. A write that fails here only costs that insurance: the run goes on, and its
+    end writes everything again."""
 
     def __init__(self, store: RunStore, run_id: str) -> None:
         self._store = store
@@ -72,16 +76,25 @@ class Journal:
     async def answered(self, candidate: pb.Candidate) -> None:
         self.answers.append(candidate)
         self.spent(candidate.usage)
+        await self._keep(self._store.add_candidate(self._run_id, candidate), f"answer {candidate.id}")
 
     async def failed(self, failure: pb.InstanceFailure) -> None:
         self.failures.append(failure)
-        await self._store.add_failure(self._run_id, failure)
+        await self._keep(self._store.add_failure(self._run_id, failure), f"a failure of slot {failure.slot}")
 
     def spent(self, usage: common_pb2.Usage) -> None:
         _add_usage(self.usage, usage)
 
     async def assessed(self, attempt: pb.Candidate) -> None:
-        await self._store.add_candidate(self._run_id, attempt)
+        await self._keep(self._store.add_candidate(self._run_id, attempt), f"attempt {attempt.id}")
+
+    async def _keep(self, write: Awaitable[None], what: str) -> None:
+        try:
+            await write
+        except StoreUnavailableError as exc:
+            log.warning(
+                "run %s: could not store %s as it arrived (%s); the run's end stores it", self._run_id, what, exc
+            )
 
 
 @dataclass(frozen=True)
@@ -109,16 +122,31 @@ class Pipeline:
         self._calls = calls
         self._store = store
         self._refinement = Refinement(config, pool, calls)
+        self._driving: set[str] = set()
 
     @property
     def pool(self) -> InstancePool:
         return self._pool
 
+    @property
+    def driving(self) -> frozenset[str]:
+        """The runs this pipeline drives now: the leases the heartbeat renews (``lease.Leases``)."""
+        return frozenset(self._driving)
+
     async def execute(self, run: pb.Run, options: RunOptions, emit: Emit) -> tuple[pb.Run, SwarmError | None]:
         """Drive ``run`` (already stored as RUNNING) to its end and store the outcome.
 
-        Returns the run and, when it failed, the domain error to report to the caller.
+        Returns the run and, when it failed, the domain error to report to the caller. Raises
+        ``StoreUnavailableError`` when its end could not be stored (its lease then runs out and a
+        sweep closes it from its rows) or a sweep had already closed it.
         """
+        self._driving.add(run.id)
+        try:
+            return await self._execute(run, options, emit)
+        finally:
+            self._driving.discard(run.id)
+
+    async def _execute(self, run: pb.Run, options: RunOptions, emit: Emit) -> tuple[pb.Run, SwarmError | None]:
         journal = Journal(self._store, run.id)
         error: SwarmError | None = None
         try:
@@ -134,7 +162,11 @@ class Pipeline:
         else:
             _write_outcome(run, journal, outcome, gating.verdict(outcome.gate, _now()))
         run.finished_at.FromDatetime(_now())
-        await self._store.finish_run(run, assessment_events(run))
+        if not await self._store.finish_run(run, assessment_events(run)):
+            raise StoreUnavailableError(
+                f"run {run.id} was closed as interrupted before its end could be stored: this orchestrator "
+                "could not renew its lease in time (the store was unreachable, or the process stalled)"
+            )
         return run, error
 
     async def _stages(self, run: pb.Run, options: RunOptions, emit: Emit, journal: Journal) -> Outcome:
@@ -180,8 +212,6 @@ class Pipeline:
             )
             answers = group.create_task(self._fanout.run(settings, run.swarm_size, emit, journal))
         gathered = answers.result()
-        for candidate in gathered.candidates:
-            await self._store.add_candidate(run.id, candidate)
         if len(gathered.candidates) < run.quorum:
             failed = sorted({f.instance for f in gathered.failures})
             raise QuorumNotReachedError(

@@ -12,11 +12,13 @@ from swarmlib import ChatClient, RetryPolicy, SwarmServer, TlsConfig, build_serv
 
 from .config import OrchestratorConfig
 from .fanout import Fanout
+from .lease import Leases
 from .pipeline import Pipeline
 from .pool import InstancePool
 from .service import OrchestratorServicer
-from .stages import StageCalls
+from .stages import STAGE_CHANNEL_OPTIONS, StageCalls, StageRetry
 from .store import RunStore
+from .store_leases import LeaseTerms
 
 SERVICE_NAME = "swarm.v1.OrchestratorService"
 
@@ -32,6 +34,7 @@ def open_channel(target: str, tracer_provider: TracerProvider, tls: TlsConfig, v
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            *STAGE_CHANNEL_OPTIONS,
         ],
     )
 
@@ -39,7 +42,11 @@ def open_channel(target: str, tracer_provider: TracerProvider, tls: TlsConfig, v
 async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     """Build the orchestrator bound to ``config.address`` (port 0 picks a free port)."""
     tracer_provider = configure_tracing("swarm-orchestrator", config.telemetry_env)
-    store = await RunStore.open(config.database_url)
+    store = await RunStore.open(
+        config.database_url,
+        lease=LeaseTerms(ttl_s=config.run_lease_s),
+        busy_timeout_s=config.store_busy_timeout_s,
+    )
     http = httpx.AsyncClient(timeout=httpx.Timeout(config.instance_timeout_s, connect=5.0))
     retry = RetryPolicy(attempts=config.llm_retry_attempts, base_delay=config.llm_retry_base_delay_s)
     client = ChatClient(http, retry)
@@ -58,7 +65,13 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
             ("REFINER", config.refiner_target),
         )
     ]
-    pipeline = Pipeline(config, pool, Fanout(pool, client), StageCalls.over_channels(*channels), store)
+    stage_retry = StageRetry(config.stage_retry_base_delay_s, config.stage_retry_max_delay_s)
+    calls = StageCalls.over_channels(*channels).retrying(stage_retry)
+    pipeline = Pipeline(config, pool, Fanout(pool, client), calls, store)
+    # Runs left RUNNING by an orchestrator that is gone end before this one serves, and then on
+    # every heartbeat of this one.
+    leases = Leases(store, lambda: pipeline.driving)
+    await leases.sweep()
     servicer = OrchestratorServicer(config, pool, pipeline, store)
     server, port = await build_server(
         service_names=[SERVICE_NAME],
@@ -68,11 +81,13 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
         transport=config.transport,
     )
     pool.start_checks(http, config.health_interval_s)
+    leases.start()
     if devboxes is not None:
         devboxes.start()
 
     async def close() -> None:
         await servicer.cancel_running()
+        await leases.aclose()
         await pool.stop_checks()
         if devboxes is not None:
             await devboxes.aclose()

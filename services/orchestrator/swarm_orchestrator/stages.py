@@ -6,13 +6,23 @@ the service (``over_channels``), plain async functions returning canned response
 refinement's keep-or-drop rule run without any server. Each stage here returns a value and
 decides itself what a failed call means: an assessment that fails ends the run, a collation that
 fails only costs the consensus.
+
+A stage that is briefly gone or full is not yet a failure: ``StageCalls.retrying`` calls it again
+with capped, jittered exponential backoff until the call's deadline (``StageRetry``); over
+channels every call also waits for a connection that is being re-established
+(``wait_for_ready``). Why every stage call may be repeated, and what a run waits at most:
+docs/reliability.md ("Stage retries").
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 
@@ -30,6 +40,8 @@ from swarmlib import StageError
 
 log = logging.getLogger(__name__)
 
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 Collate = Callable[[collator_pb2.CollateRequest, float], Awaitable[collator_pb2.CollateResponse]]
 Assess = Callable[[assessor_pb2.AssessRequest, float], Awaitable[assessor_pb2.AssessResponse]]
 EvaluateGates = Callable[[assessor_pb2.EvaluateGatesRequest, float], Awaitable[assessor_pb2.EvaluateGatesResponse]]
@@ -54,25 +66,114 @@ class StageCalls:
         assessor_stub = assessor_pb2_grpc.AssessorServiceStub(assessor)
         refiner_stub = refiner_pb2_grpc.RefinerServiceStub(refiner)
 
+        # wait_for_ready: a channel whose stage restarted waits (within the deadline) for the new
+        # connection instead of failing at once while it reconnects.
         async def collate(request: collator_pb2.CollateRequest, timeout: float) -> collator_pb2.CollateResponse:
-            response: collator_pb2.CollateResponse = await collator_stub.Collate(request, timeout=timeout)
+            response: collator_pb2.CollateResponse = await collator_stub.Collate(
+                request, timeout=timeout, wait_for_ready=True
+            )
             return response
 
         async def assess(request: assessor_pb2.AssessRequest, timeout: float) -> assessor_pb2.AssessResponse:
-            response: assessor_pb2.AssessResponse = await assessor_stub.Assess(request, timeout=timeout)
+            response: assessor_pb2.AssessResponse = await assessor_stub.Assess(
+                request, timeout=timeout, wait_for_ready=True
+            )
             return response
 
         async def evaluate_gates(
             request: assessor_pb2.EvaluateGatesRequest, timeout: float
         ) -> assessor_pb2.EvaluateGatesResponse:
-            response: assessor_pb2.EvaluateGatesResponse = await assessor_stub.EvaluateGates(request, timeout=timeout)
+            response: assessor_pb2.EvaluateGatesResponse = await assessor_stub.EvaluateGates(
+                request, timeout=timeout, wait_for_ready=True
+            )
             return response
 
         async def refine(request: refiner_pb2.RefineRequest, timeout: float) -> refiner_pb2.RefineResponse:
-            response: refiner_pb2.RefineResponse = await refiner_stub.Refine(request, timeout=timeout)
+            response: refiner_pb2.RefineResponse = await refiner_stub.Refine(
+                request, timeout=timeout, wait_for_ready=True
+            )
             return response
 
         return cls(collate=collate, assess=assess, evaluate_gates=evaluate_gates, refine=refine)
+
+    def retrying(self, policy: StageRetry) -> StageCalls:
+        """The same calls, each retried by ``policy`` while its stage is gone or full."""
+        return StageCalls(
+            collate=policy.wrap(self.collate, "Collate"),
+            assess=policy.wrap(self.assess, "Assess"),
+            evaluate_gates=policy.wrap(self.evaluate_gates, "EvaluateGates"),
+            refine=policy.wrap(self.refine, "Refine"),
+        )
+
+
+# Options of the channels to the stages. gRPC's reconnect backoff grows to 120 s by default, so a
+# stage back after a minute could wait that out before the next connect; capped at 2 s, the first
+# call after a restart waits at most that. round_robin spreads calls over every address the
+# target resolves to (a headless Service, dns:///assessor:50053) and skips those that are down;
+# with one address it behaves like the default pick_first.
+STAGE_CHANNEL_OPTIONS: tuple[tuple[str, int | str], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.lb_policy_name", "round_robin"),
+)
+# What says "the stage is not there, or has no room now": worth a retry. Everything else (a bad
+# request, a sandbox that cannot run, the deadline) would only be repeated.
+RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+@dataclass(frozen=True)
+class StageRetry:
+    """Calls a stage again while it answers UNAVAILABLE or RESOURCE_EXHAUSTED: after half to all
+    of ``min(max_delay_s, base_delay_s * 2**(n-1))`` before the n-th retry, never past the
+    call's deadline. ``clock``, ``sleep`` and ``jitter`` are seams for tests."""
+
+    base_delay_s: float = 0.25
+    max_delay_s: float = 5.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    jitter: Callable[[], float] = random.random
+
+    def pause(self, retry: int) -> float:
+        """Seconds to wait before the ``retry``-th retry (1, 2, ...)."""
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** min(retry - 1, 60))
+        return ceiling * (0.5 + 0.5 * self.jitter())
+
+    def wrap(self, call: Callable[[Req, float], Awaitable[Resp]], name: str) -> Callable[[Req, float], Awaitable[Resp]]:
+        async def retried(request: Req, timeout_s: float) -> Resp:
+            return await self.call(call, request, timeout_s, name)
+
+        return retried
+
+    async def call(
+        self, call: Callable[[Req, float], Awaitable[Resp]], request: Req, timeout_s: float, name: str
+    ) -> Resp:
+        """``call(request, time left)`` until it answers, fails for another reason, or the next
+        pause would reach ``timeout_s``; a failure after retries says how many calls were made."""
+        deadline = self.clock() + timeout_s
+        refused: list[grpc.aio.AioRpcError] = []
+        while True:
+            try:
+                return await call(request, max(deadline - self.clock(), 0.001))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRIED_CODES:
+                    if not refused:
+                        raise
+                    raise _annotated(exc, refused, "") from None
+                refused.append(exc)
+                pause = self.pause(len(refused))
+                if self.clock() + pause >= deadline:
+                    raise _annotated(exc, refused, f"; no time left of the {timeout_s:g} s deadline") from None
+                log.info("%s: %s (%s); calling again in %.2f s", name, exc.code().name, exc.details(), pause)
+                await self.sleep(pause)
+
+
+def _annotated(exc: grpc.aio.AioRpcError, refused: Sequence[grpc.aio.AioRpcError], why: str) -> grpc.aio.AioRpcError:
+    """``exc`` with how many calls were made and the first refusal, in its details."""
+    first = refused[0]
+    calls = len(refused) + (0 if exc is refused[-1] else 1)
+    earlier = "" if exc is first else f", the first refused with {first.code().name}: {first.details()}"
+    details = f"{exc.details()} (after {calls} call{'' if calls == 1 else 's'}{earlier}{why})"
+    return grpc.aio.AioRpcError(exc.code(), exc.initial_metadata(), exc.trailing_metadata(), details)
 
 
 def rpc_failure(exc: grpc.aio.AioRpcError) -> str:

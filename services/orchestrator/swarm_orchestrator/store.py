@@ -10,25 +10,30 @@ in tables of its own, never in the run's document: several people may act on one
 rows can be added without rewriting (and racing on) the document. ``get_run`` joins them back.
 Approving or rejecting is one conditional update (``status`` must still be NEEDS_APPROVAL), so two
 approvers acting at once cannot both succeed, on SQLite or PostgreSQL.
+
+A RUNNING run is leased to the orchestrator driving it (``store_leases``); every transaction goes
+through ``store_db.Database`` (one SQLite writer, bounded retries, ``StoreUnavailableError``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, NoReturn, cast
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import Select, delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarmlib import FailedPreconditionError, NotFoundError
 
+from . import store_approvals, store_leases
 from .reputation import INSTANCE, MODEL, Event, Key, Snapshot, Tally
+from .store_db import Database
+from .store_leases import LeaseTerms
 from .store_rows import (
     AuditRow,
-    Base,
     CandidateRow,
     FailureRow,
     FeedbackRow,
@@ -36,71 +41,132 @@ from .store_rows import (
     RunRow,
     as_utc,
     audit_entry,
+    create_or_upgrade,
     decode_token,
     encode_token,
     event_rows,
     feedback_message,
     parse_document,
     run_document,
+    run_from_rows,
     run_summary,
     status_name,
     to_json,
     utc_now,
 )
 
+log = logging.getLogger(__name__)
+_SCHEMA_LOCK = 0x5357_4152  # the PostgreSQL advisory lock taken around the schema at open
+
+
+class _Fenced(Exception):
+    """A run's end was not written: the run is no longer RUNNING under this store's lease."""
+
 
 class RunStore:
     """The orchestrator's only door to the database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+    def __init__(self, db: Database, lease: LeaseTerms) -> None:
+        self._db = db
+        self._lease = lease
 
     @classmethod
-    async def open(cls, url: str) -> RunStore:
-        """Connect and create the tables if they are missing (SQLite parent directory too)."""
-        if url.startswith("sqlite") and ":///" in url:
-            path = url.split(":///", 1)[1]
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, pool_pre_ping=True)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-        return cls(engine)
+    async def open(cls, url: str, *, lease: LeaseTerms | None = None, busy_timeout_s: float = 5.0) -> RunStore:
+        """Connect, create the tables that are missing and add the columns an older database lacks."""
+        db = Database.open(url, busy_timeout_s)
+
+        async def schema(session: AsyncSession) -> list[str]:
+            if db.dialect == "postgresql":  # replicas starting at once: one creates, the others see it
+                await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            return await (await session.connection()).run_sync(create_or_upgrade)
+
+        try:
+            added = await db.write(schema)
+        except BaseException:
+            await db.dispose()
+            raise
+        if added:
+            log.info("run store: added %s to an older database", ", ".join(added))
+        return cls(db, lease or LeaseTerms())
+
+    @property
+    def lease(self) -> LeaseTerms:
+        return self._lease
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._db.dispose()
 
     async def create_run(self, run: pb.Run) -> None:
-        async with self._sessions.begin() as session:
-            session.add(
-                RunRow(
-                    id=run.id,
-                    task=run.task,
-                    status=run.status,
-                    swarm_size=run.swarm_size,
-                    quorum=run.quorum,
-                    created_at=run.created_at.ToDatetime(tzinfo=dt.UTC),
-                    finished_at=None,
-                    final_overall=0.0,
-                    consensus_reached=0,
-                    error="",
-                    document="",
-                )
-            )
+        """Store an accepted run as RUNNING, leased to this store's owner."""
+        now = utc_now()
+        row = RunRow(
+            id=run.id,
+            task=run.task,
+            status=run.status,
+            swarm_size=run.swarm_size,
+            quorum=run.quorum,
+            created_at=run.created_at.ToDatetime(tzinfo=dt.UTC),
+            finished_at=None,
+            final_overall=0.0,
+            consensus_reached=0,
+            error="",
+            document="",
+            owner=self._lease.owner,
+            lease_expires=self._lease.until(now),
+        )
+
+        async def work(session: AsyncSession) -> None:
+            await session.merge(row)  # a retry after a commit that did happen finds the row
+
+        await self._db.write(work)
 
     async def add_candidate(self, run_id: str, candidate: pb.Candidate) -> None:
-        async with self._sessions.begin() as session:
-            await session.merge(CandidateRow(run_id=run_id, candidate_id=candidate.id, document=to_json(candidate)))
+        row = CandidateRow(run_id=run_id, candidate_id=candidate.id, document=to_json(candidate))
+
+        async def work(session: AsyncSession) -> None:
+            await session.merge(row)
+
+        await self._db.write(work)
 
     async def add_failure(self, run_id: str, failure: pb.InstanceFailure) -> None:
-        async with self._sessions.begin() as session:
+        async def work(session: AsyncSession) -> None:
             session.add(FailureRow(run_id=run_id, document=to_json(failure)))
 
-    async def finish_run(self, run: pb.Run, events: list[Event] | None = None) -> None:
+        await self._db.write(work)
+
+    async def renew_leases(self, run_ids: Sequence[str]) -> int:
+        """Extend the leases of the runs this orchestrator drives; returns how many were renewed."""
+        return await store_leases.renew_all(self._db, self._lease, run_ids)
+
+    async def reclaim_expired(self, limit: int = 100) -> list[str]:
+        """End FAILED "interrupted" (from their rows) the RUNNING runs whose lease ran out, the
+        oldest first, at most ``limit``; returns their ids."""
+        return await store_leases.reclaim_expired(self._db, limit)
+
+    async def finish_run(self, run: pb.Run, events: list[Event] | None = None) -> bool:
         """Store the final document and every candidate with its final scores and rank, the run's
-        audit entries (the gates' hold) and the reputation events its assessment produced."""
-        async with self._sessions.begin() as session:
+        audit entries (the gates' hold) and the reputation events its assessment produced.
+
+        Only a run still RUNNING under this store's lease is written; False when it is not (a
+        sweep closed it as interrupted after its lease ran out, or it was never stored).
+        """
+
+        async def work(session: AsyncSession) -> None:
+            claimed = await session.execute(
+                update(RunRow)
+                .where(RunRow.id == run.id, RunRow.status == pb.RUN_STATUS_RUNNING, RunRow.owner == self._lease.owner)
+                .values(
+                    status=run.status,
+                    finished_at=run.finished_at.ToDatetime(tzinfo=dt.UTC) if run.HasField("finished_at") else None,
+                    final_overall=run.final.overall if run.HasField("final") else 0.0,
+                    consensus_reached=int(run.consensus.reached),
+                    error=run.error,
+                    document=run_document(run),
+                    lease_expires=None,
+                )
+            )
+            if cast("Any", claimed).rowcount != 1:
+                raise _Fenced
             for entry in run.audit:
                 session.add(
                     AuditRow(
@@ -115,48 +181,27 @@ class RunStore:
             session.add_all(event_rows(run.id, events or [], "", finished))
             for candidate in run.candidates:
                 await session.merge(CandidateRow(run_id=run.id, candidate_id=candidate.id, document=to_json(candidate)))
-            await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run.id)
-                .values(
-                    status=run.status,
-                    finished_at=run.finished_at.ToDatetime(tzinfo=dt.UTC) if run.HasField("finished_at") else None,
-                    final_overall=run.final.overall if run.HasField("final") else 0.0,
-                    consensus_reached=int(run.consensus.reached),
-                    error=run.error,
-                    document=run_document(run),
-                )
-            )
+
+        try:
+            await self._db.write(work)
+        except _Fenced:
+            return False
+        return True
 
     async def get_run(self, run_id: str) -> pb.Run:
-        async with self._sessions() as session:
-            row = await session.get(RunRow, run_id)
-            if row is None:
-                raise NotFoundError(f"run {run_id!r} does not exist; `swarm runs list` shows stored runs")
-            if row.document:
-                run = parse_document(row.document, pb.Run())
-                await self._join_people(session, run)
-                return run
-            run = pb.Run(
-                id=row.id,
-                task=row.task,
-                status=cast("pb.RunStatus", row.status),
-                swarm_size=row.swarm_size,
-                quorum=row.quorum,
-                error=row.error,
-            )
-            run.created_at.FromDatetime(as_utc(row.created_at))
-            candidates = await session.scalars(
-                select(CandidateRow).where(CandidateRow.run_id == run_id).order_by(CandidateRow.candidate_id)
-            )
-            for candidate in candidates:
-                run.candidates.append(parse_document(candidate.document, pb.Candidate()))
-            failures = await session.scalars(
-                select(FailureRow).where(FailureRow.run_id == run_id).order_by(FailureRow.id)
-            )
-            for failure in failures:
-                run.failures.append(parse_document(failure.document, pb.InstanceFailure()))
+        return await self._db.read(lambda session: self._get_run(session, run_id))
+
+    async def _get_run(self, session: AsyncSession, run_id: str) -> pb.Run:
+        row = await session.get(RunRow, run_id)
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} does not exist; `swarm runs list` shows stored runs")
+        if row.document:
+            run = parse_document(row.document, pb.Run())
+            await self._join_people(session, run)
             return run
+        candidates = await session.scalars(select(CandidateRow).where(CandidateRow.run_id == run_id))
+        failures = await session.scalars(select(FailureRow).where(FailureRow.run_id == run_id).order_by(FailureRow.id))
+        return run_from_rows(row, list(candidates), list(failures))
 
     @staticmethod
     async def _join_people(session: AsyncSession, run: pb.Run) -> None:
@@ -177,49 +222,11 @@ class RunStore:
         Raises NotFoundError for an unknown run and FailedPreconditionError for one that does not
         wait (never approved, or already decided: the message says by whom).
         """
-        new_status = pb.RUN_STATUS_SUCCEEDED if approve else pb.RUN_STATUS_REJECTED
-        verb = "approve" if approve else "reject"
         at = utc_now()
-        async with self._sessions.begin() as session:
-            claimed = await session.execute(
-                update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status == pb.RUN_STATUS_NEEDS_APPROVAL)
-                .values(status=new_status)
-            )
-            if cast("Any", claimed).rowcount != 1:
-                await self._refuse_decision(session, run_id, verb)
-            row = await session.get(RunRow, run_id)
-            assert row is not None  # the update above matched it
-            run = parse_document(row.document, pb.Run())
-            run.status = new_status
-            if not approve:
-                run.error = f"rejected by {actor}" + (f": {comment}" if comment else "")
-            row.document = run_document(run)
-            row.error = run.error
-            action = pb.AUDIT_ACTION_APPROVED if approve else pb.AUDIT_ACTION_REJECTED
-            session.add(AuditRow(run_id=run_id, actor=actor, action=action, comment=comment, at=at))
-            session.add_all(event_rows(run_id, events(run), f"approval:{actor}", at))
+        await self._db.write(
+            lambda session: store_approvals.decide(session, run_id, actor, approve, comment, events, at)
+        )
         return await self.get_run(run_id)
-
-    async def _refuse_decision(self, session: AsyncSession, run_id: str, verb: str) -> NoReturn:
-        row = await session.get(RunRow, run_id)
-        if row is None:
-            raise NotFoundError(f"run {run_id!r} does not exist; `swarm approvals` lists the runs waiting for approval")
-        last = await session.scalar(
-            select(AuditRow)
-            .where(AuditRow.run_id == run_id, AuditRow.action != pb.AUDIT_ACTION_HELD)
-            .order_by(AuditRow.id.desc())
-            .limit(1)
-        )
-        history = ""
-        if last is not None:
-            done = "approved" if last.action == pb.AUDIT_ACTION_APPROVED else "rejected"
-            history = f" ({done} by {last.actor} at {as_utc(last.at).isoformat(timespec='seconds')})"
-        raise FailedPreconditionError(
-            f"run {run_id} is {status_name(row.status)}{history}, not waiting for approval: only runs in "
-            f"needs_approval can be approved or rejected, so there is nothing to {verb}; "
-            "`swarm approvals` lists the runs waiting"
-        )
 
     async def list_pending(
         self, page_size: int, page_token: str
@@ -234,8 +241,7 @@ class RunStore:
         if page_token:
             created, run_id = decode_token(page_token)
             query = query.where((RunRow.created_at > created) | ((RunRow.created_at == created) & (RunRow.id > run_id)))
-        async with self._sessions() as session:
-            rows = list(await session.scalars(query))
+        rows = await self._db.read(lambda session: _all(session, query))
         pending = [(run_summary(row), parse_document(row.document, pb.Run()).gate) for row in rows[:page_size]]
         next_token = ""
         if len(rows) > page_size:
@@ -261,7 +267,8 @@ class RunStore:
                 f"run {run_id} is {status_name(run.status)} without an answer; there is nothing to give feedback on"
             )
         new_events = events(run)
-        async with self._sessions.begin() as session:
+
+        async def work(session: AsyncSession) -> Snapshot:
             before = await self._tally(session, None)
             await session.execute(
                 delete(FeedbackRow).where(FeedbackRow.run_id == run_id, FeedbackRow.author == feedback.user)
@@ -282,6 +289,9 @@ class RunStore:
                 )
             )
             session.add_all(event_rows(run_id, new_events, origin, at))
+            return before
+
+        before = await self._db.write(work)
         stored = pb.Feedback()
         stored.CopyFrom(feedback)
         stored.time.FromDatetime(at)
@@ -289,8 +299,7 @@ class RunStore:
 
     async def reputation(self, before: dt.datetime | None = None) -> dict[Key, Tally]:
         """Every instance's and model's summed events, optionally only those before a time."""
-        async with self._sessions() as session:
-            return await self._tally(session, before)
+        return await self._db.read(lambda session: self._tally(session, before))
 
     @staticmethod
     async def _tally(session: AsyncSession, before: dt.datetime | None) -> dict[Key, Tally]:
@@ -316,7 +325,10 @@ class RunStore:
             query = query.where(RunRow.created_at >= since)
         if until is not None:
             query = query.where(RunRow.created_at < until)
-        async with self._sessions() as session:
+
+        async def work(
+            session: AsyncSession,
+        ) -> tuple[list[RunRow], dict[str, list[pb.AuditEntry]], dict[str, list[pb.Feedback]]]:
             rows = list(await session.scalars(query))
             audit: dict[str, list[pb.AuditEntry]] = {}
             feedback: dict[str, list[pb.Feedback]] = {}
@@ -331,6 +343,9 @@ class RunStore:
                     select(FeedbackRow).where(FeedbackRow.run_id.in_(chunk)).order_by(FeedbackRow.at)
                 ):
                     feedback.setdefault(item.run_id, []).append(feedback_message(item))
+            return rows, audit, feedback
+
+        rows, audit, feedback = await self._db.read(work)
         runs = []
         for row in rows:
             if row.document:
@@ -348,11 +363,14 @@ class RunStore:
         if page_token:
             created, run_id = decode_token(page_token)
             query = query.where((RunRow.created_at < created) | ((RunRow.created_at == created) & (RunRow.id < run_id)))
-        async with self._sessions() as session:
-            rows = list(await session.scalars(query))
+        rows = await self._db.read(lambda session: _all(session, query))
         summaries = [run_summary(row) for row in rows[:page_size]]
         next_token = ""
         if len(rows) > page_size:
             last = rows[page_size - 1]
             next_token = encode_token(as_utc(last.created_at), last.id)
         return summaries, next_token
+
+
+async def _all(session: AsyncSession, query: Select[RunRow]) -> list[RunRow]:
+    return list(await session.scalars(query))

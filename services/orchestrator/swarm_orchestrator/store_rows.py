@@ -1,5 +1,9 @@
 """The store's tables, and how runs, candidates, failures, approvals, feedback and reputation events
-map to their rows (a run's document is its message as JSON)."""
+map to their rows (a run's document is its message as JSON).
+
+There is no migration tool: a column added to a table that existed before is added to an older
+database when the store opens it (``add_missing_columns``), with a default every old row can take.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import TypeVar, cast
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Column, Connection, DateTime, Float, ForeignKey, Index, Integer, String, Text, inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from swarm.v1 import orchestrator_pb2 as pb
@@ -36,8 +40,15 @@ class RunRow(Base):
     consensus_reached: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str] = mapped_column(Text, default="")
     document: Mapped[str] = mapped_column(Text, default="")
+    # The orchestrator that drives a RUNNING run, and until when it has promised to (its lease,
+    # renewed while it works); NULL in rows from before leases existed. docs/reliability.md.
+    owner: Mapped[str] = mapped_column(String(160), default="", server_default="")
+    lease_expires: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
-    __table_args__ = (Index("ix_runs_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_runs_created", "created_at", "id"),
+        Index("ix_runs_lease", "status", "lease_expires"),
+    )
 
 
 class CandidateRow(Base):
@@ -95,6 +106,43 @@ class ReputationEventRow(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
+# Columns added after the first release of their table, in the order they were added.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"runs": ("owner", "lease_expires")}
+
+
+def create_or_upgrade(connection: Connection) -> list[str]:
+    """Create the tables a database lacks and add the columns it predates; returns what was added."""
+    Base.metadata.create_all(connection)
+    return add_missing_columns(connection)
+
+
+def add_missing_columns(connection: Connection) -> list[str]:
+    """Add to an existing database the columns (and their indexes) it predates; returns what was
+    added, as ``table.column``. Run inside the store's schema transaction."""
+    inspector = inspect(connection)
+    added = []
+    for table_name, names in ADDED_COLUMNS.items():
+        table = Base.metadata.tables[table_name]
+        present = {column["name"] for column in inspector.get_columns(table_name)}
+        for name in names:
+            if name not in present:
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {table_name} ADD COLUMN {_column_ddl(table.c[name], connection)}"
+                )
+                added.append(f"{table_name}.{name}")
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
+    return added
+
+
+def _column_ddl(column: Column[object], connection: Connection) -> str:
+    """``name TYPE [NOT NULL DEFAULT '...']``: a column every existing row can take."""
+    ddl = f"{column.name} {column.type.compile(dialect=connection.dialect)}"
+    if column.server_default is not None:
+        ddl += f" NOT NULL DEFAULT '{column.server_default.arg}'"  # type: ignore[attr-defined]
+    return ddl
+
+
 def to_json(message: Message) -> str:
     return str(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None))
 
@@ -141,6 +189,36 @@ def run_document(run: pb.Run) -> str:
     del stored.audit[:]
     del stored.feedback[:]
     return to_json(stored)
+
+
+def run_from_rows(row: RunRow, candidates: list[CandidateRow], failures: list[FailureRow]) -> pb.Run:
+    """A run that has no final document yet (RUNNING, or being closed by a sweep) from its rows:
+    the swarm's answers in slot order, then the assessed refinement attempts, the failures in the
+    order they happened, and the tokens the stored answers and attempts spent."""
+    run = pb.Run(
+        id=row.id,
+        task=row.task,
+        status=cast("pb.RunStatus", row.status),
+        swarm_size=row.swarm_size,
+        quorum=row.quorum,
+        error=row.error,
+    )
+    run.created_at.FromDatetime(as_utc(row.created_at))
+    parsed = [parse_document(c.document, pb.Candidate()) for c in candidates]
+    swarm = sorted((c for c in parsed if c.origin == pb.CANDIDATE_ORIGIN_SWARM), key=_slot)
+    run.candidates.extend([*swarm, *sorted((c for c in parsed if c.origin != pb.CANDIDATE_ORIGIN_SWARM), key=_slot)])
+    run.failures.extend(parse_document(f.document, pb.InstanceFailure()) for f in failures)
+    for candidate in run.candidates:
+        run.usage.prompt_tokens += candidate.usage.prompt_tokens
+        run.usage.completion_tokens += candidate.usage.completion_tokens
+        run.usage.cost_usd += candidate.usage.cost_usd
+    return run
+
+
+def _slot(candidate: pb.Candidate) -> tuple[int, str]:
+    """ "c2" before "c10"; an id without a number after those with one."""
+    digits = candidate.id[1:]
+    return (int(digits), candidate.id) if digits.isdigit() else (1 << 30, candidate.id)
 
 
 def run_summary(row: RunRow) -> pb.RunSummary:

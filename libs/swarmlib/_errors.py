@@ -1,7 +1,8 @@
 """Domain errors and the one table that maps them to gRPC status codes.
 
 Services raise these from deep code; the server interceptor (see ``_server``) turns them into a
-gRPC status with the exception's message, so a client always learns *what to fix*.
+gRPC status with the exception's message, so a client always learns *what to fix*. Any other
+exception is a bug: the caller gets ``INTERNAL`` with an error id, never its text.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ import asyncio
 import inspect
 import logging
 import signal
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -17,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
-from ._errors import SwarmError, status_for
+from ._errors import SwarmError, error_id, internal_error_message, status_for
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +96,11 @@ async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerCont
         await context.abort(status_for(exc), str(exc))
     if isinstance(exc, NotImplementedError) and context.code() == grpc.StatusCode.UNIMPLEMENTED:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
-    error_id = uuid.uuid4().hex[:16]
-    log.error("error %s in %s: unexpected %s", error_id, method, type(exc).__name__, exc_info=exc)
+    log.error("error %s in %s: unexpected %s", error_id(exc), method, type(exc).__name__, exc_info=exc)
     await context.abort(
         grpc.StatusCode.INTERNAL,
-        f"internal error {error_id}: the server failed unexpectedly; its log holds the details under this id",
-        trailing_metadata=((ERROR_ID_METADATA, error_id),),
+        internal_error_message(exc),
+        trailing_metadata=((ERROR_ID_METADATA, error_id(exc)),),
     )
     raise AssertionError("unreachable: context.abort raises")
 

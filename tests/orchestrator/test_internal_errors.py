@@ -58,7 +58,7 @@ async def test_a_run_interrupted_by_a_bug_stores_its_error_id_not_its_text(
 ) -> None:
     code = "def f(n):\n    return n + 1\n"
     scripted = Scripted({code: Verdict(2)})
-    scripted.fail["collate"] = RuntimeError(f"cannot collate {SECRET_TASK}")  # type: ignore[assignment]
+    scripted.fail["collate"] = RuntimeError(f"cannot collate {SECRET_TASK}")
     async with offline(sqlite_url, {"a": fenced(code), "b": fenced(code)}, scripted) as swarm:
         with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError):
             await swarm.run(task=SECRET_TASK)

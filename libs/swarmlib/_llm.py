@@ -13,6 +13,7 @@ import contextlib
 import json
 import random
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -207,7 +208,10 @@ class ChatClient:
             body["seed"] = seed
         headers = {PURPOSE_HEADER: purpose, "Accept": "text/event-stream"}
         if run_id:
-            headers[RUN_HEADER] = run_id
+            # A header carries visible ASCII only; anything else would fail the request, not the call.
+            headers[RUN_HEADER] = (
+                urllib.parse.quote(run_id, safe="") if not run_id.isprintable() or not run_id.isascii() else run_id
+            )
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
         propagate.inject(headers)

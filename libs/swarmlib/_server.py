@@ -93,7 +93,7 @@ async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext) -
 async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> NoReturn:
     """Abort the call for ``exc``: a domain error with its own status, anything else as INTERNAL."""
     if isinstance(exc, SwarmError):
-        await context.abort(status_for(exc), str(exc))
+        await context.abort(status_for(exc), _bounded(str(exc)))
     if isinstance(exc, NotImplementedError) and context.code() == grpc.StatusCode.UNIMPLEMENTED:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
     log.error("error %s in %s: unexpected %s", error_id(exc), method, type(exc).__name__, exc_info=exc)
@@ -103,6 +103,21 @@ async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerCont
         trailing_metadata=((ERROR_ID_METADATA, error_id(exc)),),
     )
     raise AssertionError("unreachable: context.abort raises")
+
+
+# The message travels in the grpc-message trailer, percent-encoded; past gRPC's metadata limit
+# (8 KiB soft, 16 KiB hard) the caller would get RESOURCE_EXHAUSTED instead of the message.
+_MAX_MESSAGE_BYTES = 4096
+
+
+def _bounded(message: str) -> str:
+    """The message, cut where its encoded size would pass ``_MAX_MESSAGE_BYTES`` (it echoed a huge value)."""
+    size = 0
+    for index, char in enumerate(message):
+        size += 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "replace"))
+        if size > _MAX_MESSAGE_BYTES:
+            return f"{message[:index]}... (cut: {len(message) - index} more characters)"
+    return message
 
 
 def _wrap_unary(inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str) -> Any:

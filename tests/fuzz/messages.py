@@ -109,12 +109,17 @@ class Targets:
         return st.deferred(target)
 
 
-def messages(descriptor: Descriptor, targets: Targets | None = None) -> st.SearchStrategy[Message]:
-    """Messages of ``descriptor``'s type, every field present or absent, each drawn by its strategy."""
-    return _message(descriptor, targets or Targets(), 0)
+def messages(
+    descriptor: Descriptor, targets: Targets | None = None, *, complete: bool = False
+) -> st.SearchStrategy[Message]:
+    """Messages of ``descriptor``'s type, each field drawn by its strategy; a field is present or
+    absent at random, or, ``complete``, always present (requests that get past "X is missing")."""
+    return _message(descriptor, targets or Targets(), 0, complete)
 
 
-def _message(descriptor: Descriptor, targets: Targets, depth: int) -> st.SearchStrategy[Message]:
+def _message(
+    descriptor: Descriptor, targets: Targets, depth: int, complete: bool = False
+) -> st.SearchStrategy[Message]:
     cls = message_factory.GetMessageClass(descriptor)
     if depth > MAX_DEPTH:
         return st.just(cls())
@@ -123,33 +128,55 @@ def _message(descriptor: Descriptor, targets: Targets, depth: int) -> st.SearchS
     def build(draw: st.DrawFn) -> Message:
         message = cls()
         for fd in descriptor.fields:
-            if not draw(st.booleans()):
+            if not complete and not draw(st.booleans()):
                 continue
-            _set(message, fd, draw(_field(fd, targets, depth)))
+            _set(message, fd, draw(_field(fd, targets, depth, complete)))
         return message
 
     return build()
 
 
-def _field(fd: FieldDescriptor, targets: Targets, depth: int) -> Strategy:
+def _field(fd: FieldDescriptor, targets: Targets, depth: int, complete: bool) -> Strategy:
     targeted = targets.for_field(fd)
     if targeted is not None:
         return targeted
     if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
         key, value = fd.message_type.fields_by_name["key"], fd.message_type.fields_by_name["value"]
         return st.dictionaries(_scalar(key, targets, depth), _scalar(value, targets, depth), max_size=4)
-    element = _scalar(fd, targets, depth)
+    element = _scalar(fd, targets, depth, complete)
     if fd.is_repeated:
-        if fd.message_type is None:
-            return st.one_of(st.lists(element, max_size=6), huge_lists(element))
-        return st.lists(element, max_size=4)
+        # Thousands of small entries: many, not big (a thousand huge strings is only a memory test of the fuzzer).
+        return st.one_of(st.lists(element, max_size=4), huge_lists(_small(fd)))
     return element
 
 
-def _scalar(fd: FieldDescriptor, targets: Targets, depth: int) -> Strategy:
+def _small(fd: FieldDescriptor) -> Strategy:
+    """An entry of a huge list: short strings, and of a message only its short scalar fields."""
+    if fd.message_type is not None:
+        descriptor = fd.message_type
+        cls = message_factory.GetMessageClass(descriptor)
+        scalars = [f for f in descriptor.fields if f.message_type is None and not f.is_repeated]
+
+        @st.composite
+        def build(draw: st.DrawFn) -> Message:
+            message = cls()
+            for scalar in scalars:
+                if draw(st.booleans()):
+                    setattr(message, scalar.name, draw(_small(scalar)))
+            return message
+
+        return build()
+    if fd.type == FieldDescriptor.TYPE_STRING:
+        return st.text(max_size=8)
+    if fd.type == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=8)
+    return _scalar(fd, Targets(), MAX_DEPTH)
+
+
+def _scalar(fd: FieldDescriptor, targets: Targets, depth: int, complete: bool = False) -> Strategy:
     kind = fd.type
     if fd.message_type is not None:
-        return _message(fd.message_type, targets, depth + 1)
+        return _message(fd.message_type, targets, depth + 1, complete)
     if kind == FieldDescriptor.TYPE_STRING:
         return texts()
     if kind == FieldDescriptor.TYPE_BYTES:

@@ -123,6 +123,7 @@ def check_answer(rpc: Rpc, outcome: Outcome, extra_names: Iterable[str] = ()) ->
         return
     assert outcome.code in DELIBERATE, where
     assert outcome.details != CLIENT_DEADLINE, f"{rpc}: the server did not answer within the client's deadline"
+    assert "metadata size exceeds" not in outcome.details, f"{where}: the server's message was too long to arrive"
     assert len(outcome.details.strip()) >= 10, f"{where}: a refusal must say what to fix"
     if outcome.code == grpc.StatusCode.INVALID_ARGUMENT:
         names = field_names(rpc.input) | set(extra_names)

@@ -186,7 +186,7 @@ async def state(swarm: Swarm, run_id: str | None) -> State:
 async def fuzz_once(swarm: Swarm, rpc: Rpc, data: st.DataObject) -> None:
     plausible = data.draw(st.booleans(), label="plausible")
     targets = swarm.valid_targets() if plausible else swarm.targets()
-    request = data.draw(messages(rpc.input, targets), label="request")
+    request = data.draw(messages(rpc.input, targets, complete=plausible), label="request")
     who = st.one_of(st.just([(USER_METADATA, APPROVER)]), identities()) if plausible else identities()
     metadata: Sequence[tuple[str, str]] = data.draw(who, label="metadata")
     run_id = getattr(request, "run_id", None)

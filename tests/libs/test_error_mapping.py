@@ -31,6 +31,8 @@ class FailingCollator(collator_pb2_grpc.CollatorServiceServicer):
     ) -> collator_pb2.CollateResponse:
         if request.run_id == "domain":
             raise InvalidArgumentError("candidates is empty: send at least one candidate to collate")
+        if request.run_id == "echo":
+            raise InvalidArgumentError(f"run_id {'🐝' * 50_000!r} is not a run")
         raise RuntimeError(CANARY)
 
 
@@ -131,3 +133,12 @@ async def test_bytes_that_are_not_the_request_message_are_invalid_argument(
         await raw(payload, timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "CollateRequest" in (raised.value.details() or "")
+
+
+async def test_a_domain_error_that_echoes_a_huge_value_still_arrives_cut(channel: grpc.aio.Channel) -> None:
+    stub = collator_pb2_grpc.CollatorServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Collate(collator_pb2.CollateRequest(run_id="echo"), timeout=10)
+    details = raised.value.details() or ""
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert details.startswith("run_id '\U0001f41d") and details.endswith("more characters)")

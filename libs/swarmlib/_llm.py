@@ -9,12 +9,14 @@ docs/live-output.md.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import random
+import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -278,7 +280,7 @@ class ChatClient:
                     await heard.text(whole.parts)
                     return whole
                 state = _StreamState()
-                async for line in response.aiter_lines():
+                async for line in _sse_lines(response):
                     parsed = len(state.parts)
                     _parse_sse_line(endpoint, line, state)
                     await heard.text(state.parts[parsed:])
@@ -299,6 +301,23 @@ class ChatClient:
         return state
 
 
+async def _sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The stream's lines, read as UTF-8 whatever charset the server names (an event stream is
+    always UTF-8), bad bytes replaced; a line ends at CRLF, LF or CR."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    async for raw in response.aiter_bytes():
+        *lines, pending = _LINE_END.split(pending + decoder.decode(raw))
+        for line in lines:
+            yield line
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
+_LINE_END = re.compile(r"\r\n|\n|\r")
+
+
 def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
     line = line.strip()
     if not line or line.startswith(":") or line.startswith(("event:", "id:", "retry:")):
@@ -311,7 +330,7 @@ def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
         return
     try:
         chunk = json.loads(data)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can follow
         raise LLMMalformedError(f"{endpoint.name}: invalid JSON in stream: {data[:80]!r}") from None
     if not isinstance(chunk, dict):
         raise LLMMalformedError(f"{endpoint.name}: stream chunk is not an object: {data[:80]!r}")
@@ -352,21 +371,32 @@ def _parse_whole(endpoint: Endpoint, raw: bytes) -> _StreamState:
         body = json.loads(raw)
         choice = body["choices"][0]
         content = choice["message"]["content"] or ""
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
         raise LLMMalformedError(f"{endpoint.name}: not a chat completion: {raw[:80]!r}") from None
-    usage = body.get("usage") or {}
+    if not isinstance(body, dict) or not isinstance(choice, dict) or not isinstance(content, str):
+        raise LLMMalformedError(f"{endpoint.name}: not a chat completion (content is not text): {raw[:80]!r}")
+    usage = body.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    model = body.get("model")
     return _StreamState(
         parts=[content],
         finish_reason=str(choice.get("finish_reason") or "stop"),
         prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
         completion_tokens=_int_or_none(usage.get("completion_tokens")),
         done=True,
-        model=str(body.get("model") or "")[:200],
+        model=model[:200] if isinstance(model, str) else "",
     )
 
 
+# A token count beyond this is a server's garbage; it would not fit Usage's int64 (or a float price).
+_MAX_TOKENS_REPORTED = 2**53
+
+
 def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A reported token count, or None (then it is estimated) when it is not a plausible one."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TOKENS_REPORTED:
+        return value
+    return None
 
 
 async def list_models(http: httpx.AsyncClient, endpoint: Endpoint, timeout: float = 3.0) -> list[str]:

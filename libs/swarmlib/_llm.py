@@ -114,6 +114,14 @@ class _Heard:
                     await self._on_text(part)
 
 
+def _excerpt(endpoint: Endpoint, text: str, limit: int = 80) -> str:
+    """The start of what an instance sent, for an error message, without the key it was sent:
+    a gateway that echoes the request's headers must not put the key into runs, logs and spans."""
+    if endpoint.api_key:
+        text = text.replace(endpoint.api_key, "[redacted]")
+    return text[:limit]
+
+
 def _retryable_status(code: int) -> bool:
     return code == 429 or 500 <= code < 600
 
@@ -268,7 +276,7 @@ class ChatClient:
                 "POST", url, json=body, headers=headers, timeout=httpx.Timeout(timeout)
             ) as response:
                 if response.status_code != 200:
-                    detail = (await response.aread()).decode("utf-8", "replace")[:300]
+                    detail = _excerpt(endpoint, (await response.aread()).decode("utf-8", "replace"), 300)
                     raise LLMHTTPError(
                         f"{endpoint.name}: HTTP {response.status_code}: {detail.strip() or response.reason_phrase}",
                         response.status_code,
@@ -323,7 +331,7 @@ def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
     if not line or line.startswith(":") or line.startswith(("event:", "id:", "retry:")):
         return
     if not line.startswith("data:"):
-        raise LLMMalformedError(f"{endpoint.name}: not an SSE line: {line[:80]!r}")
+        raise LLMMalformedError(f"{endpoint.name}: not an SSE line: {_excerpt(endpoint, line)!r}")
     data = line[5:].strip()
     if data == "[DONE]":
         state.done = True
@@ -331,11 +339,11 @@ def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
     try:
         chunk = json.loads(data)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than json can follow
-        raise LLMMalformedError(f"{endpoint.name}: invalid JSON in stream: {data[:80]!r}") from None
+        raise LLMMalformedError(f"{endpoint.name}: invalid JSON in stream: {_excerpt(endpoint, data)!r}") from None
     if not isinstance(chunk, dict):
-        raise LLMMalformedError(f"{endpoint.name}: stream chunk is not an object: {data[:80]!r}")
+        raise LLMMalformedError(f"{endpoint.name}: stream chunk is not an object: {_excerpt(endpoint, data)!r}")
     if "error" in chunk:
-        raise LLMMalformedError(f"{endpoint.name}: error in stream: {str(chunk['error'])[:200]}")
+        raise LLMMalformedError(f"{endpoint.name}: error in stream: {_excerpt(endpoint, str(chunk['error']), 200)}")
     model = chunk.get("model")
     if isinstance(model, str) and model and not state.model:
         state.model = model[:200]
@@ -346,7 +354,7 @@ def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
     choices = chunk.get("choices")
     if choices is None:
         if usage is None:
-            raise LLMMalformedError(f"{endpoint.name}: stream chunk has no choices: {data[:80]!r}")
+            raise LLMMalformedError(f"{endpoint.name}: stream chunk has no choices: {_excerpt(endpoint, data)!r}")
         return
     if not isinstance(choices, list):
         raise LLMMalformedError(f"{endpoint.name}: choices is not a list")
@@ -372,9 +380,12 @@ def _parse_whole(endpoint: Endpoint, raw: bytes) -> _StreamState:
         choice = body["choices"][0]
         content = choice["message"]["content"] or ""
     except (ValueError, KeyError, IndexError, TypeError, RecursionError):
-        raise LLMMalformedError(f"{endpoint.name}: not a chat completion: {raw[:80]!r}") from None
+        raise LLMMalformedError(
+            f"{endpoint.name}: not a chat completion: {_excerpt(endpoint, raw.decode('utf-8', 'replace'))!r}"
+        ) from None
     if not isinstance(body, dict) or not isinstance(choice, dict) or not isinstance(content, str):
-        raise LLMMalformedError(f"{endpoint.name}: not a chat completion (content is not text): {raw[:80]!r}")
+        excerpt = _excerpt(endpoint, raw.decode("utf-8", "replace"))
+        raise LLMMalformedError(f"{endpoint.name}: not a chat completion (content is not text): {excerpt!r}")
     usage = body.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     model = body.get("model")

@@ -21,7 +21,6 @@ from hypothesis import event, given, strategies as st
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_bench.stack import instances_json, orchestrator
 from swarm_orchestrator.service import USER_METADATA
-from tests.fakes.replies import FIB_REPLY
 
 from .budget import DEFAULT, LONG
 from .conftest import Stack
@@ -149,7 +148,7 @@ async def swarm(fuzz_stack: Stack, fuzz_database: str) -> AsyncIterator[Swarm]:
         # Runs to act on: one the swarm agrees on, one the gates hold (a lone instance has no consensus).
         for size in (2, 1):
             events = [e async for e in orch.stub.RunSwarm(pb.RunSwarmRequest(task=FIB_TASK, swarm_size=size))]
-            assert events[-1].done.status in TERMINAL and "def fib" in FIB_REPLY
+            assert events[-1].done.status in TERMINAL
             swarm.run_ids.append(events[-1].done.id)
         first = await orch.stub.ListRuns(pb.ListRunsRequest(page_size=1))
         swarm.page_tokens.append(first.next_page_token)

@@ -20,7 +20,7 @@ from tests.fakes.replies import FIB_REPLY
 
 from .budget import DEFAULT, LONG
 from .conftest import REFINER_KEY_ENV, Stack
-from .messages import Targets, doubles, integers, messages, texts
+from .messages import Target, Targets, doubles, integers, messages, texts
 from .rpc import Rpc, check_answer, invoke, rpcs
 
 FIB_TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number.\n\n>>> fib(10)\n55\n"
@@ -67,7 +67,7 @@ def targets(stack: Stack, plausible: bool) -> Targets:
     base_url = (
         st.sampled_from(urls) if plausible else st.one_of(st.sampled_from([*urls, "ftp://127.0.0.1/", ""]), not_urls)
     )
-    fields: dict[str, object] = {
+    fields: dict[str, Target] = {
         "run_id": st.sampled_from(["", "r1", "0123456789abcdef"]) if plausible else texts(),
         "candidates": candidates,
         "top": st.lists(top, min_size=1 if plausible else 0, max_size=3),
@@ -86,7 +86,7 @@ def targets(stack: Stack, plausible: bool) -> Targets:
         "max_tokens": st.integers(0, 256) if plausible else integers((-(2**31), 2**31 - 1)),
         "round": st.integers(0, 3) if plausible else integers((-(2**31), 2**31 - 1)),
     }
-    return Targets(fields)  # type: ignore[arg-type]
+    return Targets(fields)
 
 
 def _numbered(candidates: list[common_pb2.CandidateCode]) -> list[Message]:

@@ -75,7 +75,8 @@ def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: lis
         )
     unknown = sorted({name for name in request.instances if name not in known})
     if unknown:
-        raise InvalidArgumentError(f"unknown instance(s) {unknown}; configured instances: {known}")
+        shown = [name if len(name) <= 60 else f"{name[:60]}..." for name in unknown[:10]]
+        raise InvalidArgumentError(f"instances: unknown instance(s) {shown}; configured instances: {known}")
     return list(dict.fromkeys(request.instances)) or list(known)
 
 

@@ -95,9 +95,17 @@ def caller(context: grpc.aio.ServicerContext) -> str:
     return user
 
 
+MAX_RUN_ID_CHARS = 128
+
+
 def _check_run_id(run_id: str) -> None:
     if not run_id.strip():
         raise InvalidArgumentError("run_id is empty: pass the id printed by `swarm run` or `swarm runs list`")
+    if len(run_id) > MAX_RUN_ID_CHARS:
+        raise InvalidArgumentError(
+            f"run_id is {len(run_id)} characters; run ids are at most {MAX_RUN_ID_CHARS} "
+            "(pass the id printed by `swarm run` or `swarm runs list`)"
+        )
     _check_text("run_id", run_id)
 
 

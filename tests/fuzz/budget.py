@@ -24,6 +24,8 @@ DEFAULT = settings(
     print_blob=True,
 )
 LONG = settings(DEFAULT, max_examples=400)
+# The long variants outlast pytest's default timeout (300 s) by design.
+LONG_TIMEOUT_S = 3600
 
 # Pure functions (code extraction, the SSE parser) are cheap: many more examples, a tight deadline.
 UNIT = settings(

@@ -44,6 +44,8 @@ async def fuzz_stack() -> AsyncIterator[Stack]:
             REFINER_KEY_ENV: "fuzz-refiner-key",
             "SWARM_REFINER_LLM_TIMEOUT_S": "5",
             "SWARM_ASSESSOR_MAX_TIMEOUT_S": "5",
+            # Candidates that loop forever are among the generated ones: keep each one's wall clock short.
+            "SWARM_ASSESSOR_TIMEOUT_S": "2",
         }
         async with stage_servers(env) as stages:
             yield Stack((one, two), stages)

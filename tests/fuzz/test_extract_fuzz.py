@@ -14,7 +14,7 @@ from hypothesis import given, strategies as st
 
 from swarmlib import entry_points, extract_code, task_code
 
-from .budget import UNIT, UNIT_LONG
+from .budget import LONG_TIMEOUT_S, UNIT, UNIT_LONG
 from .messages import texts
 
 SNIPPETS = [
@@ -80,6 +80,7 @@ def test_extraction_never_raises(reply: str, task: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_TIMEOUT_S)
 @UNIT_LONG
 @given(reply=st.one_of(replies(), texts()), task=st.one_of(st.sampled_from(TASKS), texts(max_size=300)))
 def test_extraction_never_raises_long(reply: str, task: str) -> None:

@@ -18,7 +18,7 @@ from hypothesis import event, given, strategies as st
 
 from swarmlib import ChatClient, Endpoint, LLMError, RetryPolicy, extract_code
 
-from .budget import UNIT, UNIT_LONG
+from .budget import LONG_TIMEOUT_S, UNIT, UNIT_LONG
 from .messages import texts
 
 ENDPOINT = Endpoint(name="fuzzed", base_url="http://instance.test/v1", model="qwen", api_key="k")
@@ -232,6 +232,7 @@ async def test_the_llm_client_raises_only_its_domain_errors(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_TIMEOUT_S)
 @UNIT_LONG
 @given(answers=ANSWERS, cuts=CUTS, watch=st.booleans())
 async def test_the_llm_client_raises_only_its_domain_errors_long(

@@ -22,7 +22,7 @@ from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_bench.stack import instances_json, orchestrator
 from swarm_orchestrator.service import USER_METADATA
 
-from .budget import DEFAULT, LONG
+from .budget import DEFAULT, LONG, LONG_TIMEOUT_S
 from .conftest import Stack
 from .messages import INT32, Targets, integers, messages, texts, timestamps
 from .rpc import Rpc, check_answer, invoke, rpcs
@@ -226,6 +226,7 @@ async def test_every_orchestrator_rpc(swarm: Swarm, rpc: Rpc, data: st.DataObjec
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_TIMEOUT_S)
 @pytest.mark.parametrize("rpc", RPCS, ids=str)
 @LONG
 @given(data=st.data())

@@ -18,7 +18,7 @@ from hypothesis import event, given, strategies as st
 from swarm.v1 import assessor_pb2, collator_pb2, common_pb2, refiner_pb2
 from tests.fakes.replies import FIB_REPLY
 
-from .budget import DEFAULT, LONG
+from .budget import DEFAULT, LONG, LONG_TIMEOUT_S
 from .conftest import REFINER_KEY_ENV, Stack
 from .messages import Target, Targets, doubles, integers, messages, texts
 from .rpc import Rpc, check_answer, invoke, rpcs
@@ -127,6 +127,7 @@ async def test_every_stage_rpc(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LONG_TIMEOUT_S)
 @pytest.mark.parametrize("rpc", RPCS, ids=str)
 @LONG
 @given(data=st.data())

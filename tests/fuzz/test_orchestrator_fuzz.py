@@ -24,7 +24,7 @@ from swarm_orchestrator.service import USER_METADATA
 
 from .budget import DEFAULT, LONG, LONG_TIMEOUT_S
 from .conftest import Stack
-from .messages import INT32, Targets, integers, messages, texts, timestamps
+from .messages import INT32, Targets, huge_lists, integers, messages, texts, timestamps
 from .rpc import Rpc, check_answer, invoke, rpcs
 
 MAX_TASK_CHARS = 2_000
@@ -80,20 +80,26 @@ class Swarm:
                     st.sampled_from(["x" * (MAX_TASK_CHARS + 1), " \n\t ", FIB_TASK + "\x00"]),
                 ),
                 "RunSwarmRequest.swarm_size": st.one_of(integers((-1, MAX_SWARM_SIZE + 1)), integers(INT32)),
-                "RunSwarmRequest.instances": st.lists(
-                    st.one_of(st.sampled_from(["fake-1", "fake-2", "nope", "", " fake-1", "FAKE-1"]), texts()),
-                    max_size=4,
+                "RunSwarmRequest.instances": st.one_of(
+                    st.lists(
+                        st.one_of(st.sampled_from(["fake-1", "fake-2", "nope", "", " fake-1", "FAKE-1"]), texts()),
+                        max_size=4,
+                    ),
+                    huge_lists(st.sampled_from(["fake-1", "nope"])),
                 ),
                 "RunSwarmRequest.instance_timeout_seconds": st.one_of(
                     st.sampled_from([0.0, 0.001, 5.0, 3600.0, 3600.5, -0.0, float("nan")]),
                     st.floats(allow_nan=True, allow_infinity=True),
                 ),
-                "RunSwarmRequest.tests": st.lists(
-                    st.one_of(
-                        st.sampled_from(["assert fib(10) == 55", "", "   ", "assert", "(((", "assert fib(1) == 2"]),
-                        texts(),
+                "RunSwarmRequest.tests": st.one_of(
+                    st.lists(
+                        st.one_of(
+                            st.sampled_from(["assert fib(10) == 55", "", "   ", "assert", "(((", "assert fib(1) == 2"]),
+                            texts(),
+                        ),
+                        max_size=3,
                     ),
-                    max_size=3,
+                    st.integers(500, 3_000).map(lambda n: [f"assert fib({i}) >= 0" for i in range(n)]),
                 ),
                 "comment": st.one_of(texts(), st.sampled_from(["c" * 2000, "c" * 2001, "looks fine"])),
                 "rating": st.one_of(integers((-1, 7)), integers(INT32)),

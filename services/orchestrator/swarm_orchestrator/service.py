@@ -37,6 +37,7 @@ MAX_PAGE_SIZE = 100
 MAX_INSTANCE_TIMEOUT_S = 3600.0
 DEFAULT_PAGE_SIZE = 20
 MAX_COMMENT_CHARS = 2000
+MAX_RUN_ID_CHARS = 128
 USER_METADATA = "x-swarm-user"
 
 
@@ -93,9 +94,6 @@ def caller(context: grpc.aio.ServicerContext) -> str:
             f"{USER_METADATA} must be one identity of letters, digits and . _ @ + - (at most 128), got {values!r}"
         )
     return user
-
-
-MAX_RUN_ID_CHARS = 128
 
 
 def _check_run_id(run_id: str) -> None:

@@ -1,10 +1,13 @@
 """Domain errors and the one table that maps them to gRPC status codes.
 
 Services raise these from deep code; the server interceptor (see ``_server``) turns them into a
-gRPC status with the exception's message, so a client always learns *what to fix*.
+gRPC status with the exception's message, so a client always learns *what to fix*. Any other
+exception is a bug: the caller gets ``INTERNAL`` with an error id, never its text.
 """
 
 from __future__ import annotations
+
+import uuid
 
 import grpc
 
@@ -121,3 +124,19 @@ def status_for(exc: SwarmError) -> grpc.StatusCode:
 def mapped_error_types() -> frozenset[type[SwarmError]]:
     """Every class with an explicit entry (tests check that no domain error is left out)."""
     return frozenset(_STATUS)
+
+
+def error_id(exc: BaseException) -> str:
+    """The id an unexpected error is logged and reported under: the same for one exception however
+    often it is asked for, so the caller's id, the stored run's and the log's agree."""
+    existing = getattr(exc, "_swarm_error_id", None)
+    if isinstance(existing, str):
+        return existing
+    new = uuid.uuid4().hex[:16]
+    exc._swarm_error_id = new  # type: ignore[attr-defined]
+    return new
+
+
+def internal_error_message(exc: BaseException) -> str:
+    """What a caller learns of an unexpected error: its id, never its text (SQL, parameters, documents)."""
+    return f"internal error {error_id(exc)}: the server failed unexpectedly; its log holds the details under this id"

@@ -82,19 +82,50 @@ def _best_block(blocks: list[str], wanted: list[str]) -> str:
     return max(parsing or blocks, key=len)
 
 
+# Characters the span search may parse for one reply: far more than a real reply needs, and a
+# bound on a hostile one (thousands of lines that each look like a definition) that would
+# otherwise take minutes.
+_SPAN_PARSE_BUDGET = 1_000_000
+
+
+def _syntax_error_line(code: str) -> int | None:
+    """None when ``code`` parses, else the line of its error (0 when the parser did not say)."""
+    try:
+        ast.parse(code)
+    except SyntaxError as exc:
+        return exc.lineno or 0
+    except (ValueError, RecursionError, MemoryError):
+        return 0
+    return None
+
+
 def _longest_code_span(reply: str) -> str:
-    """From prose with unfenced code: the longest run of lines that parses and defines something."""
+    """From prose with unfenced code: the longest run of lines that parses and defines something.
+
+    A span that fails at line L fails however it goes on past L, so the search for one start skips
+    straight to the spans that end before L.
+    """
     lines = reply.splitlines()
     best = ""
+    budget = _SPAN_PARSE_BUDGET
     starts = [i for i, line in enumerate(lines) if re.match(r"(def|class|import|from|@)\b", line)]
     for start in starts:
-        for end in range(len(lines), start, -1):
+        end = len(lines)
+        while end > start:
             chunk = "\n".join(lines[start:end])
-            if len(chunk) <= len(best):
+            if len(chunk) <= len(best) or budget < len(chunk):
                 break
-            if _parses(chunk) and _defined_names(chunk):
-                best = chunk
-                break
+            budget -= len(chunk)
+            error_line = _syntax_error_line(chunk)
+            if error_line is None:
+                if _defined_names(chunk):
+                    best = chunk
+                    break
+                end -= 1
+            elif 0 < error_line <= end - start:
+                end = start + error_line - 1
+            else:
+                end -= 1
     return best
 
 

@@ -9,11 +9,14 @@ docs/live-output.md.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -109,6 +112,14 @@ class _Heard:
                 self.chars += len(part)
                 if self._on_text is not None:
                     await self._on_text(part)
+
+
+def _excerpt(endpoint: Endpoint, text: str, limit: int = 80) -> str:
+    """The start of what an instance sent, for an error message, without the key it was sent:
+    a gateway that echoes the request's headers must not put the key into runs, logs and spans."""
+    if endpoint.api_key:
+        text = text.replace(endpoint.api_key, "[redacted]")
+    return text[:limit]
 
 
 def _retryable_status(code: int) -> bool:
@@ -207,7 +218,10 @@ class ChatClient:
             body["seed"] = seed
         headers = {PURPOSE_HEADER: purpose, "Accept": "text/event-stream"}
         if run_id:
-            headers[RUN_HEADER] = run_id
+            # A header carries visible ASCII only; anything else would fail the request, not the call.
+            headers[RUN_HEADER] = (
+                urllib.parse.quote(run_id, safe="") if not run_id.isprintable() or not run_id.isascii() else run_id
+            )
         if endpoint.api_key:
             headers["Authorization"] = f"Bearer {endpoint.api_key}"
         propagate.inject(headers)
@@ -262,7 +276,7 @@ class ChatClient:
                 "POST", url, json=body, headers=headers, timeout=httpx.Timeout(timeout)
             ) as response:
                 if response.status_code != 200:
-                    detail = (await response.aread()).decode("utf-8", "replace")[:300]
+                    detail = _excerpt(endpoint, (await response.aread()).decode("utf-8", "replace"), 300)
                     raise LLMHTTPError(
                         f"{endpoint.name}: HTTP {response.status_code}: {detail.strip() or response.reason_phrase}",
                         response.status_code,
@@ -274,7 +288,7 @@ class ChatClient:
                     await heard.text(whole.parts)
                     return whole
                 state = _StreamState()
-                async for line in response.aiter_lines():
+                async for line in _sse_lines(response):
                     parsed = len(state.parts)
                     _parse_sse_line(endpoint, line, state)
                     await heard.text(state.parts[parsed:])
@@ -295,24 +309,41 @@ class ChatClient:
         return state
 
 
+async def _sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The stream's lines, read as UTF-8 whatever charset the server names (an event stream is
+    always UTF-8), bad bytes replaced; a line ends at CRLF, LF or CR."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    async for raw in response.aiter_bytes():
+        *lines, pending = _LINE_END.split(pending + decoder.decode(raw))
+        for line in lines:
+            yield line
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
+_LINE_END = re.compile(r"\r\n|\n|\r")
+
+
 def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
     line = line.strip()
     if not line or line.startswith(":") or line.startswith(("event:", "id:", "retry:")):
         return
     if not line.startswith("data:"):
-        raise LLMMalformedError(f"{endpoint.name}: not an SSE line: {line[:80]!r}")
+        raise LLMMalformedError(f"{endpoint.name}: not an SSE line: {_excerpt(endpoint, line)!r}")
     data = line[5:].strip()
     if data == "[DONE]":
         state.done = True
         return
     try:
         chunk = json.loads(data)
-    except json.JSONDecodeError:
-        raise LLMMalformedError(f"{endpoint.name}: invalid JSON in stream: {data[:80]!r}") from None
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can follow
+        raise LLMMalformedError(f"{endpoint.name}: invalid JSON in stream: {_excerpt(endpoint, data)!r}") from None
     if not isinstance(chunk, dict):
-        raise LLMMalformedError(f"{endpoint.name}: stream chunk is not an object: {data[:80]!r}")
+        raise LLMMalformedError(f"{endpoint.name}: stream chunk is not an object: {_excerpt(endpoint, data)!r}")
     if "error" in chunk:
-        raise LLMMalformedError(f"{endpoint.name}: error in stream: {str(chunk['error'])[:200]}")
+        raise LLMMalformedError(f"{endpoint.name}: error in stream: {_excerpt(endpoint, str(chunk['error']), 200)}")
     model = chunk.get("model")
     if isinstance(model, str) and model and not state.model:
         state.model = model[:200]
@@ -323,7 +354,7 @@ def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
     choices = chunk.get("choices")
     if choices is None:
         if usage is None:
-            raise LLMMalformedError(f"{endpoint.name}: stream chunk has no choices: {data[:80]!r}")
+            raise LLMMalformedError(f"{endpoint.name}: stream chunk has no choices: {_excerpt(endpoint, data)!r}")
         return
     if not isinstance(choices, list):
         raise LLMMalformedError(f"{endpoint.name}: choices is not a list")
@@ -348,21 +379,35 @@ def _parse_whole(endpoint: Endpoint, raw: bytes) -> _StreamState:
         body = json.loads(raw)
         choice = body["choices"][0]
         content = choice["message"]["content"] or ""
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise LLMMalformedError(f"{endpoint.name}: not a chat completion: {raw[:80]!r}") from None
-    usage = body.get("usage") or {}
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
+        raise LLMMalformedError(
+            f"{endpoint.name}: not a chat completion: {_excerpt(endpoint, raw.decode('utf-8', 'replace'))!r}"
+        ) from None
+    if not isinstance(body, dict) or not isinstance(choice, dict) or not isinstance(content, str):
+        excerpt = _excerpt(endpoint, raw.decode("utf-8", "replace"))
+        raise LLMMalformedError(f"{endpoint.name}: not a chat completion (content is not text): {excerpt!r}")
+    usage = body.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    model = body.get("model")
     return _StreamState(
         parts=[content],
         finish_reason=str(choice.get("finish_reason") or "stop"),
         prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
         completion_tokens=_int_or_none(usage.get("completion_tokens")),
         done=True,
-        model=str(body.get("model") or "")[:200],
+        model=model[:200] if isinstance(model, str) else "",
     )
 
 
+# A token count beyond this is a server's garbage; it would not fit Usage's int64 (or a float price).
+_MAX_TOKENS_REPORTED = 2**53
+
+
 def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A reported token count, or None (then it is estimated) when it is not a plausible one."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TOKENS_REPORTED:
+        return value
+    return None
 
 
 async def list_models(http: httpx.AsyncClient, endpoint: Endpoint, timeout: float = 3.0) -> list[str]:

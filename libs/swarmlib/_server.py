@@ -7,23 +7,33 @@ import inspect
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.trace import TracerProvider
 
-from ._errors import SwarmError, status_for
+from ._errors import SwarmError, error_id, internal_error_message, status_for
 from ._health_port import health_only_server
 from ._tls import Transport, bind
 
 log = logging.getLogger(__name__)
 
 
+ERROR_ID_METADATA = "swarm-error-id"
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Turns a ``SwarmError`` raised anywhere in a handler into its gRPC status and message."""
+    """Turns what a handler raises into a status the caller can act on, and nothing more.
+
+    A ``SwarmError`` becomes its status and message (``status_for``). A request that does not
+    decode becomes ``INVALID_ARGUMENT``. Anything else is a bug whose text may hold SQL, its
+    parameters, a task or a stored document: the caller gets ``INTERNAL`` with an error id (also
+    in the ``swarm-error-id`` trailing metadata) and the log gets the id with the traceback.
+    """
 
     async def intercept_service(
         self,
@@ -33,42 +43,108 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        method = str(handler_call_details.method)
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             # grpc.aio picks the streaming style by the handler's type: an async generator yields
             # responses, a coroutine (health's Watch) writes them with ``context.write``.
             inner = handler.unary_stream
-            wrapped = _wrap_stream(inner) if inspect.isasyncgenfunction(inner) else _wrap_unary(inner)
+            wrapped = _wrap_stream(inner, method) if inspect.isasyncgenfunction(inner) else _wrap_unary(inner, method)
             return grpc.unary_stream_rpc_method_handler(
                 wrapped,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _wrap_unary(inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]) -> Any:
+class _Undecodable:
+    """Stands in for a request whose bytes are not the expected message, so the handler refuses it."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return _Undecodable(str(exc))
+
+    return decode
+
+
+async def _refuse_undecodable(request: Any, context: grpc.aio.ServicerContext) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the request is not a valid protobuf message ({request.why}): send it as the service's .proto defines",
+        )
+
+
+async def _abort_for(exc: Exception, method: str, context: grpc.aio.ServicerContext) -> NoReturn:
+    """Abort the call for ``exc``: a domain error with its own status, anything else as INTERNAL."""
+    if isinstance(exc, SwarmError):
+        await context.abort(status_for(exc), _bounded(str(exc)))
+    if isinstance(exc, NotImplementedError) and context.code() == grpc.StatusCode.UNIMPLEMENTED:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
+    log.error("error %s in %s: unexpected %s", error_id(exc), method, type(exc).__name__, exc_info=exc)
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        internal_error_message(exc),
+        trailing_metadata=((ERROR_ID_METADATA, error_id(exc)),),
+    )
+    raise AssertionError("unreachable: context.abort raises")
+
+
+# The message travels in the grpc-message trailer, percent-encoded; past gRPC's metadata limit
+# (8 KiB soft, 16 KiB hard) the caller would get RESOURCE_EXHAUSTED instead of the message.
+_MAX_MESSAGE_BYTES = 4096
+
+
+def _bounded(message: str) -> str:
+    """The message, cut where its encoded size would pass ``_MAX_MESSAGE_BYTES`` (it echoed a huge value)."""
+    size = 0
+    for index, char in enumerate(message):
+        size += 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "replace"))
+        if size > _MAX_MESSAGE_BYTES:
+            return f"{message[:index]}... (cut: {len(message) - index} more characters)"
+    return message
+
+
+def _wrap_unary(inner: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str) -> Any:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await _refuse_undecodable(request, context)
         try:
             return await inner(request, context)
-        except SwarmError as exc:
-            await context.abort(status_for(exc), str(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, method, context)
 
     return call
 
 
-def _wrap_stream(inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]) -> Any:
+def _wrap_stream(inner: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], method: str) -> Any:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await _refuse_undecodable(request, context)
         try:
             async for item in inner(request, context):
                 yield item
-        except SwarmError as exc:
-            await context.abort(status_for(exc), str(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(exc, method, context)
 
     return call
 

@@ -105,10 +105,11 @@ def attached_tests(raw: Iterable[str], visible: list[TaskTest]) -> list[TaskTest
     """
     seen = {canonical_key(t) for t in visible}
     tests: list[TaskTest] = []
-    for text in raw:
+    for position, text in enumerate(raw):
         tree = parse_python(text.strip())
         if tree is None or not any(isinstance(node, ast.Assert) for node in ast.walk(tree)):
-            log.warning("attached test skipped: not Python with an assert: %r", text[:200])
+            # Its text is the user's (it may hold what the task holds): the log gets where and how long.
+            log.warning("attached test %d (%d characters) skipped: not Python with an assert", position, len(text))
             continue
         single = len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert)
         source = (unparse_python(tree.body[0]) if single else unparse_python(tree)) or text.strip()

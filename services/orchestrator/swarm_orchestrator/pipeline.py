@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from swarm.v1 import assessor_pb2, common_pb2, orchestrator_pb2 as pb
-from swarmlib import QuorumNotReachedError, StageError, StoreUnavailableError, SwarmError
+from swarmlib import (
+    QuorumNotReachedError,
+    StageError,
+    StoreUnavailableError,
+    SwarmError,
+    error_id,
+    internal_error_message,
+)
 
 from . import gating
 from .config import OrchestratorConfig
@@ -30,6 +37,8 @@ from .reputation import assessment_events, multiplier_for
 from .stages import Collation, StageCalls, assess, assess_request, assessed, collate, collated
 from .store import RunStore
 from .tests_writer import write_tests
+
+log = logging.getLogger(__name__)
 
 Emit = Callable[[pb.RunSwarmResponse], Awaitable[None]]
 log = logging.getLogger(__name__)
@@ -155,7 +164,7 @@ class Pipeline:
             _write_failure(run, journal, str(exc))
             error = exc
         except BaseException as exc:
-            _write_failure(run, journal, f"run interrupted: {type(exc).__name__}: {exc}")
+            _write_failure(run, journal, _interrupted(run.id, exc))
             run.finished_at.FromDatetime(_now())
             await asyncio.shield(self._store.finish_run(run))
             raise
@@ -302,6 +311,15 @@ def _ranked(candidate: pb.Candidate, position: int) -> pb.Candidate:
     copy.CopyFrom(candidate)
     copy.rank = position
     return copy
+
+
+def _interrupted(run_id: str, exc: BaseException) -> str:
+    """Why a run stopped, as stored and streamed: a domain error or a cancellation in words, any
+    other exception (a bug; its text may hold SQL and the task) by its error id only."""
+    if isinstance(exc, SwarmError) or not isinstance(exc, Exception):
+        return f"run interrupted: {type(exc).__name__}: {exc}"
+    log.error("run %s: error %s: unexpected %s", run_id, error_id(exc), type(exc).__name__, exc_info=exc)
+    return f"run interrupted: {internal_error_message(exc)}"
 
 
 def _write_failure(run: pb.Run, journal: Journal, error: str) -> None:

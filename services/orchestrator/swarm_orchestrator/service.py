@@ -37,13 +37,23 @@ MAX_PAGE_SIZE = 100
 MAX_INSTANCE_TIMEOUT_S = 3600.0
 DEFAULT_PAGE_SIZE = 20
 MAX_COMMENT_CHARS = 2000
+MAX_RUN_ID_CHARS = 128
 USER_METADATA = "x-swarm-user"
+
+
+def _check_text(name: str, value: str) -> None:
+    """Text the store keeps as given: no NUL, which PostgreSQL cannot store (and no task needs)."""
+    if "\x00" in value:
+        raise InvalidArgumentError(
+            f"{name} contains a NUL character (\\x00) at position {value.index(chr(0))}: remove it"
+        )
 
 
 def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: list[str]) -> list[str]:
     """Reject bad input before anything is stored; returns the instances the run may use."""
     if not request.task.strip():
         raise InvalidArgumentError("task is empty: send the coding task in the `task` field")
+    _check_text("task", request.task)
     if len(request.task) > config.max_task_chars:
         raise InvalidArgumentError(
             f"task is {len(request.task)} characters; the limit is {config.max_task_chars} "
@@ -57,6 +67,8 @@ def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: lis
     blank = [i for i, test in enumerate(request.tests) if not test.strip()]
     if blank:
         raise InvalidArgumentError(f"tests{blank} are empty: attach assert statements, or leave tests out")
+    for index, test in enumerate(request.tests):
+        _check_text(f"tests[{index}]", test)
     timeout = request.instance_timeout_seconds
     if not math.isfinite(timeout) or not 0 <= timeout <= MAX_INSTANCE_TIMEOUT_S:
         raise InvalidArgumentError(
@@ -64,7 +76,8 @@ def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: lis
         )
     unknown = sorted({name for name in request.instances if name not in known})
     if unknown:
-        raise InvalidArgumentError(f"unknown instance(s) {unknown}; configured instances: {known}")
+        shown = [name if len(name) <= 60 else f"{name[:60]}..." for name in unknown[:10]]
+        raise InvalidArgumentError(f"instances: unknown instance(s) {shown}; configured instances: {known}")
     return list(dict.fromkeys(request.instances)) or list(known)
 
 
@@ -86,11 +99,18 @@ def caller(context: grpc.aio.ServicerContext) -> str:
 def _check_run_id(run_id: str) -> None:
     if not run_id.strip():
         raise InvalidArgumentError("run_id is empty: pass the id printed by `swarm run` or `swarm runs list`")
+    if len(run_id) > MAX_RUN_ID_CHARS:
+        raise InvalidArgumentError(
+            f"run_id is {len(run_id)} characters; run ids are at most {MAX_RUN_ID_CHARS} "
+            "(pass the id printed by `swarm run` or `swarm runs list`)"
+        )
+    _check_text("run_id", run_id)
 
 
 def _check_comment(comment: str) -> None:
     if len(comment) > MAX_COMMENT_CHARS:
         raise InvalidArgumentError(f"comment is {len(comment)} characters; keep it to {MAX_COMMENT_CHARS}")
+    _check_text("comment", comment)
 
 
 def _check_page_size(page_size: int) -> int:
@@ -99,8 +119,20 @@ def _check_page_size(page_size: int) -> int:
     return page_size or DEFAULT_PAGE_SIZE
 
 
-def _time(stamp: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | None:
-    return stamp.ToDatetime(tzinfo=dt.UTC) if present else None
+# What a google.protobuf.Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+def _time(name: str, stamp: timestamp_pb2.Timestamp, present: bool) -> dt.datetime | None:
+    if not present:
+        return None
+    if not (_MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS and 0 <= stamp.nanos <= 999_999_999):
+        raise InvalidArgumentError(
+            f"{name} is not a valid time (seconds={stamp.seconds}, nanos={stamp.nanos}): use a time between "
+            "0001-01-01 and 9999-12-31 UTC, nanos 0..999999999, or leave it unset"
+        )
+    return stamp.ToDatetime(tzinfo=dt.UTC)
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -235,6 +267,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         _check_comment(request.comment)
         if not 1 <= request.rating <= 5:
             raise InvalidArgumentError(f"rating is {request.rating}; rate the answer 1 (useless) to 5 (use as is)")
+        _check_text("preferred_candidate_id", request.preferred_candidate_id)
         user = caller(context)
         preferred = request.preferred_candidate_id.strip()
 
@@ -261,7 +294,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: pb.ListReputationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListReputationResponse:
         now = await self._store.reputation()
-        since = _time(request.since, request.HasField("since"))
+        since = _time("since", request.since, request.HasField("since"))
         before = await self._store.reputation(since) if since is not None else {}
         return pb.ListReputationResponse(
             reputation=[entry(key, now[key], before.get(key, Tally())) for key in sorted(now)]
@@ -279,8 +312,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def GetQualityReport(
         self, request: pb.GetQualityReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetQualityReportResponse:
-        since = _time(request.since, request.HasField("since"))
-        until = _time(request.until, request.HasField("until"))
+        since = _time("since", request.since, request.HasField("since"))
+        until = _time("until", request.until, request.HasField("until"))
         if since is not None and until is not None and until <= since:
             raise InvalidArgumentError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
         runs = await self._store.runs_between(since, until)

@@ -166,8 +166,10 @@ def decode_token(token: str) -> tuple[dt.datetime, str]:
         when = dt.datetime.fromisoformat(created)
         if when.tzinfo is None:
             raise ValueError("token time has no timezone")
+        if "\x00" in run_id:
+            raise ValueError("token run id holds a NUL")
         return when.astimezone(dt.UTC), run_id
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, OverflowError):  # OverflowError: a forged time that leaves the calendar in UTC
         raise InvalidArgumentError(
             "page_token is not a token returned by ListRuns; omit it for the first page"
         ) from None

@@ -6,6 +6,7 @@ template version the prompt came from, so a stored refinement can be read and au
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from swarm.v1 import common_pb2, refiner_pb2, refiner_pb2_grpc
@@ -17,11 +18,15 @@ from .prompt import build_prompt
 
 # Refinement should converge on the evidence, not explore: low temperature.
 REFINE_TEMPERATURE = 0.2
+# The run id is sent to the instance as the X-Swarm-Run-Id header, which only carries visible ASCII.
+_RUN_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 def validate(request: refiner_pb2.RefineRequest) -> None:
     """Reject a request that cannot work, listing every problem so one round trip fixes them all."""
     problems: list[str] = []
+    if request.run_id and not _RUN_ID.fullmatch(request.run_id):
+        problems.append("run_id must be printable ASCII without spaces, at most 128 characters (it goes in a header)")
     if not request.task.strip():
         problems.append("task is empty: send the task as the user wrote it")
     if not request.top:

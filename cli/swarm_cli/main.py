@@ -128,6 +128,27 @@ async def _instances(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _capacity(args: argparse.Namespace) -> int:
+    async with _connection(args).channel() as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        try:
+            reply = await stub.GetCapacity(pb.GetCapacityRequest())
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_error(exc)
+    if args.json:
+        print(json.dumps(_as_dict(reply), indent=2))
+        return EXIT_OK
+    print(f"runs driven: {reply.active_runs} of {reply.max_active_runs}")
+    oldest = f", the oldest for {reply.oldest_wait_ms / 1000:.1f}s" if reply.queued_runs else ""
+    print(
+        f"runs waiting: {reply.queued_runs} of {reply.max_queued_runs}{oldest} (each waits at most "
+        f"{reply.queue_timeout_ms / 1000:.0f}s)"
+    )
+    for slots in reply.instances:
+        print(f"  {slots.instance:<12} {slots.in_use}/{slots.slots} slots in use")
+    return EXIT_OK
+
+
 async def _wait(args: argparse.Namespace) -> int:
     """Block until the orchestrator reports SERVING (used by `make run` after `swarm up`)."""
     deadline = time.monotonic() + args.timeout
@@ -217,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     instances = sub.add_parser("instances", help="configured instances and their health")
     instances.add_argument("--json", action="store_true")
+
+    capacity = sub.add_parser("capacity", help="the run queue: runs driven and waiting, instance slots in use")
+    capacity.add_argument("--json", action="store_true")
 
     wait = sub.add_parser("wait", help="wait until the orchestrator is serving")
     wait.add_argument("--timeout", type=float, default=240.0)
@@ -310,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command in quality_cli.COMMANDS:
         return asyncio.run(quality_cli.run_command(args.connection.channel, args, _rpc_error))
-    handlers = {"run": _run, "runs": _runs, "instances": _instances, "wait": _wait}
+    handlers = {"run": _run, "runs": _runs, "instances": _instances, "capacity": _capacity, "wait": _wait}
     return asyncio.run(handlers[args.command](args))
 
 

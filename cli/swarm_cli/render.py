@@ -22,6 +22,12 @@ def progress_line(event: pb.RunSwarmResponse) -> str | None:
     if which == "accepted":
         run = event.accepted
         return f"run {run.id}: {run.swarm_size} instances (quorum {run.quorum})"
+    if which == "queued":
+        q = event.queued
+        return (
+            f"  queued: {q.position} of {q.depth} waiting for capacity ({q.waited_ms / 1000:.0f}s so far, "
+            f"at most {q.timeout_ms / 1000:.0f}s)"
+        )
     if which == "instance_started":
         e = event.instance_started
         retry = " (fallback)" if e.attempt > 1 else ""

@@ -2,7 +2,8 @@
 
 Each entry: ``name``, ``base_url``, ``model``, optional ``api_key_env`` (the variable holding the
 key, never the key itself), ``temperature``, ``seed``, ``price_input_per_mtok``,
-``price_output_per_mtok``.
+``price_output_per_mtok``, ``slots`` (requests it serves at once: its server's parallel slots;
+0, the default, means the orchestrator's SWARM_INSTANCE_SLOTS).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class InstanceSpec:
     seed: int = 0
     price_input_per_mtok: float = 0.0
     price_output_per_mtok: float = 0.0
+    slots: int = 0
 
     def api_key(self, env: Mapping[str, str]) -> str:
         """Resolve the key from ``env``; a named but unset variable is a configuration error."""
@@ -61,6 +63,7 @@ _FIELDS = {
     "seed": int,
     "price_input_per_mtok": float,
     "price_output_per_mtok": float,
+    "slots": int,
 }
 
 
@@ -84,6 +87,8 @@ def _parse_entry(index: int, raw: object) -> InstanceSpec:
             values[key] = value
         else:
             raise ConfigError(f"instance #{index} ({raw['name']}): field {key!r} must be {kind.__name__}")
+    if values.get("slots", 0) < 0:
+        raise ConfigError(f"instance {values['name']!r}: slots must be >= 0 (0 uses SWARM_INSTANCE_SLOTS)")
     if not values["base_url"].startswith(("http://", "https://")):
         raise ConfigError(f"instance {values['name']!r}: base_url must start with http:// or https://")
     return InstanceSpec(**values)

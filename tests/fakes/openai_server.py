@@ -103,6 +103,11 @@ class FakeLLMServer(HttpServer):
     chunk_delay: float = 0.05
     think_s: dict[str, float] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # When set, chat requests wait for it before answering (a model busy until the test says so).
+    gate: asyncio.Event | None = None
+    # Chat requests being answered now, and the most there ever were at once.
+    in_flight: int = 0
+    peak_in_flight: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -157,7 +162,14 @@ class FakeLLMServer(HttpServer):
             if not isinstance(body, dict):
                 await send_json(writer, 400, error_body("body must be a JSON object", "invalid_request_error"), False)
                 return False
-            return await self._chat(writer, body, behaviour, keep_alive)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                if self.gate is not None:
+                    await self.gate.wait()
+                return await self._chat(writer, body, behaviour, keep_alive)
+            finally:
+                self.in_flight -= 1
         await send_json(writer, 404, error_body(f"no route {method} {path}", "not_found"), keep_alive)
         return keep_alive
 

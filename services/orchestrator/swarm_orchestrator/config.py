@@ -98,6 +98,14 @@ class OrchestratorConfig:
     # backoff from this base to this cap, jittered, until the stage timeout.
     stage_retry_base_delay_s: float = 0.25
     stage_retry_max_delay_s: float = 5.0
+    # The run queue at the door (docs/queue.md): requests each instance serves at once when its
+    # entry sets no ``slots``; runs driven at once (the stages' room); runs that may wait; how
+    # long one may wait; how often a replica looks again for room another replica freed.
+    instance_slots: int = 4
+    max_active_runs: int = 8
+    queue_size: int = 256
+    queue_timeout_s: float = 600.0
+    queue_poll_s: float = 0.5
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -160,6 +168,11 @@ class OrchestratorConfig:
             store_busy_timeout_s=env_float(env, "SWARM_STORE_BUSY_TIMEOUT_S", 5.0, minimum=0.0),
             stage_retry_base_delay_s=retry_base,
             stage_retry_max_delay_s=retry_max,
+            instance_slots=env_int(env, "SWARM_INSTANCE_SLOTS", 4, minimum=1),
+            max_active_runs=env_int(env, "SWARM_MAX_ACTIVE_RUNS", 8, minimum=1),
+            queue_size=env_int(env, "SWARM_QUEUE_SIZE", 256, minimum=0),
+            queue_timeout_s=env_float(env, "SWARM_QUEUE_TIMEOUT_S", 600.0, minimum=0.1),
+            queue_poll_s=env_float(env, "SWARM_QUEUE_POLL_S", 0.5, minimum=0.01),
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

@@ -58,6 +58,8 @@ class FanoutSettings:
     allowed: list[str]
     # Seconds between instance_output events of an attempt; None: the run did not ask for its text.
     output_batch_s: float | None = None
+    # The instance of each slot, when the run queue assigned them; else the pool assigns.
+    assignment: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Fanout:
 
     async def run(self, settings: FanoutSettings, size: int, emit: Emit, arrivals: Arrivals) -> Gathered:
         """Every slot's answer or failures; ``arrivals`` hears of each as it comes."""
-        assignment = self._pool.assign(size, settings.allowed)
+        assignment = list(settings.assignment) or self._pool.assign(size, settings.allowed)
         messages = solve_messages(settings.task)
         failures: list[pb.InstanceFailure] = []
 

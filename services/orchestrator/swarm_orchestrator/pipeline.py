@@ -11,6 +11,7 @@ stores it. docs/selection.md gives the rules, README.md ("One run, step by step"
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from swarm.v1 import assessor_pb2, common_pb2, orchestrator_pb2 as pb
 from swarmlib import (
     QuorumNotReachedError,
+    ResourceExhaustedError,
     StageError,
     StoreUnavailableError,
     SwarmError,
@@ -27,6 +29,7 @@ from swarmlib import (
 )
 
 from . import gating
+from .admission import Admitted
 from .config import OrchestratorConfig
 from .consensus import consensus_for
 from .fanout import Fanout, FanoutSettings, Gathered, in_slot_order
@@ -41,7 +44,8 @@ from .tests_writer import write_tests
 log = logging.getLogger(__name__)
 
 Emit = Callable[[pb.RunSwarmResponse], Awaitable[None]]
-log = logging.getLogger(__name__)
+# Waits for the run queue to start the run, streaming its place through the Emit it is given.
+Admit = Callable[[Emit], Awaitable[Admitted]]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,10 @@ class RunOptions:
     attached_tests: list[str] = field(default_factory=list)
     # Stream each answer's text as it is generated (instance_output events).
     stream_output: bool = False
+    # The instance of each answer slot, as the run queue admitted the run (empty: the pool picks).
+    assignment: tuple[str, ...] = ()
+    # Waits in the run queue at the door until the run may start (None: it starts at once).
+    admit: Admit | None = None
 
 
 def _now() -> dt.datetime:
@@ -160,7 +168,7 @@ class Pipeline:
         error: SwarmError | None = None
         try:
             outcome = await self._stages(run, options, emit, journal)
-        except (QuorumNotReachedError, StageError) as exc:
+        except (QuorumNotReachedError, StageError, ResourceExhaustedError) as exc:
             _write_failure(run, journal, str(exc))
             error = exc
         except BaseException as exc:
@@ -180,6 +188,10 @@ class Pipeline:
 
     async def _stages(self, run: pb.Run, options: RunOptions, emit: Emit, journal: Journal) -> Outcome:
         """The stages in order, each taking what the ones before it returned."""
+        if options.admit is not None:
+            admitted = await options.admit(emit)
+            run.queue_wait_ms = admitted.waited_ms
+            options = dataclasses.replace(options, assignment=admitted.assignment, admit=None)
         gathered, generated = await self._gather(run, options, emit, journal)
         assessment, candidates = await self._assess(run, gathered, generated, options, emit)
         journal.assessment = assessment
@@ -205,6 +217,7 @@ class Pipeline:
             max_tokens=self._config.max_tokens,
             allowed=options.allowed,
             output_batch_s=self._config.output_batch_ms / 1000 if options.stream_output else None,
+            assignment=options.assignment,
         )
         async with asyncio.TaskGroup() as group:
             tests = group.create_task(

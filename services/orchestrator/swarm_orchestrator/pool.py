@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -63,11 +64,24 @@ class InstancePool:
 
         The starting point rotates from run to run so that small swarms spread over every instance.
         """
+        chosen = self.propose(size, allowed)
+        self.advance(size)
+        return chosen
+
+    def propose(self, size: int, allowed: Sequence[str], offset: int = 0) -> list[str]:
+        """What ``assign`` would answer after ``offset`` more slots were assigned, changing nothing."""
         healthy = [n for n in allowed if self._health[n].healthy]
-        order = healthy or allowed
-        start = self._cursor % len(order)
-        self._cursor += size
+        order = healthy or list(allowed)
+        start = (self._cursor + offset) % len(order)
         return [order[(start + i) % len(order)] for i in range(size)]
+
+    def advance(self, size: int) -> None:
+        """Move the round-robin on as ``assign`` of ``size`` slots would (the run queue assigns)."""
+        self._cursor += size
+
+    def writers_for(self, allowed: Sequence[str], writers: int) -> list[str]:
+        """The instances that write a run's tests: the first ``writers`` healthy ones it may use."""
+        return [n for n in allowed if self._health[n].healthy][:writers]
 
     def fallback_for(self, failed: str, allowed: list[str]) -> str | None:
         """Another healthy instance for a retry, the least busy first; None when there is none."""

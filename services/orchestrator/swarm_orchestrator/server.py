@@ -15,6 +15,7 @@ from .fanout import Fanout
 from .lease import Leases
 from .pipeline import Pipeline
 from .pool import InstancePool
+from .run_queue import RunQueue
 from .service import OrchestratorServicer
 from .stages import STAGE_CHANNEL_OPTIONS, StageCalls, StageRetry
 from .store import RunStore
@@ -70,9 +71,10 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     pipeline = Pipeline(config, pool, Fanout(pool, client), calls, store)
     # Runs left RUNNING by an orchestrator that is gone end before this one serves, and then on
     # every heartbeat of this one.
+    queue = RunQueue(config, pool, store)
     leases = Leases(store, lambda: pipeline.driving)
     await leases.sweep()
-    servicer = OrchestratorServicer(config, pool, pipeline, store)
+    servicer = OrchestratorServicer(config, pool, pipeline, store, queue)
     server, port = await build_server(
         service_names=[SERVICE_NAME],
         register=lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
@@ -82,11 +84,13 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     )
     pool.start_checks(http, config.health_interval_s)
     leases.start()
+    queue.start()
     if devboxes is not None:
         devboxes.start()
 
     async def close() -> None:
         await servicer.cancel_running()
+        await queue.aclose()
         await leases.aclose()
         await pool.stop_checks()
         if devboxes is not None:

@@ -26,10 +26,12 @@ from swarm.v1 import common_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import InvalidArgumentError, PermissionDeniedError, SwarmError, UnauthenticatedError
 
 from . import quality_report, report
+from .admission import Admitted
 from .config import IDENTITY, OrchestratorConfig
-from .pipeline import Pipeline, RunOptions
+from .pipeline import Emit, Pipeline, RunOptions
 from .pool import InstancePool
 from .reputation import Event, Tally, approval_events, entry, feedback_events, touched
+from .run_queue import RunQueue
 from .sizing import auto_swarm_size, quorum_for
 from .store import RunStore
 
@@ -96,6 +98,13 @@ def caller(context: grpc.aio.ServicerContext) -> str:
     return user
 
 
+def queue_caller(context: grpc.aio.ServicerContext) -> str:
+    """Whom the run queue is fair between: the caller's identity, or one shared name without it."""
+    values = [str(value) for key, value in context.invocation_metadata() or () if key == USER_METADATA]
+    user = values[0].strip() if len(values) == 1 else ""
+    return user if IDENTITY.match(user) else "anonymous"
+
+
 def _check_run_id(run_id: str) -> None:
     if not run_id.strip():
         raise InvalidArgumentError("run_id is empty: pass the id printed by `swarm run` or `swarm runs list`")
@@ -138,11 +147,14 @@ def _time(name: str, stamp: timestamp_pb2.Timestamp, present: bool) -> dt.dateti
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     """Accepts runs and streams their progress; runs outlive a disconnected client and are stored."""
 
-    def __init__(self, config: OrchestratorConfig, pool: InstancePool, pipeline: Pipeline, store: RunStore) -> None:
+    def __init__(
+        self, config: OrchestratorConfig, pool: InstancePool, pipeline: Pipeline, store: RunStore, queue: RunQueue
+    ) -> None:
         self._config = config
         self._pool = pool
         self._pipeline = pipeline
         self._store = store
+        self._queue = queue
         self._running: set[asyncio.Task[tuple[pb.Run, SwarmError | None]]] = set()
 
     async def cancel_running(self) -> None:
@@ -168,7 +180,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         run.created_at.FromDatetime(dt.datetime.now(dt.UTC))
         try:
-            await self._store.create_run(run)
+            # Stored and queued at once, or refused with RESOURCE_EXHAUSTED and not stored at all.
+            await self._queue.join(run, queue_caller(context), allowed)
         except asyncio.CancelledError:
             # The caller went away mid-insert: the row may exist, so close it rather than leave it RUNNING.
             run.status = pb.RUN_STATUS_FAILED
@@ -186,6 +199,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         async def emit(event: pb.RunSwarmResponse) -> None:
             await queue.put(stamp(event))
 
+        async def admit(emit: Emit) -> Admitted:
+            async def queued(place: pb.RunQueued) -> None:
+                await emit(pb.RunSwarmResponse(queued=place))
+
+            return await self._queue.wait(run.id, queued)
+
         async def drive() -> tuple[pb.Run, SwarmError | None]:
             try:
                 options = RunOptions(
@@ -194,9 +213,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     timeout_s=request.instance_timeout_seconds or self._config.instance_timeout_s,
                     attached_tests=list(request.tests),
                     stream_output=request.stream_output,
+                    admit=admit,
                 )
                 return await self._pipeline.execute(run, options, emit)
             finally:
+                await self._queue.leave(run.id)
                 queue.put_nowait(None)
 
         accepted = pb.Run()
@@ -324,6 +345,27 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             return pb.GetQualityReportResponse(format=request.format, content=report.render(metrics))
         return pb.GetQualityReportResponse(
             format=pb.REPORT_FORMAT_MARKDOWN, content=quality_report.quality_markdown(metrics)
+        )
+
+    async def GetCapacity(
+        self, request: pb.GetCapacityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCapacityResponse:
+        state = await self._queue.state()
+        capacity = self._queue.capacity()
+        in_use = state.in_use()
+        now = dt.datetime.now(dt.UTC)
+        oldest = min(state.enqueued_at.values(), default=now)
+        return pb.GetCapacityResponse(
+            active_runs=len(state.started),
+            max_active_runs=capacity.max_active,
+            queued_runs=state.depth,
+            max_queued_runs=self._config.queue_size,
+            oldest_wait_ms=max(0.0, (now - oldest).total_seconds() * 1000),
+            queue_timeout_ms=self._config.queue_timeout_s * 1000,
+            instances=[
+                pb.InstanceSlots(instance=name, slots=slots, in_use=in_use.get(name, 0))
+                for name, slots in capacity.slots.items()
+            ],
         )
 
     async def ListInstances(

@@ -32,6 +32,7 @@ from . import store_approvals, store_leases
 from .reputation import INSTANCE, MODEL, Event, Key, Snapshot, Tally
 from .store_db import Database
 from .store_leases import LeaseTerms
+from .store_queue import QueueStore
 from .store_rows import (
     AuditRow,
     CandidateRow,
@@ -69,6 +70,8 @@ class RunStore:
     def __init__(self, db: Database, lease: LeaseTerms) -> None:
         self._db = db
         self._lease = lease
+        # The run queue at the door, in the same database (a queued run is stored as it joins).
+        self.queue = QueueStore(db, self._run_row)
 
     @classmethod
     async def open(cls, url: str, *, lease: LeaseTerms | None = None, busy_timeout_s: float = 5.0) -> RunStore:
@@ -96,10 +99,9 @@ class RunStore:
     async def close(self) -> None:
         await self._db.dispose()
 
-    async def create_run(self, run: pb.Run) -> None:
-        """Store an accepted run as RUNNING, leased to this store's owner."""
-        now = utc_now()
-        row = RunRow(
+    def _run_row(self, run: pb.Run) -> RunRow:
+        """An accepted run as RUNNING, leased to this store's owner."""
+        return RunRow(
             id=run.id,
             task=run.task,
             status=run.status,
@@ -112,8 +114,12 @@ class RunStore:
             error="",
             document="",
             owner=self._lease.owner,
-            lease_expires=self._lease.until(now),
+            lease_expires=self._lease.until(utc_now()),
         )
+
+    async def create_run(self, run: pb.Run) -> None:
+        """Store an accepted run as RUNNING, leased to this store's owner."""
+        row = self._run_row(run)
 
         async def work(session: AsyncSession) -> None:
             await session.merge(row)  # a retry after a commit that did happen finds the row

@@ -53,7 +53,7 @@ async def write_tests(
     functions = entry_points(task)
     if writers <= 0 or not functions:
         return []
-    chosen = [n for n in allowed if pool.is_healthy(n)][:writers]
+    chosen = pool.writers_for(allowed, writers)
 
     async def ask(name: str) -> list[str]:
         spec = pool.spec(name)

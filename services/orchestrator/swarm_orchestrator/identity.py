@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from swarmlib import AUTHORIZATION, PermissionDeniedError, UnauthenticatedError
+from swarmlib import AUTHORIZATION, InvalidArgumentError, PermissionDeniedError, UnauthenticatedError
 from swarmlib.api_keys import IDENTITY, KEY_VAR, KeyFile, key_id
 
 USER_METADATA = "x-swarm-user"
@@ -81,7 +81,7 @@ def authenticate(metadata: Any, keys: KeyFile) -> Principal:
         return Principal(record.tenant, record.principal, record.role, record.id)
     user = users[0].strip()
     if len(users) > 1 or not IDENTITY.match(user):
-        raise UnauthenticatedError(
+        raise InvalidArgumentError(
             f"{USER_METADATA} must be one identity of letters, digits and . _ @ + - (at most 128 characters)"
         )
     if record.role == "service":

@@ -32,7 +32,14 @@ def as_key(orch: Orchestrator, principal: str, role: str = "member", tenant: str
 
 
 @asynccontextmanager
-async def keyless(orch: Orchestrator) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
-    """A stub on a channel of its own that sends no key (the stack's channel always sends one)."""
+async def keyless_channel(orch: Orchestrator) -> AsyncIterator[grpc.aio.Channel]:
+    """A plaintext channel of its own that sends no key (the stack's channel always sends one)."""
     async with grpc_channel(orch.target, TlsConfig(plaintext=True), options=CHANNEL_OPTIONS) as channel:
+        yield channel
+
+
+@asynccontextmanager
+async def keyless(orch: Orchestrator) -> AsyncIterator[orchestrator_pb2_grpc.OrchestratorServiceStub]:
+    """A stub that sends no key."""
+    async with keyless_channel(orch) as channel:
         yield orchestrator_pb2_grpc.OrchestratorServiceStub(channel)

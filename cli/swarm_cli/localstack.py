@@ -135,6 +135,8 @@ class LocalStack:
         self._logs = settings.home / "logs"
         self._tls = TlsConfig()
         self.web: WebEndpoints | None = None
+        # The local approver key the stack's clients send (``$SWARM_HOME/cli-key``), once started.
+        self.cli_key = ""
 
     async def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> Child:
         child = await spawn(name, args, env, self._logs)
@@ -201,7 +203,7 @@ class LocalStack:
         for child, url in instance_children:
             await self._wait_http(child, url, deadline)
             await self._warm_up(url.removesuffix("/models"), recipe.name)
-        keys_file, _ = stack_keys(settings.home, base_env)
+        keys_file, self.cli_key = stack_keys(settings.home, base_env)
         instances_file = settings.home / "instances.json"
         instances_file.write_text(json.dumps(instances_document(settings, recipe.name), indent=2))
         env = {

@@ -144,9 +144,12 @@ def identities(keys: dict[str, str]) -> st.SearchStrategy[list[tuple[str, str]]]
     printable = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
     forged = ["", "hunter2", "swk_zzzzzzzzzzzz_" + "A" * 43, keys["member"][:-1] + "?", keys["approver"].upper()]
     key = st.sampled_from([*keys.values(), *forged]).map(lambda k: [(AUTHORIZATION, f"Bearer {k}")])
-    auth = st.one_of(st.just([]), key, printable.map(lambda t: [(AUTHORIZATION, t)]))
+    Pairs = list[tuple[str, str]]  # noqa: N806
+    auth: st.SearchStrategy[Pairs] = st.one_of(st.just([]), key, printable.map(lambda t: [(AUTHORIZATION, t)]))
     one = st.one_of(st.sampled_from([APPROVER, "bob", "", " ", "a" * 129, "alice bob", "' OR 1=1 --"]), printable)
-    user = st.one_of(st.just([]), st.lists(one.map(lambda name: (USER_METADATA, name)), min_size=1, max_size=2))
+    user: st.SearchStrategy[Pairs] = st.one_of(
+        st.just([]), st.lists(one.map(lambda name: (USER_METADATA, name)), min_size=1, max_size=2)
+    )
     return st.tuples(auth, user).map(lambda pair: pair[0] + pair[1])
 
 

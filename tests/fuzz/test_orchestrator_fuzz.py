@@ -144,7 +144,7 @@ def identities(keys: dict[str, str]) -> st.SearchStrategy[list[tuple[str, str]]]
     printable = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
     forged = ["", "hunter2", "swk_zzzzzzzzzzzz_" + "A" * 43, keys["member"][:-1] + "?", keys["approver"].upper()]
     key = st.sampled_from([*keys.values(), *forged]).map(lambda k: [(AUTHORIZATION, f"Bearer {k}")])
-    Pairs = list[tuple[str, str]]  # noqa: N806
+    Pairs = list[tuple[str, str]]
     auth: st.SearchStrategy[Pairs] = st.one_of(st.just([]), key, printable.map(lambda t: [(AUTHORIZATION, t)]))
     one = st.one_of(st.sampled_from([APPROVER, "bob", "", " ", "a" * 129, "alice bob", "' OR 1=1 --"]), printable)
     user: st.SearchStrategy[Pairs] = st.one_of(

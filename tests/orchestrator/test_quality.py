@@ -321,9 +321,7 @@ async def test_feedback_on_a_run_without_an_answer_is_refused(stages: Stages, sq
         events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
         assert error is not None
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await orch.stub.SubmitFeedback(
-                pb.SubmitFeedbackRequest(run_id=events[0].run_id, rating=2), metadata=carol
-            )
+            await orch.stub.SubmitFeedback(pb.SubmitFeedbackRequest(run_id=events[0].run_id, rating=2), metadata=carol)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "without an answer" in (refused.value.details() or "")
 

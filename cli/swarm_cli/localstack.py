@@ -285,6 +285,7 @@ async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
         print(f"starting {settings.instances} local Qwen instances, the four services{web} ...", flush=True)
         targets = await stack.start(env)
         print(f"swarm is up: orchestrator at {targets['orchestrator']} (logs in {settings.home / 'logs'})", flush=True)
+        print(f"the swarm commands send the local approver key in {settings.home / CLI_KEY}", flush=True)
         if stack.web is not None:
             print(f"gateway (gRPC-web) at {stack.web.gateway_url}", flush=True)
             if stack.web.page_url is not None:

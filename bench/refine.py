@@ -61,6 +61,7 @@ from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_bench.data import Record
 from swarm_bench.quality_scoring import Scorer
 from swarm_cli.localstack import LocalStack, StackSettings, instances_document
+from swarmlib import bearer_interceptors
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -347,7 +348,10 @@ async def bench(
     scorer = await Scorer.create()
     targets = await stack.start(stack_env(settings, args.instance_timeout_s, args.stage_timeout_s))
     print(f"stack up in {time.perf_counter() - state.started:.1f}s", file=sys.stderr, flush=True)
-    async with grpc.aio.insecure_channel(targets["orchestrator"], options=_CHANNEL_OPTIONS) as channel:
+    keyed = bearer_interceptors(stack.cli_key)
+    async with grpc.aio.insecure_channel(
+        targets["orchestrator"], options=_CHANNEL_OPTIONS, interceptors=keyed
+    ) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         await run_problems(stub, scorer, problems, args.budget_min * 60, args.out, state)
 

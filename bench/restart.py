@@ -46,6 +46,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_bench.http1 import HttpRequest, HttpServer, send_json
 from swarm_bench.openai_wire import ChatReply, error_body, estimate_tokens, model_list, send_reply
+from swarm_cli.local_keys import ensure_key
+from swarmlib import bearer_interceptors
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "Write a Python function add(a, b) that returns the sum of a and b.\n\n>>> add(2, 3)\n5\n"
@@ -99,8 +101,11 @@ def orchestrator(home: Path, name: str, database_url: str, instances_port: int, 
         {"name": "held", "base_url": f"http://127.0.0.1:{instances_port}/i/held/v1", "model": "bench"},
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SWARM_", "OTEL_"))}
+    keys_file = home / "api-keys.json"
+    ensure_key(keys_file, home / "cli-key", "local", "approver")
     env.update(
         PYTHONUNBUFFERED="1",
+        SWARM_API_KEYS_FILE=str(keys_file),
         SWARM_ORCHESTRATOR_ADDR=f"127.0.0.1:{port}",
         SWARM_DATABASE_URL=database_url,
         SWARM_INSTANCES=json.dumps(instances),
@@ -139,9 +144,15 @@ async def wait_serving(process: Process, limit_s: float = 60.0) -> float:
     raise SystemExit(f"not serving within {limit_s} s:\n{process.log.read_text()[-2000:]}")
 
 
-async def start_runs(port: int, count: int) -> tuple[list[str], list[grpc.aio.Channel]]:
+def keyed_channel(process: Process) -> grpc.aio.Channel:
+    """A channel to ``process`` that sends the key ``orchestrator`` made beside its log."""
+    key = (process.log.parent / "cli-key").read_text().strip()
+    return grpc.aio.insecure_channel(f"127.0.0.1:{process.port}", interceptors=bearer_interceptors(key))
+
+
+async def start_runs(process: Process, count: int) -> tuple[list[str], list[grpc.aio.Channel]]:
     """``count`` runs, each with its fast answer arrived (stored before it is streamed)."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = keyed_channel(process)
     stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
 
     async def one() -> str:
@@ -154,10 +165,12 @@ async def start_runs(port: int, count: int) -> tuple[list[str], list[grpc.aio.Ch
     return list(await asyncio.gather(*(one() for _ in range(count)))), [channel]
 
 
-async def follow(port: int, run_ids: list[str], killed: float, limit_s: float) -> dict[str, tuple[float, pb.Run]]:
+async def follow(
+    process: Process, run_ids: list[str], killed: float, limit_s: float
+) -> dict[str, tuple[float, pb.Run]]:
     """Each run once it is no longer RUNNING, with seconds from the kill."""
     closed: dict[str, tuple[float, pb.Run]] = {}
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with keyed_channel(process) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         while len(closed) < len(run_ids) and time.monotonic() - killed < limit_s:
             for run_id in run_ids:
@@ -222,15 +235,15 @@ async def main() -> int:
             if args.mode == "replica":
                 with orchestrator(home, "second", url, instances.port, args.lease) as second:
                     await wait_serving(second)
-                    run_ids, channels = await start_runs(first.port, args.runs)
+                    run_ids, channels = await start_runs(first, args.runs)
                     first.proc.send_signal(signal.SIGKILL)
                     killed = time.monotonic()
-                    closed = await follow(second.port, run_ids, killed, limit_s)
+                    closed = await follow(second, run_ids, killed, limit_s)
                     report(args, 0.0, run_ids, closed)
                     for channel in channels:
                         await channel.close()
                     return 0 if len(closed) == len(run_ids) else 1
-            run_ids, channels = await start_runs(first.port, args.runs)
+            run_ids, channels = await start_runs(first, args.runs)
             first.proc.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             first.proc.wait()
@@ -239,7 +252,7 @@ async def main() -> int:
         with orchestrator(home, "restarted", url, instances.port, args.lease) as restarted:
             await wait_serving(restarted)
             serving_s = time.monotonic() - killed
-            closed = await follow(restarted.port, run_ids, killed, limit_s)
+            closed = await follow(restarted, run_ids, killed, limit_s)
             restarted.proc.send_signal(signal.SIGTERM)
             restarted.proc.wait()
     report(args, serving_s, run_ids, closed)

@@ -23,6 +23,7 @@ import grpc
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_cli.localstack import LocalStack, StackSettings
+from swarmlib import bearer_interceptors
 
 DEFAULT_TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number (fib(0) == 0, fib(1) == 1)."
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +75,8 @@ async def main() -> int:
         targets = await stack.start(env)
         print(f"stack up in {time.perf_counter() - started:.1f}s ({args.layout}, {args.instances} instances, "
               f"{threads} thread(s) per server)")  # fmt: skip
-        async with grpc.aio.insecure_channel(targets["orchestrator"]) as channel:
+        keyed = bearer_interceptors(stack.cli_key)
+        async with grpc.aio.insecure_channel(targets["orchestrator"], interceptors=keyed) as channel:
             stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
             totals = []
             for index in range(args.runs):

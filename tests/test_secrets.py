@@ -2,7 +2,8 @@
 
 An instance's API key (the variable its ``api_key_env`` names) and ``RUNLOOP_API_KEY`` are real
 credentials the services send where they belong: to the instance, the refiner's instance and the
-(fake) Runloop API. A secret written in a task is the user's. None of them may appear in a log
+(fake) Runloop API. The caller's swarm API key goes on every call to the orchestrator, and a
+forged one on a refused call. A secret written in a task is the user's. None of them may appear in a log
 record, a span, a metric, a stored run's error messages or the message of an error a caller gets:
 across a run that answers (refined, one instance on a Runloop devbox), a run whose only instance
 answers 500 echoing the request's headers, a run whose assessment fails, and refused requests.
@@ -184,6 +185,14 @@ async def test_canary_secrets_never_reach_logs_spans_metrics_stored_errors_or_ca
             # A run whose only instance answers 500, echoing the Authorization header it was sent.
             failed = await run(orch.stub, seen, pb.RunSwarmRequest(task=TASK, swarm_size=1, instances=["fake-2"]))
             assert failed is not None and failed.status == pb.RUN_STATUS_FAILED and failed.failures
+            # The caller's API key (sent on every call above) and a forged one, refused.
+            swarm_key = orch.api_key
+            forged = swarm_key[:-8] + ("A" * 8 if not swarm_key.endswith("A" * 8) else "B" * 8)
+            with pytest.raises(grpc.aio.AioRpcError) as refused_key:
+                await orch.stub.ListRuns(pb.ListRunsRequest(), metadata=(("authorization", f"Bearer {forged}"),))
+            assert refused_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            seen.errors.append(refused_key.value.details() or "")
+            assert swarm_key.split("_", 2)[2] not in orch.keys_file.read_text(), "the keys file holds digests only"
             # Refused requests whose fields hold the secret.
             for refused in (
                 pb.RunSwarmRequest(task=TASK + "\x00"),
@@ -223,15 +232,16 @@ async def test_canary_secrets_never_reach_logs_spans_metrics_stored_errors_or_ca
                 if canary in text:
                     leaks.append(f"{canary} in {where}: {text[:300]!r}")
 
-    everything = (*KEYS, TASK_SECRET)
+    keys = (*KEYS, swarm_key.split("_", 2)[2], forged.split("_", 2)[2])
+    everything = (*keys, TASK_SECRET)
     look("an error sent to a caller", seen.errors, everything)
     for r in (*seen.runs, *stored):
-        look(f"run {r.id}", [json_format.MessageToJson(r)], KEYS)
+        look(f"run {r.id}", [json_format.MessageToJson(r)], keys)
         look(f"run {r.id}'s error messages", error_texts(r), [TASK_SECRET])
-    look("a run report", reports, KEYS)
+    look("a run report", reports, keys)
     for record in caplog.records:
         text = record.getMessage() + (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
-        look(f"log record {record.name}:{record.levelname}", [text], KEYS)
+        look(f"log record {record.name}:{record.levelname}", [text], keys)
         ours = record.name.startswith(("swarm", "tests"))
         if ours or record.levelno >= logging.INFO:
             look(f"log record {record.name}:{record.levelname}", [text], [TASK_SECRET])

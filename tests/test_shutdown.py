@@ -25,6 +25,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
+from swarm_cli.local_keys import ensure_key
+from swarmlib import bearer_interceptors
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +59,10 @@ def service_env(service: str, port: int, tmp_path: Path, llm_url: str = "http://
     env[f"SWARM_{service.upper()}_GRACE_S"] = str(GRACE_S)
     if service == "orchestrator":
         instances = [{"name": "fake-1", "base_url": llm_url, "model": "qwen"}]
+        keys_file = tmp_path / "api-keys.json"
+        ensure_key(keys_file, tmp_path / "cli-key", "local", "approver")
         env.update(
+            SWARM_API_KEYS_FILE=str(keys_file),
             SWARM_INSTANCES=json.dumps(instances),
             SWARM_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
             SWARM_INSTANCE_TIMEOUT_S="60",
@@ -81,6 +86,12 @@ def launched(service: str, env: Mapping[str, str], log_path: Path) -> Iterator[s
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def orchestrator_channel(port: int, tmp_path: Path) -> grpc.aio.Channel:
+    """A channel to a launched orchestrator that sends the key ``service_env`` made for it."""
+    key = (tmp_path / "cli-key").read_text().strip()
+    return grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=bearer_interceptors(key))
 
 
 def output(log_path: Path) -> str:
@@ -157,7 +168,7 @@ async def test_sigterm_interrupts_a_run_in_flight_and_stores_it_failed(tmp_path:
         with launched("orchestrator", env, log_path) as proc:
             async with health_stub(port) as health:
                 await wait_serving(proc, health, log_path, 20.0)
-            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            channel = orchestrator_channel(port, tmp_path)
             try:
                 stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
                 call = stub.RunSwarm(pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1, skip_refine=True), timeout=30.0)

@@ -5,6 +5,7 @@ Every child is started with an explicit environment and stopped with SIGTERM (th
 grace period), so ``swarm up`` leaves nothing behind when it exits, whichever way it exits. The
 services speak plaintext on 127.0.0.1, said explicitly (``SWARM_PLAINTEXT=true``), unless the
 environment sets ``SWARM_TLS_*``: then every hop from the CLI to the stages is TLS (docs/tls.md).
+Callers authenticate with API keys: the stack makes its own on first start (``local_keys``).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarmlib import ConfigError, TlsConfig, grpc_channel
+from swarmlib.api_keys import KEYS_FILE_VAR, default_keys_file
 
 from .children import Child, spawn, stop as stop_children
 from .gateway import envoy_binary, start_gateway
 from .gateway_config import GatewayConfigError, GatewaySettings, validate
 from .gateway_tls import UpstreamTls
+from .local_keys import CLI_KEY, WORKER_KEY, ensure_key, local_principal
 from .models import RECIPES, prepare_model
 from .worker_dev import LOCAL_USER, fresh_vars, missing_toolchain, page_url, start_worker
 
@@ -94,10 +97,16 @@ def gateway_upstream(tls: TlsConfig) -> UpstreamTls | None:
     return UpstreamTls(str(tls.ca.path), cert, key)
 
 
-def approvers(env: Mapping[str, str]) -> str:
-    """``SWARM_APPROVERS`` with the page's local user added, so it can approve held runs."""
-    names = [name.strip() for name in env.get("SWARM_APPROVERS", "").split(",") if name.strip()]
-    return ",".join(dict.fromkeys([*names, LOCAL_USER]))
+def stack_keys(home: Path, env: Mapping[str, str]) -> tuple[Path, str]:
+    """The keys file the stack's orchestrator reads and the local approver key (``$SWARM_HOME/cli-key``,
+    made on first start) that the ``swarm`` commands send."""
+    keys_file = default_keys_file({**env, "SWARM_HOME": str(home)})
+    return keys_file, ensure_key(keys_file, home / CLI_KEY, local_principal(env), "approver")
+
+
+def worker_key(home: Path, keys_file: Path) -> str:
+    """The Worker's service key (its GATEWAY_TOKEN): it names the page's user to the orchestrator."""
+    return ensure_key(keys_file, home / WORKER_KEY, "worker", "service")
 
 
 def instances_document(settings: StackSettings, model_id: str) -> list[dict[str, object]]:
@@ -126,6 +135,8 @@ class LocalStack:
         self._logs = settings.home / "logs"
         self._tls = TlsConfig()
         self.web: WebEndpoints | None = None
+        # The local approver key the stack's clients send (``$SWARM_HOME/cli-key``), once started.
+        self.cli_key = ""
 
     async def _spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> Child:
         child = await spawn(name, args, env, self._logs)
@@ -192,6 +203,7 @@ class LocalStack:
         for child, url in instance_children:
             await self._wait_http(child, url, deadline)
             await self._warm_up(url.removesuffix("/models"), recipe.name)
+        keys_file, self.cli_key = stack_keys(settings.home, base_env)
         instances_file = settings.home / "instances.json"
         instances_file.write_text(json.dumps(instances_document(settings, recipe.name), indent=2))
         env = {
@@ -206,7 +218,7 @@ class LocalStack:
             "SWARM_COLLATOR_TARGET": targets["collator"],
             "SWARM_ASSESSOR_TARGET": targets["assessor"],
             "SWARM_REFINER_TARGET": targets["refiner"],
-            "SWARM_APPROVERS": approvers(base_env),
+            KEYS_FILE_VAR: str(keys_file),
             **transport_env(self._tls),
         }
         services = []
@@ -219,7 +231,8 @@ class LocalStack:
         if settings.web is not None:
             first = instances_document(settings, recipe.name)[0]  # normal mode: one instance answers
             chat = (str(first["base_url"]), str(first["model"]))
-            self.web = await self._start_web(settings.web, targets["orchestrator"], chat, base_env, deadline)
+            token = worker_key(settings.home, keys_file)
+            self.web = await self._start_web(settings.web, targets["orchestrator"], chat, base_env, deadline, token)
         return targets
 
     def _gateway_settings(self, web: WebSettings, orchestrator: str) -> GatewaySettings:
@@ -230,7 +243,13 @@ class LocalStack:
         )
 
     async def _start_web(
-        self, web: WebSettings, orchestrator: str, chat: tuple[str, str], env: Mapping[str, str], deadline: float
+        self,
+        web: WebSettings,
+        orchestrator: str,
+        chat: tuple[str, str],
+        env: Mapping[str, str],
+        deadline: float,
+        gateway_token: str,
     ) -> WebEndpoints:
         """The gateway in front of the orchestrator, then the Worker in front of both, if it is installed."""
         settings = self._gateway_settings(web, orchestrator)
@@ -240,7 +259,7 @@ class LocalStack:
         skipped = missing_toolchain()
         if skipped is not None:
             return WebEndpoints(gateway.url, None, skipped)
-        worker_vars = fresh_vars(gateway.url, *chat)
+        worker_vars = fresh_vars(gateway.url, *chat, gateway_token=gateway_token)
         worker = await start_worker(web.web_port, worker_vars, env, self._logs, deadline)
         self._children.append(worker)
         return WebEndpoints(gateway.url, page_url(web.web_port, worker_vars.api_key, self._settings.host))
@@ -266,6 +285,7 @@ async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
         print(f"starting {settings.instances} local Qwen instances, the four services{web} ...", flush=True)
         targets = await stack.start(env)
         print(f"swarm is up: orchestrator at {targets['orchestrator']} (logs in {settings.home / 'logs'})", flush=True)
+        print(f"the swarm commands send the local approver key in {settings.home / CLI_KEY}", flush=True)
         if stack.web is not None:
             print(f"gateway (gRPC-web) at {stack.web.gateway_url}", flush=True)
             if stack.web.page_url is not None:

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import ConfigError
 
-from . import connection, quality as quality_cli
+from . import connection, keys as keys_cli, quality as quality_cli
 from .connection import Connection
 from .render import StreamedText, progress_line, render_run
 
@@ -38,7 +38,10 @@ def _as_dict(message: Message) -> dict[str, object]:
     )
 
 
-def _rpc_error(exc: grpc.aio.AioRpcError) -> int:
+def _rpc_error(exc: grpc.aio.AioRpcError, conn: Connection | None = None) -> int:
+    if exc.code() == grpc.StatusCode.UNAUTHENTICATED and conn is not None:
+        print(conn.unauthenticated_fix(), file=sys.stderr)
+        return EXIT_FAILED
     print(f"swarm: {exc.code().name}: {exc.details()}", file=sys.stderr)
     if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
         return EXIT_USAGE
@@ -71,7 +74,7 @@ async def _run(args: argparse.Namespace) -> int:
                             print(line, file=sys.stderr, flush=True)
         except grpc.aio.AioRpcError as exc:
             if final is None:
-                return _rpc_error(exc)
+                return _rpc_error(exc, _connection(args))
     if final is None:
         print("swarm run: the stream ended without a result", file=sys.stderr)
         return EXIT_FAILED
@@ -97,7 +100,7 @@ async def _runs(args: argparse.Namespace) -> int:
                 return EXIT_OK
             page = await stub.ListRuns(pb.ListRunsRequest(page_size=args.page_size, page_token=args.page_token))
         except grpc.aio.AioRpcError as exc:
-            return _rpc_error(exc)
+            return _rpc_error(exc, _connection(args))
     if args.json:
         print(json.dumps(_as_dict(page), indent=2))
         return EXIT_OK
@@ -117,7 +120,7 @@ async def _instances(args: argparse.Namespace) -> int:
         try:
             reply = await stub.ListInstances(pb.ListInstancesRequest())
         except grpc.aio.AioRpcError as exc:
-            return _rpc_error(exc)
+            return _rpc_error(exc, _connection(args))
     if args.json:
         print(json.dumps(_as_dict(reply), indent=2))
         return EXIT_OK
@@ -235,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
 
     quality_cli.add_commands(sub)
+    keys_cli.add_commands(sub)
 
     instances = sub.add_parser("instances", help="configured instances and their health")
     instances.add_argument("--json", action="store_true")
@@ -307,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return _up(args)
     if args.command == "model":
         return _model(args)
+    if args.command == "keys":
+        return keys_cli.run(args)
     if args.command == "sandbox":
         from .sandbox_exec import run_cli as sandbox_exec
 
@@ -333,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"swarm: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command in quality_cli.COMMANDS:
-        return asyncio.run(quality_cli.run_command(args.connection.channel, args, _rpc_error))
+        conn = args.connection
+        return asyncio.run(quality_cli.run_command(conn.channel, args, lambda exc: _rpc_error(exc, conn)))
     handlers = {"run": _run, "runs": _runs, "instances": _instances, "capacity": _capacity, "wait": _wait}
     return asyncio.run(handlers[args.command](args))
 

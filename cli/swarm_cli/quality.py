@@ -1,8 +1,8 @@
 """``swarm approve | reject | approvals | feedback | reputation | report``: people's side of quality.
 
-Approving, rejecting and feedback need an identity: ``--user`` or ``$SWARM_USER``, sent to the
-orchestrator as the ``x-swarm-user`` metadata (the orchestrator decides what that identity may
-do; SWARM_APPROVERS lists who may approve). Reports are rendered by the orchestrator, so every
+Who acts is the API key's principal (the connection sends the key). ``--user`` or ``$SWARM_USER``
+is for service keys only: it names the end user the service acts for, sent as the
+``x-swarm-user`` metadata (docs/identity.md). Reports are rendered by the orchestrator, so every
 client prints the same numbers.
 """
 
@@ -47,7 +47,9 @@ def _rating(value: str) -> int:
 
 
 def _add_user(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--user", help=f"your identity, sent as {USER_METADATA} (default $SWARM_USER)")
+    parser.add_argument(
+        "--user", help=f"with a service key: the user it acts for, sent as {USER_METADATA} (default $SWARM_USER)"
+    )
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,18 +98,14 @@ def _as_json(message: Message) -> str:
     )
 
 
-def _identity(args: argparse.Namespace) -> tuple[tuple[str, str], ...] | None:
+def _identity(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """The end user a service key acts for, if one is named; none: the key's own principal acts."""
     user = (args.user or os.environ.get("SWARM_USER", "")).strip()
-    if not user:
-        print(f"swarm {args.command}: say who you are with --user NAME or $SWARM_USER", file=sys.stderr)
-        return None
-    return ((USER_METADATA, user),)
+    return ((USER_METADATA, user),) if user else ()
 
 
 async def _decide(stub: Stub, args: argparse.Namespace) -> int:
     metadata = _identity(args)
-    if metadata is None:
-        return EXIT_USAGE
     if args.command == "approve":
         run = (
             await stub.ApproveRun(pb.ApproveRunRequest(run_id=args.run_id, comment=args.comment), metadata=metadata)
@@ -149,8 +147,6 @@ async def _approvals(stub: Stub, args: argparse.Namespace) -> int:
 
 async def _feedback(stub: Stub, args: argparse.Namespace) -> int:
     metadata = _identity(args)
-    if metadata is None:
-        return EXIT_USAGE
     request = pb.SubmitFeedbackRequest(
         run_id=args.run_id, rating=args.rating, preferred_candidate_id=args.prefer, comment=args.comment
     )

@@ -4,7 +4,8 @@ The Worker's toolchain (Node, wrangler, workerd) lives in ``worker/node_modules`
 started is the Worker's business, so ``swarm up`` only runs ``worker/scripts/dev.sh PORT`` with
 the Worker's local configuration in the environment (names in ``WorkerVars.env``). A fresh API
 key and session secret are made at every start, so a page URL printed by an earlier ``swarm up``
-stops working when that stack stops.
+stops working when that stack stops. The Worker reaches the orchestrator with a service key (its
+GATEWAY_TOKEN), naming the page's user in ``x-swarm-user`` (docs/identity.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from .children import Child, spawn, stop
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER_DIR = REPO_ROOT / "worker"
-# The user the page acts as locally; swarm up lets it approve (SWARM_APPROVERS).
+# The user the page acts as locally (the Worker's own user key); the orchestrator sees it as the
+# user the Worker's service key names.
 LOCAL_USER = "local"
 
 
@@ -36,9 +38,13 @@ class WorkerVars:
     chat_model: str
     api_key: str
     session_secret: str
+    # The orchestrator's service key for the Worker, sent to the gateway as the bearer.
+    gateway_token: str = ""
 
     def env(self) -> dict[str, str]:
+        token = {"GATEWAY_TOKEN": self.gateway_token} if self.gateway_token else {}
         return {
+            **token,
             "GATEWAY_URL": self.gateway_url,
             "CHAT_BASE_URL": self.chat_base_url,
             "CHAT_MODEL": self.chat_model,
@@ -48,9 +54,12 @@ class WorkerVars:
         }
 
 
-def fresh_vars(gateway_url: str, chat_base_url: str, chat_model: str) -> WorkerVars:
-    """The Worker's configuration with a new random API key and session secret."""
-    return WorkerVars(gateway_url, chat_base_url, chat_model, secrets.token_urlsafe(24), secrets.token_urlsafe(32))
+def fresh_vars(gateway_url: str, chat_base_url: str, chat_model: str, *, gateway_token: str = "") -> WorkerVars:
+    """The Worker's configuration with a new random API key and session secret, and the service
+    key it reaches the orchestrator with."""
+    return WorkerVars(
+        gateway_url, chat_base_url, chat_model, secrets.token_urlsafe(24), secrets.token_urlsafe(32), gateway_token
+    )
 
 
 def dev_script(worker_dir: Path = WORKER_DIR) -> Path:

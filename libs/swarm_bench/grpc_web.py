@@ -83,17 +83,26 @@ def _status(values: Mapping[str, str], where: str) -> GrpcWebError | None:
 
 
 class GrpcWebClient:
-    """Calls one gRPC service at ``base_url`` through a gRPC-web gateway."""
+    """Calls one gRPC service at ``base_url`` through a gRPC-web gateway, with ``metadata`` (e.g.
+    the caller's ``authorization``) on every call unless a call names its own."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, service: str) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, base_url: str, service: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
         self._http = http
         self._prefix = f"{base_url.rstrip('/')}/{service}/"
+        self._metadata = dict(metadata or {})
 
     async def stream(
         self, method: str, request: Message, response_type: type[M], metadata: Mapping[str, str] | None = None
     ) -> AsyncIterator[tuple[float, M]]:
         """Each response message with its time of receipt; raises ``GrpcWebError`` on a non-OK status."""
-        headers = {"content-type": CONTENT_TYPE, "x-grpc-web": "1", "accept": CONTENT_TYPE, **(metadata or {})}
+        headers = {
+            "content-type": CONTENT_TYPE,
+            "x-grpc-web": "1",
+            "accept": CONTENT_TYPE,
+            **(self._metadata if metadata is None else metadata),
+        }
         body = frame(request.SerializeToString())
         async with self._http.stream("POST", self._prefix + method, content=body, headers=headers) as response:
             if response.status_code != 200:

@@ -5,11 +5,14 @@ The tests and the quality benchmark start the services the same way; what they c
 environment: ``env`` for every service, ``overrides`` for the orchestrator. The stack says how it
 speaks on the wire: plaintext on 127.0.0.1 by default (``SWARM_PLAINTEXT=true``, explicitly), or
 TLS with the certificates of a ``StackTls`` (mTLS between the orchestrator and the stages).
+Its orchestrator authenticates callers like any other: the stack adds a local approver key to the
+keys file (a temporary one unless ``SWARM_API_KEYS_FILE`` names one) and its channel sends it.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,13 +23,15 @@ import grpc
 from swarm.v1 import orchestrator_pb2_grpc
 from swarm_assessor.config import AssessorConfig
 from swarm_assessor.server import create_server as create_assessor
+from swarm_cli.local_keys import LOCAL_TENANT
 from swarm_collator.config import CollatorConfig
 from swarm_collator.server import create_server as create_collator
 from swarm_orchestrator.config import OrchestratorConfig
 from swarm_orchestrator.server import create_server as create_orchestrator
 from swarm_refiner.config import RefinerConfig
 from swarm_refiner.server import create_server as create_refiner
-from swarmlib import SwarmServer, TlsConfig, grpc_channel
+from swarmlib import SwarmServer, TlsConfig, bearer_interceptors, grpc_channel
+from swarmlib.api_keys import KEYS_FILE_VAR, add_key
 
 # A run with a hundred candidates (their code, tests and outputs) is over gRPC's 4 MB default.
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -107,10 +112,16 @@ def instances_json(urls: Sequence[tuple[str, str]], model: str = "qwen") -> str:
 
 @dataclass
 class Orchestrator:
+    """The running orchestrator; ``channel`` and ``stub`` send ``api_key`` (tenant ``local``'s
+    approver) on every call. ``keys_file`` is the file it reads keys from (add more with
+    ``swarmlib.api_keys.add_key``)."""
+
     server: SwarmServer
     target: str
     channel: grpc.aio.Channel
     stub: orchestrator_pb2_grpc.OrchestratorServiceStub
+    api_key: str
+    keys_file: Path
 
 
 @asynccontextmanager
@@ -128,6 +139,20 @@ async def orchestrator(
     Its environment, each layer over the one before: ``ORCHESTRATOR_DEFAULTS``, the transport,
     ``env``, the wiring (address, stage targets, instances, database), ``overrides``.
     """
+    with tempfile.TemporaryDirectory(prefix="swarm-keys-") as scratch:
+        async with _orchestrator(stages, instances, database_url, Path(scratch), env, overrides) as orch:
+            yield orch
+
+
+@asynccontextmanager
+async def _orchestrator(
+    stages: Stages,
+    instances: str,
+    database_url: str,
+    scratch: Path,
+    env: Mapping[str, str] | None,
+    overrides: Mapping[str, str],
+) -> AsyncIterator[Orchestrator]:
     config_env = {
         **ORCHESTRATOR_DEFAULTS,
         **transport_env(stages.tls),
@@ -140,12 +165,21 @@ async def orchestrator(
         "SWARM_DATABASE_URL": database_url,
         **overrides,
     }
+    keys_file = Path(config_env.get(KEYS_FILE_VAR) or scratch / "api-keys.json")
+    config_env[KEYS_FILE_VAR] = str(keys_file)
+    api_key, _ = add_key(keys_file, LOCAL_TENANT, "local", "approver")
     server, port = await create_orchestrator(OrchestratorConfig.from_env(config_env))
     await server.start()
     target = f"127.0.0.1:{port}"
-    channel = grpc_channel(target, TlsConfig.from_env(transport_env(stages.tls)), options=CHANNEL_OPTIONS)
+    channel = grpc_channel(
+        target,
+        TlsConfig.from_env(transport_env(stages.tls)),
+        options=CHANNEL_OPTIONS,
+        interceptors=bearer_interceptors(api_key),
+    )
     try:
-        yield Orchestrator(server, target, channel, orchestrator_pb2_grpc.OrchestratorServiceStub(channel))
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        yield Orchestrator(server, target, channel, stub, api_key, keys_file)
     finally:
         await channel.close()
         await server.stop(0.5)

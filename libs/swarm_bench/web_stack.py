@@ -18,7 +18,9 @@ from pathlib import Path
 from swarm_cli.children import stop
 from swarm_cli.gateway import Gateway, running_gateway
 from swarm_cli.gateway_config import GatewaySettings
-from swarm_cli.worker_dev import LOCAL_USER, WorkerVars, fresh_vars, missing_toolchain, page_url, start_worker
+from swarm_cli.local_keys import LOCAL_TENANT
+from swarm_cli.worker_dev import WorkerVars, fresh_vars, missing_toolchain, page_url, start_worker
+from swarmlib.api_keys import add_key
 
 from .stack import Orchestrator, instances_json, orchestrator, stage_servers
 
@@ -61,11 +63,12 @@ async def web_stack(
     **orchestrator_env: str,
 ) -> AsyncIterator[WebStack]:
     """The chain for ``instances`` (name, OpenAI base URL); normal mode asks ``chat`` (base URL,
-    model). The local user may approve; the swarm writes no tests unless ``orchestrator_env`` says."""
+    model). The Worker holds a service key of tenant ``local``; the orchestrator's own channel holds
+    that tenant's approver key. The swarm writes no tests unless ``orchestrator_env`` says."""
     missing = missing_toolchain()
     if missing is not None:
         raise WebToolchainMissingError(f"{missing}: run `make worker-install worker-gen`")
-    settings = {"SWARM_TEST_WRITERS": "0", "SWARM_APPROVERS": LOCAL_USER, **orchestrator_env}
+    settings = {"SWARM_TEST_WRITERS": "0", **orchestrator_env}
     async with AsyncExitStack() as stack:
         stages = await stack.enter_async_context(stage_servers(stage_env))
         database = f"sqlite+aiosqlite:///{workdir / 'swarm.db'}"
@@ -77,7 +80,8 @@ async def web_stack(
         host, _, port = orch.target.rpartition(":")
         gateway_settings = GatewaySettings("127.0.0.1", 0, host, int(port), (origin,))
         gateway = await stack.enter_async_context(running_gateway(gateway_settings, workdir / "gateway"))
-        worker_vars = fresh_vars(gateway.url, *chat)
+        service_key, _ = add_key(orch.keys_file, LOCAL_TENANT, "worker", "service")
+        worker_vars = fresh_vars(gateway.url, *chat, gateway_token=service_key)
         deadline = time.monotonic() + WORKER_START_S
         worker = await start_worker(web_port, worker_vars, os.environ, workdir, deadline)
         stack.push_async_callback(stop, [worker], 10.0)

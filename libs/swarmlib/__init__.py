@@ -7,6 +7,7 @@ What one service alone uses lives in that service. The modules that import the R
 
 from __future__ import annotations
 
+from ._bearer import AUTHORIZATION, bearer_interceptors
 from ._config import env_bool, env_float, env_int, env_str, require
 from ._errors import (
     ConfigError,
@@ -68,6 +69,7 @@ from ._telemetry import configure_tracing
 from ._tls import TLS_VARIABLES, TlsConfig, Transport, grpc_channel, is_loopback
 
 __all__ = [
+    "AUTHORIZATION",
     "BACKENDS",
     "PURPOSE_HEADER",
     "REPUTATION_PRIOR",
@@ -110,6 +112,7 @@ __all__ = [
     "Transport",
     "UnauthenticatedError",
     "assessment_score",
+    "bearer_interceptors",
     "build_server",
     "check_candidate_ids",
     "cluster_shares",

@@ -29,7 +29,7 @@ class PermissionDeniedError(SwarmError):
 
 
 class UnauthenticatedError(SwarmError):
-    """The caller did not say who it is where an action needs an identity (``x-swarm-user`` metadata)."""
+    """The caller did not show a valid credential (an API key in ``authorization: Bearer`` metadata)."""
 
 
 class FailedPreconditionError(SwarmError):

@@ -206,9 +206,13 @@ async def build_server(
     tracer_provider: TracerProvider,
     options: Sequence[tuple[str, Any]] = (),
     transport: Transport | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[SwarmServer, int]:
     """Create a server with tracing and error mapping, health and reflection; bind ``address``
     with the TLS of ``transport`` (none: plaintext, loopback only) and its health-only port.
+
+    ``interceptors`` run inside the error mapping (what they raise reaches the caller as its
+    status), e.g. the orchestrator's authentication.
 
     ``address`` like ``127.0.0.1:0`` binds an ephemeral port (tests); the bound port is returned.
     """
@@ -221,6 +225,7 @@ async def build_server(
                 tracer_provider=tracer_provider, filter_=filters.negate(filters.health_check())
             ),
             ErrorMappingInterceptor(),
+            *interceptors,
         ],
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),

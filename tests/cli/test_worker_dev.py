@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from swarm_cli.children import stop
-from swarm_cli.localstack import WebSettings, approvers
+from swarm_cli.localstack import WebSettings, stack_keys, worker_key
 from swarm_cli.worker_dev import LOCAL_USER, fresh_vars, missing_toolchain, page_url, start_worker
 
 # A dev.sh that records its port and environment, then serves HTTP from a child it does not exec, like
@@ -74,10 +74,13 @@ def test_the_page_origin_is_the_default_allowed_origin() -> None:
     )
 
 
-def test_the_local_user_may_approve() -> None:
-    assert approvers({}) == LOCAL_USER
-    assert approvers({"SWARM_APPROVERS": "alice, bob"}) == f"alice,bob,{LOCAL_USER}"
-    assert approvers({"SWARM_APPROVERS": f"{LOCAL_USER},alice"}) == f"{LOCAL_USER},alice"
+def test_the_worker_holds_a_service_key_and_the_local_user_an_approver_key(tmp_path: Path) -> None:
+    keys_file, approver = stack_keys(tmp_path, {})
+    token = worker_key(tmp_path, keys_file)
+    env = fresh_vars("http://127.0.0.1:8080", "http://127.0.0.1:18081/v1", "qwen", gateway_token=token).env()
+    assert env["GATEWAY_TOKEN"] == token and token.startswith("swk_") and token != approver
+    assert worker_key(tmp_path, keys_file) == token  # kept in $SWARM_HOME/worker-key across starts
+    assert "GATEWAY_TOKEN" not in fresh_vars("http://127.0.0.1:8080", "http://x/v1", "qwen").env()
 
 
 async def test_dev_sh_gets_the_port_and_the_variables_and_stops_with_its_children(tmp_path: Path) -> None:

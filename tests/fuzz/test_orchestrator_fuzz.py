@@ -1,4 +1,5 @@
-"""Every OrchestratorService RPC with generated requests and identities, on SQLite and PostgreSQL.
+"""Every OrchestratorService RPC with generated requests and credentials (API keys, good and bad,
+and the ``x-swarm-user`` a service key may name), on SQLite and PostgreSQL.
 
 Whatever arrives, the answer is OK or a deliberate status whose message says what to fix, and the
 store holds nothing half-written: a refused RunSwarm adds no run, a refused call changes no run,
@@ -19,8 +20,10 @@ from google.protobuf.message import Message
 from hypothesis import event, given, strategies as st
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from swarm_bench.stack import instances_json, orchestrator
-from swarm_orchestrator.service import USER_METADATA
+from swarm_bench.stack import CHANNEL_OPTIONS, instances_json, orchestrator
+from swarm_orchestrator.identity import USER_METADATA
+from swarmlib import TlsConfig, grpc_channel
+from swarmlib.api_keys import add_key
 
 from .budget import DEFAULT, LONG, LONG_TIMEOUT_S
 from .conftest import Stack
@@ -30,6 +33,7 @@ from .rpc import Rpc, check_answer, invoke, rpcs
 MAX_TASK_CHARS = 2_000
 MAX_SWARM_SIZE = 4
 APPROVER = "alice"
+AUTHORIZATION = "authorization"
 FIB_TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number.\n\n>>> fib(10)\n55\n"
 TASKS = [
     FIB_TASK,
@@ -47,7 +51,10 @@ class Swarm:
     """The orchestrator under fuzz, and what it has made so far (drawn from for ids and tokens)."""
 
     stub: orchestrator_pb2_grpc.OrchestratorServiceStub
+    # A channel that sends only the credentials a case draws (the stack's own sends its key).
     channel: grpc.aio.Channel
+    # Keys of the stack's tenant: an approver (alice), a member and a service key.
+    keys: dict[str, str] = field(default_factory=dict)
     run_ids: list[str] = field(default_factory=list)
     page_tokens: list[str] = field(default_factory=list)
 
@@ -130,11 +137,20 @@ class Swarm:
         )
 
 
-def identities() -> st.SearchStrategy[list[tuple[str, str]]]:
-    """The ``x-swarm-user`` metadata: none, an approver, another user, blank, two, or any printable text."""
+def identities(keys: dict[str, str]) -> st.SearchStrategy[list[tuple[str, str]]]:
+    """An ``authorization``: none, a real key (approver, member, service), a forged or garbled one,
+    or any printable text; and the ``x-swarm-user``: none, an approver, another user, blank, two,
+    or any printable text."""
     printable = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
+    forged = ["", "hunter2", "swk_zzzzzzzzzzzz_" + "A" * 43, keys["member"][:-1] + "?", keys["approver"].upper()]
+    key = st.sampled_from([*keys.values(), *forged]).map(lambda k: [(AUTHORIZATION, f"Bearer {k}")])
+    Pairs = list[tuple[str, str]]
+    auth: st.SearchStrategy[Pairs] = st.one_of(st.just([]), key, printable.map(lambda t: [(AUTHORIZATION, t)]))
     one = st.one_of(st.sampled_from([APPROVER, "bob", "", " ", "a" * 129, "alice bob", "' OR 1=1 --"]), printable)
-    return st.one_of(st.just([]), st.lists(one.map(lambda user: (USER_METADATA, user)), min_size=1, max_size=2))
+    user: st.SearchStrategy[Pairs] = st.one_of(
+        st.just([]), st.lists(one.map(lambda name: (USER_METADATA, name)), min_size=1, max_size=2)
+    )
+    return st.tuples(auth, user).map(lambda pair: pair[0] + pair[1])
 
 
 @pytest.fixture(scope="module")
@@ -143,14 +159,21 @@ async def swarm(fuzz_stack: Stack, fuzz_database: str) -> AsyncIterator[Swarm]:
     env = {
         "SWARM_MAX_TASK_CHARS": str(MAX_TASK_CHARS),
         "SWARM_MAX_SWARM_SIZE": str(MAX_SWARM_SIZE),
-        "SWARM_APPROVERS": APPROVER,
         "SWARM_REFINE_ROUNDS": "1",
     }
     async with AsyncExitStack() as stack:
         orch = await stack.enter_async_context(
             orchestrator(fuzz_stack.stages, instances_json([("fake-1", one), ("fake-2", two)]), fuzz_database, env)
         )
-        swarm = Swarm(orch.stub, orch.channel)
+        plain = await stack.enter_async_context(
+            grpc_channel(orch.target, TlsConfig(plaintext=True), options=CHANNEL_OPTIONS)
+        )
+        tenant = "local"
+        keys = {
+            role: add_key(orch.keys_file, tenant, name, role)[0]
+            for role, name in (("approver", APPROVER), ("member", "bob"), ("service", "web"))
+        }
+        swarm = Swarm(orch.stub, plain, keys)
         # Runs to act on: one the swarm agrees on, one the gates hold (a lone instance has no consensus).
         for size in (2, 1):
             events = [e async for e in orch.stub.RunSwarm(pb.RunSwarmRequest(task=FIB_TASK, swarm_size=size))]
@@ -192,7 +215,8 @@ async def fuzz_once(swarm: Swarm, rpc: Rpc, data: st.DataObject) -> None:
     plausible = data.draw(st.booleans(), label="plausible")
     targets = swarm.valid_targets() if plausible else swarm.targets()
     request = data.draw(messages(rpc.input, targets, complete=plausible), label="request")
-    who = st.one_of(st.just([(USER_METADATA, APPROVER)]), identities()) if plausible else identities()
+    approver = [(AUTHORIZATION, f"Bearer {swarm.keys['approver']}")]
+    who = st.one_of(st.just(approver), identities(swarm.keys)) if plausible else identities(swarm.keys)
     metadata: Sequence[tuple[str, str]] = data.draw(who, label="metadata")
     run_id = getattr(request, "run_id", None)
     before = await state(swarm, run_id)
@@ -200,6 +224,8 @@ async def fuzz_once(swarm: Swarm, rpc: Rpc, data: st.DataObject) -> None:
     accepted = rpc.name == "RunSwarm" and bool(outcome.responses)
     event(f"{rpc}: {outcome.code.name}" + (" after the run was accepted" if accepted else ""))
     check_answer(rpc, outcome, extra_names=[USER_METADATA])
+    for secret in swarm.keys.values():
+        assert secret.split("_", 2)[2] not in outcome.details, f"{rpc}: a key's secret in the answer"
     after = await state(swarm, run_id)
     assert all(status in TERMINAL for _, status, _, _ in after.runs), "a run was left RUNNING"
 

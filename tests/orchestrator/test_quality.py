@@ -20,6 +20,7 @@ from swarm_assessor.server import create_server as create_assessor
 from swarm_bench.stack import Stages, orchestrator
 from tests.fakes.openai_server import Behaviour
 from tests.fakes.replies import FIB_REPLY
+from tests.orchestrator.keys import as_key, keyless
 from tests.orchestrator.test_swarm import FIB_TASK, WRONG_FIB_REPLY, collect, fakes, named
 
 GATES = json.dumps(
@@ -28,11 +29,6 @@ GATES = json.dumps(
         {"rule": "consensus_reached", "on_fail": "NEEDS_APPROVAL"},
     ]
 )
-APPROVERS = "alice,bob@example.com"
-
-
-def as_user(user: str) -> tuple[tuple[str, str], ...]:
-    return (("x-swarm-user", user),)
 
 
 @asynccontextmanager
@@ -138,8 +134,9 @@ async def test_approval_workflow_identity_rights_and_audit_trail(stages: Stages,
         gated(stages) as wired,
         fakes((Behaviour.ANSWER, FIB_REPLY)) as servers,
     ):
-        env = {"SWARM_TEST_WRITERS": "0", "SWARM_APPROVERS": APPROVERS}
+        env = {"SWARM_TEST_WRITERS": "0"}
         async with orchestrator(wired, named(servers), database_url, **env) as orch:
+            alice, bob = as_key(orch, "alice", "approver"), as_key(orch, "bob@example.com", "approver")
             held, _ = await finished(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1, skip_refine=True))
             other, _ = await finished(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1, skip_refine=True))
             assert held.status == other.status == pb.RUN_STATUS_NEEDS_APPROVAL
@@ -148,23 +145,25 @@ async def test_approval_workflow_identity_rights_and_audit_trail(stages: Stages,
             assert pending.runs[0].gate.outcome == common_pb2.GATE_OUTCOME_NEEDS_APPROVAL
             assert pending.runs[0].run.status == pb.RUN_STATUS_NEEDS_APPROVAL
 
-            with pytest.raises(grpc.aio.AioRpcError) as anonymous:
-                await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=held.id))
+            async with keyless(orch) as anonymous_stub:
+                with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+                    await anonymous_stub.ApproveRun(pb.ApproveRunRequest(run_id=held.id))
             assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert "x-swarm-user" in (anonymous.value.details() or "")
+            assert "authorization: Bearer <key>" in (anonymous.value.details() or "")
             with pytest.raises(grpc.aio.AioRpcError) as intruder:
-                await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=held.id), metadata=as_user("mallory"))
+                await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=held.id), metadata=as_key(orch, "mallory"))
             assert intruder.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert "mallory may not approve runs" in (intruder.value.details() or "")
+            garbled_user = (*alice, ("x-swarm-user", "alice smith"))
             with pytest.raises(grpc.aio.AioRpcError) as garbled:
-                await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=held.id), metadata=as_user("alice smith"))
+                await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=held.id), metadata=garbled_user)
             assert garbled.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             still = (await orch.stub.GetRun(pb.GetRunRequest(run_id=held.id))).run
             assert still.status == pb.RUN_STATUS_NEEDS_APPROVAL and len(still.audit) == 1
 
             approved = (
                 await orch.stub.ApproveRun(
-                    pb.ApproveRunRequest(run_id=held.id, comment="read the code, fine"), metadata=as_user("alice")
+                    pb.ApproveRunRequest(run_id=held.id, comment="read the code, fine"), metadata=alice
                 )
             ).run
             assert approved.status == pb.RUN_STATUS_SUCCEEDED
@@ -174,7 +173,7 @@ async def test_approval_workflow_identity_rights_and_audit_trail(stages: Stages,
             assert approved.audit[1].time.ToDatetime() >= approved.audit[0].time.ToDatetime()
 
             with pytest.raises(grpc.aio.AioRpcError) as twice:
-                await orch.stub.RejectRun(pb.RejectRunRequest(run_id=held.id), metadata=as_user("bob@example.com"))
+                await orch.stub.RejectRun(pb.RejectRunRequest(run_id=held.id), metadata=bob)
             assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert f"run {held.id} is succeeded (approved by alice at " in (twice.value.details() or "")
             assert "not waiting for approval" in (twice.value.details() or "")
@@ -182,7 +181,7 @@ async def test_approval_workflow_identity_rights_and_audit_trail(stages: Stages,
             rejected = (
                 await orch.stub.RejectRun(
                     pb.RejectRunRequest(run_id=other.id, comment="no input validation"),
-                    metadata=as_user("bob@example.com"),
+                    metadata=bob,
                 )
             ).run
             assert rejected.status == pb.RUN_STATUS_REJECTED
@@ -190,7 +189,7 @@ async def test_approval_workflow_identity_rights_and_audit_trail(stages: Stages,
             assert not (await orch.stub.ListPendingApprovals(pb.ListPendingApprovalsRequest())).runs
 
             with pytest.raises(grpc.aio.AioRpcError) as missing:
-                await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id="nope"), metadata=as_user("alice"))
+                await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id="nope"), metadata=alice)
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
         # A restarted orchestrator on the same database returns the same trail.
@@ -202,18 +201,18 @@ async def test_approval_workflow_identity_rights_and_audit_trail(stages: Stages,
             assert listing == {held.id: pb.RUN_STATUS_SUCCEEDED, other.id: pb.RUN_STATUS_REJECTED}
 
 
-async def test_a_run_that_does_not_wait_cannot_be_approved_and_nobody_approves_by_default(
+async def test_a_run_that_does_not_wait_cannot_be_approved_and_only_approver_keys_approve(
     stages: Stages, sqlite_url: str
 ) -> None:
     async with (
         fakes((Behaviour.ANSWER, FIB_REPLY)) as servers,
-        orchestrator(stages, named(servers), sqlite_url, SWARM_TEST_WRITERS="0", SWARM_APPROVERS="alice") as orch,
+        orchestrator(stages, named(servers), sqlite_url, SWARM_TEST_WRITERS="0") as orch,
     ):
         run, _ = await finished(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1, skip_refine=True))
         assert run.status == pb.RUN_STATUS_SUCCEEDED  # the default gates pass a clean answer
         assert [r.name for r in run.gate.rules] == ["no_sandbox_violation"]
         with pytest.raises(grpc.aio.AioRpcError) as done:
-            await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=run.id), metadata=as_user("alice"))
+            await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=run.id), metadata=as_key(orch, "alice", "approver"))
         assert done.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert f"run {run.id} is succeeded, not waiting for approval" in (done.value.details() or "")
     async with (
@@ -221,9 +220,9 @@ async def test_a_run_that_does_not_wait_cannot_be_approved_and_nobody_approves_b
         orchestrator(stages, named(servers), sqlite_url) as orch,
     ):
         with pytest.raises(grpc.aio.AioRpcError) as nobody:
-            await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=run.id), metadata=as_user("alice"))
+            await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=run.id), metadata=as_key(orch, "alice"))
         assert nobody.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "no approvers are configured (set SWARM_APPROVERS" in (nobody.value.details() or "")
+        assert "only approver keys of tenant local may" in (nobody.value.details() or "")
 
 
 # Two right programs that part on negative input (a probe mutates fib(0) to fib(-1)), so they fall
@@ -260,9 +259,11 @@ async def test_feedback_moves_the_reputation_prior_and_the_ranking(stages: Stage
         assert winner.scores.tests_passed == loser.scores.tests_passed == 3
         assert winner.scores.overall == loser.scores.overall  # a tie only latency breaks
 
-        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
-            await orch.stub.SubmitFeedback(pb.SubmitFeedbackRequest(run_id=first.id, rating=3))
+        async with keyless(orch) as anonymous_stub:
+            with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+                await anonymous_stub.SubmitFeedback(pb.SubmitFeedbackRequest(run_id=first.id, rating=3))
         assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        carol = as_key(orch, "carol")
         for bad, message in (
             (pb.SubmitFeedbackRequest(run_id=first.id, rating=6), "rating is 6; rate the answer 1"),
             (
@@ -271,14 +272,14 @@ async def test_feedback_moves_the_reputation_prior_and_the_ranking(stages: Stage
             ),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await orch.stub.SubmitFeedback(bad, metadata=as_user("carol"))
+                await orch.stub.SubmitFeedback(bad, metadata=carol)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert message in (refused.value.details() or "")
 
         feedback = pb.SubmitFeedbackRequest(
             run_id=first.id, rating=1, preferred_candidate_id=loser.id, comment="the other one reads better"
         )
-        reply = await orch.stub.SubmitFeedback(feedback, metadata=as_user("carol"))
+        reply = await orch.stub.SubmitFeedback(feedback, metadata=carol)
         assert reply.feedback.user == "carol" and reply.feedback.rating == 1
         moved = {(r.scope, r.name): r for r in reply.reputation}
         liked, disliked = (
@@ -288,7 +289,7 @@ async def test_feedback_moves_the_reputation_prior_and_the_ranking(stages: Stage
         assert liked.multiplier > liked.multiplier_before and disliked.multiplier < disliked.multiplier_before
         assert liked.multiplier > 1.0 > disliked.multiplier
         # Submitting again replaces carol's feedback: nothing is counted twice.
-        again = await orch.stub.SubmitFeedback(feedback, metadata=as_user("carol"))
+        again = await orch.stub.SubmitFeedback(feedback, metadata=carol)
         assert {(r.scope, r.name): r.multiplier for r in again.reputation} == {
             key: r.multiplier for key, r in moved.items()
         }
@@ -316,12 +317,11 @@ async def test_feedback_on_a_run_without_an_answer_is_refused(stages: Stages, sq
         fakes((Behaviour.HTTP_500, FIB_REPLY)) as servers,
         orchestrator(stages, named(servers), sqlite_url, SWARM_LLM_RETRY_ATTEMPTS="1", SWARM_TEST_WRITERS="0") as orch,
     ):
+        carol = as_key(orch, "carol")
         events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
         assert error is not None
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await orch.stub.SubmitFeedback(
-                pb.SubmitFeedbackRequest(run_id=events[0].run_id, rating=2), metadata=as_user("carol")
-            )
+            await orch.stub.SubmitFeedback(pb.SubmitFeedbackRequest(run_id=events[0].run_id, rating=2), metadata=carol)
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "without an answer" in (refused.value.details() or "")
 
@@ -330,15 +330,16 @@ async def test_run_and_quality_reports_in_both_formats(stages: Stages, database_
     async with (
         gated(stages) as wired,
         fakes((Behaviour.ANSWER, FIB_REPLY), (Behaviour.ANSWER, FIB_REPLY)) as servers,
-        orchestrator(wired, named(servers), database_url, SWARM_TEST_WRITERS="0", SWARM_APPROVERS="alice") as orch,
+        orchestrator(wired, named(servers), database_url, SWARM_TEST_WRITERS="0") as orch,
     ):
+        alice, carol = as_key(orch, "alice", "approver"), as_key(orch, "carol")
         start = dt.datetime.now(dt.UTC)
         passed, _ = await finished(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2, skip_refine=True))
         held, _ = await finished(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
-        await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=held.id, comment="ok"), metadata=as_user("alice"))
+        await orch.stub.ApproveRun(pb.ApproveRunRequest(run_id=held.id, comment="ok"), metadata=alice)
         await orch.stub.SubmitFeedback(
             pb.SubmitFeedbackRequest(run_id=passed.id, rating=5, preferred_candidate_id=passed.final.candidate_id),
-            metadata=as_user("carol"),
+            metadata=carol,
         )
 
         md = await orch.stub.GetRunReport(pb.GetRunReportRequest(run_id=held.id))

@@ -14,12 +14,19 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from subprocess import Popen
 
-import grpc
 import pytest
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
-from tests.test_shutdown import FIB_TASK, free_port, health_stub, launched, service_env, wait_serving
+from tests.test_shutdown import (
+    FIB_TASK,
+    free_port,
+    health_stub,
+    launched,
+    orchestrator_channel,
+    service_env,
+    wait_serving,
+)
 
 LEASE_S = 1.0
 # A lease and a third of it after the last renewal, plus a restart and slack for a loaded machine
@@ -68,9 +75,9 @@ async def serving(proc: Popen[bytes], port: int, log_path: Path) -> float:
     return time.monotonic() - started
 
 
-async def start_run_with_one_answer(stack: AsyncExitStack, port: int) -> str:
+async def start_run_with_one_answer(stack: AsyncExitStack, port: int, home: Path) -> str:
     """A run of two slots whose fast answer has arrived (it is stored before it is streamed)."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = orchestrator_channel(port, home)
     stack.push_async_callback(channel.close)
     call = orchestrator_pb2_grpc.OrchestratorServiceStub(channel).RunSwarm(
         pb.RunSwarmRequest(task=FIB_TASK, swarm_size=2, skip_refine=True), timeout=60.0
@@ -82,16 +89,16 @@ async def start_run_with_one_answer(stack: AsyncExitStack, port: int) -> str:
     return run_id
 
 
-async def stored_run(port: int, run_id: str) -> pb.Run:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def stored_run(port: int, run_id: str, home: Path) -> pb.Run:
+    async with orchestrator_channel(port, home) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         run: pb.Run = (await stub.GetRun(pb.GetRunRequest(run_id=run_id))).run
         return run
 
 
-async def closed_run(port: int, run_id: str, since: float) -> tuple[pb.Run, float]:
+async def closed_run(port: int, run_id: str, since: float, home: Path) -> tuple[pb.Run, float]:
     """The run once it is no longer RUNNING, read from ``port``, and seconds from ``since``."""
-    while (run := await stored_run(port, run_id)).status == pb.RUN_STATUS_RUNNING:
+    while (run := await stored_run(port, run_id, home)).status == pb.RUN_STATUS_RUNNING:
         assert time.monotonic() - since < RECLAIM_BOUND_S, f"still RUNNING {RECLAIM_BOUND_S:.1f}s after the kill"
         await asyncio.sleep(0.1)
     return run, time.monotonic() - since
@@ -109,13 +116,13 @@ async def test_a_killed_orchestrator_restarted_on_sqlite_ends_its_run_interrupte
     async with instances() as swarm, AsyncExitStack() as stack:
         with orchestrator_process(tmp_path, "first", url, swarm) as (first, port, log_path):
             await serving(first, port, log_path)
-            run_id = await start_run_with_one_answer(stack, port)
+            run_id = await start_run_with_one_answer(stack, port, tmp_path)
             first.send_signal(signal.SIGKILL)
             first.wait()
             killed = time.monotonic()
         with orchestrator_process(tmp_path, "restarted", url, swarm) as (restarted, port, log_path):
             await serving(restarted, port, log_path)
-            run, _ = await closed_run(port, run_id, killed)
+            run, _ = await closed_run(port, run_id, killed, tmp_path)
             restarted.send_signal(signal.SIGTERM)
     assert_interrupted_with_its_answer(run)
 
@@ -129,11 +136,11 @@ async def test_a_second_replica_on_postgresql_ends_a_dead_replicas_run(tmp_path:
         ):
             await serving(a, port_a, log_a)
             await serving(b, port_b, log_b)
-            run_id = await start_run_with_one_answer(stack, port_a)
+            run_id = await start_run_with_one_answer(stack, port_a, tmp_path)
             await asyncio.sleep(LEASE_S * 2)  # replica B sweeps meanwhile: a live replica's run is left alone
-            assert (await stored_run(port_b, run_id)).status == pb.RUN_STATUS_RUNNING
+            assert (await stored_run(port_b, run_id, tmp_path)).status == pb.RUN_STATUS_RUNNING
             a.send_signal(signal.SIGKILL)
             a.wait()
-            run, _ = await closed_run(port_b, run_id, time.monotonic())
+            run, _ = await closed_run(port_b, run_id, time.monotonic(), tmp_path)
             assert b.poll() is None
     assert_interrupted_with_its_answer(run)

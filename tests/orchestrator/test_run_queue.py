@@ -17,6 +17,7 @@ import pytest
 from swarm.v1 import orchestrator_pb2 as pb
 from swarm_bench.stack import Orchestrator, Stages, orchestrator
 from tests.fakes.openai_server import FakeLLMServer
+from tests.orchestrator.keys import as_key
 from tests.orchestrator.test_quality_cli import swarm
 
 TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number. ({tag})"
@@ -32,17 +33,14 @@ def request(tag: str) -> pb.RunSwarmRequest:
     return pb.RunSwarmRequest(task=TASK.format(tag=tag), swarm_size=1)
 
 
-def metadata(user: str) -> tuple[tuple[str, str], ...]:
-    return (("x-swarm-user", user),)
-
-
 class Stream:
     """One RunSwarm call read in the background: its events as they come, and how it ended."""
 
-    def __init__(self, stub: object, req: pb.RunSwarmRequest, user: str = "alice") -> None:
+    def __init__(self, orch: Orchestrator, req: pb.RunSwarmRequest, user: str = "") -> None:
+        """``user``: a caller with a member key of its own (else the stack's local approver)."""
         self.events: list[pb.RunSwarmResponse] = []
         self.error: grpc.aio.AioRpcError | None = None
-        self.call = stub.RunSwarm(req, metadata=metadata(user))  # type: ignore[attr-defined]
+        self.call = orch.stub.RunSwarm(req, metadata=as_key(orch, user) if user else ())
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -86,9 +84,9 @@ async def held_instance(slots: int = 1) -> AsyncIterator[tuple[FakeLLMServer, st
 
 async def test_a_run_beyond_capacity_waits_and_sees_its_place(stages: Stages, database_url: str) -> None:
     async with held_instance() as (server, instances), orchestrator(stages, instances, database_url, ONE_SLOT) as orch:
-        first = Stream(orch.stub, request("first"))
+        first = Stream(orch, request("first"))
         await eventually(lambda: server.in_flight == 1)
-        second = Stream(orch.stub, request("second"))
+        second = Stream(orch, request("second"))
         await second.until(lambda s: bool(s.queued()))
         assert second.kinds()[:2] == ["accepted", "queued"]
         place = second.queued()[0]
@@ -117,11 +115,11 @@ async def test_beyond_the_queue_size_a_run_is_refused_up_front_and_nothing_is_st
 ) -> None:
     env = {**ONE_SLOT, "SWARM_QUEUE_SIZE": "1"}
     async with held_instance() as (server, instances), orchestrator(stages, instances, database_url, env) as orch:
-        running = Stream(orch.stub, request("running"))
+        running = Stream(orch, request("running"))
         await eventually(lambda: server.in_flight == 1)
-        waiting = Stream(orch.stub, request("waiting"))
+        waiting = Stream(orch, request("waiting"))
         await waiting.until(lambda s: bool(s.queued()))
-        refused = Stream(orch.stub, request("refused"))
+        refused = Stream(orch, request("refused"))
         await refused.task
         assert refused.error is not None
         assert refused.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -138,9 +136,9 @@ async def test_beyond_the_queue_size_a_run_is_refused_up_front_and_nothing_is_st
 async def test_a_run_that_waits_past_its_deadline_fails_saying_why(stages: Stages, sqlite_url: str) -> None:
     env = {**ONE_SLOT, "SWARM_QUEUE_TIMEOUT_S": "0.3"}
     async with held_instance() as (server, instances), orchestrator(stages, instances, sqlite_url, env) as orch:
-        running = Stream(orch.stub, request("running"))
+        running = Stream(orch, request("running"))
         await eventually(lambda: server.in_flight == 1)
-        late = Stream(orch.stub, request("late"))
+        late = Stream(orch, request("late"))
         await late.task
         assert late.error is not None and late.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "SWARM_QUEUE_TIMEOUT_S=0.3" in str(late.error.details())
@@ -158,12 +156,12 @@ async def test_a_run_that_waits_past_its_deadline_fails_saying_why(stages: Stage
 
 async def test_one_callers_burst_does_not_starve_another(stages: Stages, sqlite_url: str) -> None:
     async with held_instance() as (server, instances), orchestrator(stages, instances, sqlite_url, ONE_SLOT) as orch:
-        burst = [Stream(orch.stub, request("alice-0"), "alice")]
+        burst = [Stream(orch, request("alice-0"), "alice")]
         await eventually(lambda: server.in_flight == 1)
         for i in range(1, 4):
-            burst.append(Stream(orch.stub, request(f"alice-{i}"), "alice"))
+            burst.append(Stream(orch, request(f"alice-{i}"), "alice"))
             await burst[-1].until(lambda s: bool(s.queued()))
-        bob = Stream(orch.stub, request("bob"), "bob")
+        bob = Stream(orch, request("bob"), "bob")
         await bob.until(lambda s: bool(s.queued()))
         assert bob.queued()[-1].position == 1  # ahead of alice's three waiting runs
         assert bob.queued()[-1].depth == 4
@@ -176,9 +174,9 @@ async def test_one_callers_burst_does_not_starve_another(stages: Stages, sqlite_
 
 async def test_a_client_that_leaves_while_queued_keeps_its_run(stages: Stages, sqlite_url: str) -> None:
     async with held_instance() as (server, instances), orchestrator(stages, instances, sqlite_url, ONE_SLOT) as orch:
-        running = Stream(orch.stub, request("running"))
+        running = Stream(orch, request("running"))
         await eventually(lambda: server.in_flight == 1)
-        leaving = Stream(orch.stub, request("leaving"))
+        leaving = Stream(orch, request("leaving"))
         await leaving.until(lambda s: bool(s.queued()))
         run_id = leaving.run_id
         leaving.call.cancel()
@@ -206,7 +204,7 @@ async def test_replicas_sharing_postgres_never_give_an_instance_more_than_its_sl
         replicas: list[Orchestrator] = [
             await stack.enter_async_context(orchestrator(stages, instances, postgres_url, ONE_SLOT)) for _ in range(2)
         ]
-        streams = [Stream(replicas[i % 2].stub, request(f"run-{i}"), f"user{i}") for i in range(6)]
+        streams = [Stream(replicas[i % 2], request(f"run-{i}"), f"user{i}") for i in range(6)]
         await asyncio.gather(*(s.until(lambda s: len(s.events) > 0) for s in streams))
 
         async def settled() -> pb.GetCapacityResponse:
@@ -229,16 +227,16 @@ async def test_replicas_sharing_postgres_never_give_an_instance_more_than_its_sl
 
 async def test_the_command_line_shows_the_queue_and_a_runs_place_in_it(stages: Stages, sqlite_url: str) -> None:
     async with held_instance() as (server, instances), orchestrator(stages, instances, sqlite_url, ONE_SLOT) as orch:
-        running = Stream(orch.stub, request("running"))
+        running = Stream(orch, request("running"))
         await eventually(lambda: server.in_flight == 1)
-        queued_run = asyncio.create_task(swarm(orch.target, "run", TASK.format(tag="cli"), "--size", "1"))
+        queued_run = asyncio.create_task(swarm(orch.target, "run", TASK.format(tag="cli"), "--size", "1", key=orch.api_key))
         while (await orch.stub.GetCapacity(pb.GetCapacityRequest())).queued_runs == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        code, out, err = await swarm(orch.target, "capacity")
+        code, out, err = await swarm(orch.target, "capacity", key=orch.api_key)
         assert code == 0, err
         assert "runs driven: 1 of 8\nruns waiting: 1 of 256, the oldest for " in out
         assert "  only         1/1 slots in use\n" in out
-        code, out, _ = await swarm(orch.target, "capacity", "--json")
+        code, out, _ = await swarm(orch.target, "capacity", "--json", key=orch.api_key)
         assert json.loads(out)["queued_runs"] == 1
         assert server.gate is not None
         server.gate.set()

@@ -114,7 +114,7 @@ async def test_without_stream_output_no_text_is_streamed(stages: Stages, sqlite_
     assert kinds[:3] == ["accepted", "instance_started", "instance_finished"] and kinds[-1] == "done"
 
 
-async def swarm_run_lines(target: str, *args: str) -> tuple[int, list[tuple[float, str]], str]:
+async def swarm_run_lines(target: str, key: str, *args: str) -> tuple[int, list[tuple[float, str]], str]:
     """``swarm run`` as a subprocess: its exit code, each stderr line with the time it was read, stdout."""
     loop = asyncio.get_running_loop()
     process = await asyncio.create_subprocess_exec(
@@ -123,6 +123,8 @@ async def swarm_run_lines(target: str, *args: str) -> tuple[int, list[tuple[floa
         "swarm_cli.main",
         "--target",
         target,
+        "--api-key",
+        key,
         "run",
         *args,
         stdout=asyncio.subprocess.PIPE,
@@ -145,7 +147,9 @@ async def test_swarm_run_stream_prints_each_line_of_the_answer_as_it_is_written(
         async with orchestrator(
             stages, named(servers), sqlite_url, SWARM_INSTANCE_TIMEOUT_S="30", SWARM_TEST_WRITERS="0"
         ) as orch:
-            code, lines, out = await swarm_run_lines(orch.target, "--stream", FIB_TASK, "--size", "1", "--no-refine")
+            code, lines, out = await swarm_run_lines(
+                orch.target, orch.api_key, "--stream", FIB_TASK, "--size", "1", "--no-refine"
+            )
             assert code == 0, lines
             assert "final answer (c1, swarm" in out and "slot 1 |" not in out  # the result alone on stdout
             prefix = "  slot 1 |"
@@ -157,7 +161,9 @@ async def test_swarm_run_stream_prints_each_line_of_the_answer_as_it_is_written(
             # The text is printed as the instance writes it (about a second), not once it has answered.
             assert lines[answered_at][0] - written[0][0] > len(stream_pieces(FIB_REPLY)) * CHUNK_DELAY_S / 2
 
-            code, out, err = await swarm(orch.target, "run", "--json", FIB_TASK, "--size", "1", "--no-refine")
+            code, out, err = await swarm(
+                orch.target, "run", "--json", FIB_TASK, "--size", "1", "--no-refine", key=orch.api_key
+            )
             assert code == 0 and json.loads(out)["status"] == "RUN_STATUS_SUCCEEDED" and "slot 1 |" not in err
             code, _, err = await swarm(orch.target, "run", "--stream", "--json", FIB_TASK)
             assert code == 2 and "not allowed with argument" in err

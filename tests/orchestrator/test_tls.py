@@ -106,6 +106,7 @@ async def test_the_cli_reaches_a_tls_orchestrator(tls_stages: Stages, sqlite_url
         fakes((Behaviour.ANSWER, FIB_REPLY)) as servers,
         orchestrator(tls_stages, named(servers), sqlite_url, SWARM_TEST_WRITERS="0") as orch,
     ):
+        tls["SWARM_API_KEY"] = orch.api_key
         code, out, err = await swarm_cli(tls, "--target", orch.target, "run", FIB_TASK, "--size", "1", "--no-refine")
         assert code == 0, err
         assert "def fib" in out
@@ -148,7 +149,7 @@ async def test_envoy_reaches_a_tls_orchestrator_and_serves_tls(
             verify = ssl.create_default_context(cafile=str(certs.ca))
             async with httpx.AsyncClient(timeout=30.0, verify=verify) as http:
                 assert (await http.get(f"{gateway.url}/healthz")).status_code == 200
-                client = GrpcWebClient(http, gateway.url, SERVICE)
+                client = GrpcWebClient(http, gateway.url, SERVICE, {"authorization": f"Bearer {orch.api_key}"})
                 request = pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1, skip_refine=True)
                 events = [event async for _, event in client.stream("RunSwarm", request, pb.RunSwarmResponse)]
                 assert events[-1].done.status == pb.RUN_STATUS_SUCCEEDED

@@ -18,11 +18,12 @@ import pytest
 
 from swarm.v1 import orchestrator_pb2 as pb
 from swarm_bench.grpc_web import GrpcWebClient, GrpcWebError
-from swarm_bench.stack import Stages, instances_json, orchestrator
+from swarm_bench.stack import Orchestrator, Stages, instances_json, orchestrator
 from swarm_cli.gateway import Gateway, running_gateway
 from swarm_cli.gateway_config import GatewaySettings
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
 from tests.fakes.replies import FIB_REPLY
+from tests.orchestrator.keys import new_key
 
 ORIGIN = "http://127.0.0.1:8787"
 OTHER_ORIGIN = "http://evil.example:8787"
@@ -38,8 +39,9 @@ STREAMED_BY_S = 1.0
 @dataclass
 class Web:
     gateway: Gateway
-    client: GrpcWebClient
+    client: GrpcWebClient  # sends the stack's approver key, as the Worker sends its service key
     http: httpx.AsyncClient
+    orch: Orchestrator
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,8 @@ async def web(stages: Stages, tmp_path_factory: pytest.TempPathFactory) -> Async
         settings = GatewaySettings("127.0.0.1", 0, host, int(port), (ORIGIN,))
         gateway = await stack.enter_async_context(running_gateway(settings, tmp / "gateway"))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=60.0))
-        yield Web(gateway, GrpcWebClient(http, gateway.url, SERVICE), http)
+        client = GrpcWebClient(http, gateway.url, SERVICE, {"authorization": f"Bearer {orch.api_key}"})
+        yield Web(gateway, client, http, orch)
 
 
 async def _run(web: Web, request: pb.RunSwarmRequest) -> list[tuple[float, pb.RunSwarmResponse]]:
@@ -141,3 +144,26 @@ async def test_only_the_orchestrator_is_served(web: Web) -> None:
     assert (await web.http.get(f"{web.gateway.url}/healthz")).status_code == 200
     assert (await web.http.get(f"{web.gateway.url}/")).status_code == 404
     assert (await web.http.post(f"{web.gateway.url}/grpc.health.v1.Health/Check")).status_code == 404
+
+
+async def test_the_bearer_and_the_user_reach_the_orchestrator_through_the_gateway(web: Web) -> None:
+    with pytest.raises(GrpcWebError) as anonymous:
+        await web.client.unary("ListRuns", pb.ListRunsRequest(), pb.ListRunsResponse, metadata={})
+    assert anonymous.value.status == grpc.StatusCode.UNAUTHENTICATED
+    assert "authorization: Bearer <key>" in anonymous.value.message
+    # A service key, as the Worker holds, names its user; the run is the user's within the key's tenant.
+    service = {"authorization": f"Bearer {new_key(web.orch, 'worker', 'service')}", "x-swarm-user": "pat"}
+    events = [
+        e
+        async for _, e in web.client.stream(
+            "RunSwarm", pb.RunSwarmRequest(task=TASK, swarm_size=1, instances=["fast-1"]), pb.RunSwarmResponse, service
+        )
+    ]
+    run_id = events[-1].done.id
+    reply = await web.client.unary(
+        "SubmitFeedback", pb.SubmitFeedbackRequest(run_id=run_id, rating=5), pb.SubmitFeedbackResponse, service
+    )
+    assert reply.feedback.user == "pat"
+    with pytest.raises(GrpcWebError) as through:
+        await web.client.unary("ApproveRun", pb.ApproveRunRequest(run_id=run_id), pb.ApproveRunResponse, service)
+    assert through.value.status == grpc.StatusCode.PERMISSION_DENIED

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
+from swarm_bench.stack import Orchestrator
 from swarm_bench.web_stack import WebStack, WebToolchainMissingError, web_stack
 from swarm_cli.worker_dev import WorkerVars, page_url
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
@@ -66,6 +67,8 @@ class WebChain:
     browser: Browser
     instances: list[FakeLLMServer]
     screenshots: Path
+    # The orchestrator behind the chain; its stub holds tenant local's approver key (as `swarm approve`).
+    orchestrator: Orchestrator
 
     @property
     def signed_in_url(self) -> str:
@@ -117,4 +120,4 @@ async def web_chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[W
         chat = (instances[0].base_url, "qwen")
         web, browser = await stack.enter_async_context(browser_on(tmp, named, chat, SWARM_INSTANCE_TIMEOUT_S="30"))
         screenshots = DOCS if os.environ.get("SWARM_UPDATE_SCREENSHOT") == "1" else tmp
-        yield WebChain(web.origin, web.worker_vars, browser, instances, screenshots)
+        yield WebChain(web.origin, web.worker_vars, browser, instances, screenshots, web.orchestrator)

@@ -10,6 +10,7 @@ from typing import Any
 
 from playwright.async_api import Page, expect
 
+from swarm.v1 import orchestrator_pb2 as pb
 from tests.web.conftest import WebChain
 
 FIB_TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number.\n\n>>> fib(10)\n55\n"
@@ -114,7 +115,10 @@ async def test_a_bad_option_is_shown_and_the_worker_refuses_it_too(web_chain: We
     assert body["error"]["code"] and "size" in body["error"]["message"], body
 
 
-async def test_an_approver_approves_a_run_the_gates_hold(web_chain: WebChain) -> None:
+async def test_a_held_run_is_approved_with_an_approver_key_not_through_the_worker(web_chain: WebChain) -> None:
+    """The Worker's service key names the page's user; a user it names may not approve (a service
+    must not be able to make anyone an approver). The approver approves with their own key, as
+    ``swarm approve`` does, and the page shows the decision."""
     page = await web_chain.page()
     await _swarm_mode(page, True)
     refine = page.get_by_test_id("opt-refine")
@@ -130,6 +134,15 @@ async def test_an_approver_approves_a_run_the_gates_hold(web_chain: WebChain) ->
     await expect(page.get_by_test_id("refinement-outcome")).to_have_attribute("data-outcome", "off")
     await page.get_by_test_id("decision-comment").fill("read it, counts a, e, i, o, u")
     await page.get_by_test_id("approve").click()
+    await expect(page.get_by_test_id("decision-status")).to_contain_text("may not approve runs through a service")
+    await expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "RUN_STATUS_NEEDS_APPROVAL")
+    run_id = (await page.get_by_test_id("run-id").text_content() or "").strip()
+    approved = await web_chain.orchestrator.stub.ApproveRun(
+        pb.ApproveRunRequest(run_id=run_id, comment="read it, counts a, e, i, o, u")
+    )
+    assert approved.run.status == pb.RUN_STATUS_SUCCEEDED
+    await page.get_by_test_id("history-refresh").click()
+    await page.locator(f'[data-testid="history-open"][data-run-id="{run_id}"]').first.click()
     await expect(page.get_by_test_id("run-status")).to_have_attribute(
         "data-status", "RUN_STATUS_SUCCEEDED", timeout=RUN_DONE_MS
     )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from swarmlib import ConfigError, InstanceSpec, Transport, env_bool, env_float, env_int, env_str
+from swarmlib.api_keys import IDENTITY, default_keys_file
 
 from .devbox_config import DevboxInstancesConfig
 
@@ -17,23 +17,17 @@ MAX_REFINE_ROUNDS = 5
 # SWARM_OUTPUT_BATCH_MS bounds: below, a run is again a message per token; above, the text is no
 # longer live (docs/live-output.md).
 OUTPUT_BATCH_MS = (10, 10_000)
-# Identities (approvers in SWARM_APPROVERS, callers in the x-swarm-user metadata): names, e-mail
-# addresses or service accounts; no spaces or separators, so a list can never be misread.
-IDENTITY = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
+__all__ = ["IDENTITY", "OrchestratorConfig"]
 
 
-def parse_approvers(raw: str) -> frozenset[str]:
-    """``SWARM_APPROVERS``: comma-separated identities; empty means nobody may approve."""
-    names = [name.strip() for name in raw.split(",")]
-    if names == [""]:
-        return frozenset()
-    bad = [name for name in names if not IDENTITY.match(name)]
-    if bad:
+def _refuse_approvers(env: Mapping[str, str]) -> None:
+    """``SWARM_APPROVERS`` is gone: approvers are per tenant, as approver API keys."""
+    if env.get("SWARM_APPROVERS", "").strip():
         raise ConfigError(
-            f"SWARM_APPROVERS={raw!r}: {bad} are not identities; list names like alice,bob@example.com "
-            "separated by commas (letters, digits and . _ @ + - only)"
+            "SWARM_APPROVERS is no longer read: approvers are per tenant now. Create an approver key for each "
+            "(`swarm keys add --tenant T --principal NAME --role approver`) and unset SWARM_APPROVERS "
+            "(docs/identity.md)"
         )
-    return frozenset(names)
 
 
 def _refine_rounds(env: Mapping[str, str]) -> int:
@@ -85,7 +79,8 @@ class OrchestratorConfig:
     grace_s: float = 10.0
     max_swarm_size: int = MAX_SWARM_SIZE
     test_writers: int = 1
-    approvers: frozenset[str] = frozenset()
+    # The API keys of the callers (docs/identity.md); re-read when it changes.
+    api_keys_file: Path = Path(".swarm/api-keys.json")
     reputation: bool = True
     output_batch_ms: int = 100
     # TLS of its own port and, the same identity and CA, of its channels to the stages.
@@ -111,6 +106,7 @@ class OrchestratorConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OrchestratorConfig:
+        _refuse_approvers(env)
         home = Path(env_str(env, "SWARM_HOME", ".swarm"))
         default_db = f"sqlite+aiosqlite:///{home / 'swarm.db'}"
         quorum = env_float(env, "SWARM_QUORUM_FRACTION", 0.5, minimum=0.0)
@@ -160,7 +156,7 @@ class OrchestratorConfig:
             grace_s=env_float(env, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0),
             max_swarm_size=env_int(env, "SWARM_MAX_SWARM_SIZE", MAX_SWARM_SIZE, minimum=1),
             test_writers=env_int(env, "SWARM_TEST_WRITERS", 1, minimum=0),
-            approvers=parse_approvers(env.get("SWARM_APPROVERS", "")),
+            api_keys_file=default_keys_file(env),
             reputation=env_bool(env, "SWARM_REPUTATION", True),
             output_batch_ms=_output_batch_ms(env),
             transport=transport,

@@ -58,6 +58,8 @@ class RunOptions:
     attached_tests: list[str] = field(default_factory=list)
     # Stream each answer's text as it is generated (instance_output events).
     stream_output: bool = False
+    # The caller's tenant: its runs' reputation is the one that weighs this run's votes.
+    tenant: str = "default"
     # The instance of each answer slot, as the run queue admitted the run (empty: the pool picks).
     assignment: tuple[str, ...] = ()
     # Waits in the run queue at the door until the run may start (None: it starts at once).
@@ -197,7 +199,7 @@ class Pipeline:
         journal.assessment = assessment
         collation, candidates = await self._collate(run, candidates, emit)
         journal.collation = collation
-        ranking = rank(candidates, await self._reputations(candidates))
+        ranking = rank(candidates, await self._reputations(candidates, options.tenant))
         refinement = await self._refine(run, options, collation, ranking, emit, journal) if options.refine else None
         final, stored = _answer(ranking, refinement)
         consensus = consensus_for(collation.consensus, collation.clusters, final, ranking.best)
@@ -297,12 +299,12 @@ class Pipeline:
         await emit(pb.RunSwarmResponse(gated=gate))
         return gate
 
-    async def _reputations(self, candidates: Sequence[pb.Candidate]) -> list[float]:
-        """Each candidate's vote multiplier from its instance's (else model's) history; all 1.0 when
-        SWARM_REPUTATION is off or nothing is known yet."""
+    async def _reputations(self, candidates: Sequence[pb.Candidate], tenant: str) -> list[float]:
+        """Each candidate's vote multiplier from its instance's (else model's) history in the run's
+        tenant; all 1.0 when SWARM_REPUTATION is off or nothing is known yet."""
         if not self._config.reputation:
             return [1.0] * len(candidates)
-        snapshot = await self._store.reputation()
+        snapshot = await self._store.reputation(tenant)
         return [multiplier_for(snapshot, c.instance, c.model) for c in candidates]
 
 

@@ -82,12 +82,13 @@ class RunQueue:
                 await self._task
             self._task = None
 
-    async def join(self, run: pb.Run, caller: str, allowed: list[str]) -> None:
-        """Store ``run`` and queue it; ``ResourceExhaustedError`` (nothing stored) when full."""
+    async def join(self, run: pb.Run, tenant: str, caller: str, allowed: list[str]) -> None:
+        """Store ``run`` (of ``tenant``) and queue it, taking turns as ``caller``;
+        ``ResourceExhaustedError`` (nothing stored) when the queue is full."""
         entry = Waiting(run.id, caller, run.swarm_size, tuple(allowed), dt.datetime.now(dt.UTC))
         self._waiters[run.id] = _Waiter(time.monotonic())
         try:
-            state = await self._store.queue.enqueue(run, entry, self._room())
+            state = await self._store.queue.enqueue(run, tenant, entry, self._room())
         except BaseException:
             del self._waiters[run.id]
             raise

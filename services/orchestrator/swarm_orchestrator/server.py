@@ -9,9 +9,11 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from swarm.v1 import orchestrator_pb2_grpc
 from swarmlib import ChatClient, RetryPolicy, SwarmServer, TlsConfig, build_server, configure_tracing, grpc_channel
+from swarmlib.api_keys import KeyFile
 
 from .config import OrchestratorConfig
 from .fanout import Fanout
+from .identity import AuthInterceptor
 from .lease import Leases
 from .pipeline import Pipeline
 from .pool import InstancePool
@@ -42,6 +44,7 @@ def open_channel(target: str, tracer_provider: TracerProvider, tls: TlsConfig, v
 
 async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     """Build the orchestrator bound to ``config.address`` (port 0 picks a free port)."""
+    keys = KeyFile(config.api_keys_file)  # a malformed file fails start-up, naming the record
     tracer_provider = configure_tracing("swarm-orchestrator", config.telemetry_env)
     store = await RunStore.open(
         config.database_url,
@@ -81,6 +84,7 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
         address=config.address,
         tracer_provider=tracer_provider,
         transport=config.transport,
+        interceptors=[AuthInterceptor(keys)],
     )
     pool.start_checks(http, config.health_interval_s)
     leases.start()

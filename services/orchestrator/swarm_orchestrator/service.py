@@ -5,9 +5,10 @@ ranking in ``ranking.rank``, the consensus claim in ``consensus.consensus_for``,
 keep-or-drop in ``refinement.keep_or_drop``, and why a run was held, failed or used in
 ``gating.verdict`` (the rules and their reasons: docs/selection.md, docs/quality-gates.md).
 
-Who the caller is comes from the ``x-swarm-user`` request metadata. The orchestrator does not
-authenticate it: deployments put an authenticating proxy in front that sets (and overwrites) this
-header, as with any trusted identity header; SWARM_APPROVERS then says who may approve.
+Every call is authenticated before a handler runs (``identity.AuthInterceptor``: an API key, and
+for the Worker's service key the end user it names); the handlers take the caller from
+``identity.current()`` and see only the caller's tenant. A run of another tenant is answered
+exactly as a missing one. Roles and tenants: docs/identity.md.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from swarmlib import InvalidArgumentError, PermissionDeniedError, SwarmError, UnauthenticatedError
+from swarmlib import InvalidArgumentError, PermissionDeniedError, SwarmError
 
-from . import quality_report, report
+from . import identity, quality_report, report
 from .admission import Admitted
-from .config import IDENTITY, OrchestratorConfig
+from .config import OrchestratorConfig
 from .pipeline import Emit, Pipeline, RunOptions
 from .pool import InstancePool
 from .reputation import Event, Tally, approval_events, entry, feedback_events, touched
@@ -40,7 +41,6 @@ MAX_INSTANCE_TIMEOUT_S = 3600.0
 DEFAULT_PAGE_SIZE = 20
 MAX_COMMENT_CHARS = 2000
 MAX_RUN_ID_CHARS = 128
-USER_METADATA = "x-swarm-user"
 
 
 def _check_text(name: str, value: str) -> None:
@@ -81,28 +81,6 @@ def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: lis
         shown = [name if len(name) <= 60 else f"{name[:60]}..." for name in unknown[:10]]
         raise InvalidArgumentError(f"instances: unknown instance(s) {shown}; configured instances: {known}")
     return list(dict.fromkeys(request.instances)) or list(known)
-
-
-def caller(context: grpc.aio.ServicerContext) -> str:
-    """The identity in the request's ``x-swarm-user`` metadata; refuse a call without a valid one."""
-    values = [str(value) for key, value in context.invocation_metadata() or () if key == USER_METADATA]
-    if not values or not values[0].strip():
-        raise UnauthenticatedError(
-            f"no identity: send the {USER_METADATA} metadata (the CLI sends --user or $SWARM_USER)"
-        )
-    user = values[0].strip()
-    if len(values) > 1 or not IDENTITY.match(user):
-        raise InvalidArgumentError(
-            f"{USER_METADATA} must be one identity of letters, digits and . _ @ + - (at most 128), got {values!r}"
-        )
-    return user
-
-
-def queue_caller(context: grpc.aio.ServicerContext) -> str:
-    """Whom the run queue is fair between: the caller's identity, or one shared name without it."""
-    values = [str(value) for key, value in context.invocation_metadata() or () if key == USER_METADATA]
-    user = values[0].strip() if len(values) == 1 else ""
-    return user if IDENTITY.match(user) else "anonymous"
 
 
 def _check_run_id(run_id: str) -> None:
@@ -168,6 +146,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def RunSwarm(
         self, request: pb.RunSwarmRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.RunSwarmResponse]:
+        principal = identity.current()
+        tenant = principal.tenant
         allowed = validate(request, self._config, self._pool.names)
         size = request.swarm_size or auto_swarm_size(request.task)
         run = pb.Run(
@@ -181,7 +161,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         run.created_at.FromDatetime(dt.datetime.now(dt.UTC))
         try:
             # Stored and queued at once, or refused with RESOURCE_EXHAUSTED and not stored at all.
-            await self._queue.join(run, queue_caller(context), allowed)
+            await self._queue.join(run, principal.tenant, f"{principal.tenant}/{principal.user}", allowed)
         except asyncio.CancelledError:
             # The caller went away mid-insert: the row may exist, so close it rather than leave it RUNNING.
             run.status = pb.RUN_STATUS_FAILED
@@ -213,6 +193,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     timeout_s=request.instance_timeout_seconds or self._config.instance_timeout_s,
                     attached_tests=list(request.tests),
                     stream_output=request.stream_output,
+                    tenant=tenant,
                     admit=admit,
                 )
                 return await self._pipeline.execute(run, options, emit)
@@ -237,46 +218,56 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.GetRunResponse:
         _check_run_id(request.run_id)
-        return pb.GetRunResponse(run=await self._store.get_run(request.run_id))
+        return pb.GetRunResponse(run=await self._store.get_run(request.run_id, identity.current().tenant))
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext) -> pb.ListRunsResponse:
         page_size = _check_page_size(request.page_size)
-        runs, token = await self._store.list_runs(page_size, request.page_token)
+        runs, token = await self._store.list_runs(page_size, request.page_token, identity.current().tenant)
         return pb.ListRunsResponse(runs=runs, next_page_token=token)
 
-    def _approver(self, context: grpc.aio.ServicerContext, verb: str) -> str:
-        """The caller, if SWARM_APPROVERS lets them approve and reject; checked before the run is
-        looked up, so who may not decide learns nothing about runs."""
-        user = caller(context)
-        if user not in self._config.approvers:
-            if not self._config.approvers:
-                raise PermissionDeniedError(
-                    f"{user} may not {verb} runs: no approvers are configured (set SWARM_APPROVERS on the orchestrator)"
-                )
-            raise PermissionDeniedError(f"{user} may not {verb} runs: only the approvers in SWARM_APPROVERS may")
-        return user
+    @staticmethod
+    def _approver(verb: str) -> identity.Principal:
+        """The caller, if their own approver key lets them approve and reject in their tenant;
+        checked before the run is looked up, so who may not decide learns nothing about runs."""
+        caller = identity.current()
+        if caller.asserted:
+            raise PermissionDeniedError(
+                f"{caller.user} may not {verb} runs through a service: approvers use their own approver key "
+                "(`swarm approve` with it)"
+            )
+        if not caller.may_approve:
+            raise PermissionDeniedError(
+                f"{caller.user} may not {verb} runs: only approver keys of tenant {caller.tenant} may "
+                "(`swarm keys add --role approver`)"
+            )
+        return caller
 
-    async def _decide(self, run_id: str, comment: str, context: grpc.aio.ServicerContext, approve: bool) -> pb.Run:
+    async def _decide(self, run_id: str, comment: str, approve: bool) -> pb.Run:
         _check_run_id(run_id)
         _check_comment(comment)
-        user = self._approver(context, "approve" if approve else "reject")
+        caller = self._approver("approve" if approve else "reject")
         return await self._store.decide(
-            run_id, user, approve, comment.strip(), lambda run: approval_events(run, approved=approve)
+            run_id,
+            caller.user,
+            approve,
+            comment.strip(),
+            lambda run: approval_events(run, approved=approve),
+            caller.tenant,
         )
 
     async def ApproveRun(
         self, request: pb.ApproveRunRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApproveRunResponse:
-        return pb.ApproveRunResponse(run=await self._decide(request.run_id, request.comment, context, approve=True))
+        return pb.ApproveRunResponse(run=await self._decide(request.run_id, request.comment, approve=True))
 
     async def RejectRun(self, request: pb.RejectRunRequest, context: grpc.aio.ServicerContext) -> pb.RejectRunResponse:
-        return pb.RejectRunResponse(run=await self._decide(request.run_id, request.comment, context, approve=False))
+        return pb.RejectRunResponse(run=await self._decide(request.run_id, request.comment, approve=False))
 
     async def ListPendingApprovals(
         self, request: pb.ListPendingApprovalsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPendingApprovalsResponse:
         page_size = _check_page_size(request.page_size)
-        pending, token = await self._store.list_pending(page_size, request.page_token)
+        pending, token = await self._store.list_pending(page_size, request.page_token, identity.current().tenant)
         return pb.ListPendingApprovalsResponse(
             runs=[pb.PendingApproval(run=summary, gate=gate) for summary, gate in pending], next_page_token=token
         )
@@ -289,7 +280,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if not 1 <= request.rating <= 5:
             raise InvalidArgumentError(f"rating is {request.rating}; rate the answer 1 (useless) to 5 (use as is)")
         _check_text("preferred_candidate_id", request.preferred_candidate_id)
-        user = caller(context)
+        caller = identity.current()
         preferred = request.preferred_candidate_id.strip()
 
         def events(run: pb.Run) -> list[Event]:
@@ -302,10 +293,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             return feedback_events(run, request.rating, preferred)
 
         feedback = pb.Feedback(
-            user=user, rating=request.rating, preferred_candidate_id=preferred, comment=request.comment.strip()
+            user=caller.user, rating=request.rating, preferred_candidate_id=preferred, comment=request.comment.strip()
         )
-        stored, new_events, before = await self._store.submit_feedback(request.run_id, feedback, events)
-        now = await self._store.reputation()
+        stored, new_events, before = await self._store.submit_feedback(request.run_id, feedback, events, caller.tenant)
+        now = await self._store.reputation(caller.tenant)
         return pb.SubmitFeedbackResponse(
             feedback=stored,
             reputation=[entry(key, now.get(key, Tally()), before.get(key, Tally())) for key in touched(new_events)],
@@ -314,9 +305,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def ListReputation(
         self, request: pb.ListReputationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListReputationResponse:
-        now = await self._store.reputation()
+        tenant = identity.current().tenant
+        now = await self._store.reputation(tenant)
         since = _time("since", request.since, request.HasField("since"))
-        before = await self._store.reputation(since) if since is not None else {}
+        before = await self._store.reputation(tenant, since) if since is not None else {}
         return pb.ListReputationResponse(
             reputation=[entry(key, now[key], before.get(key, Tally())) for key in sorted(now)]
         )
@@ -325,7 +317,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: pb.GetRunReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetRunReportResponse:
         _check_run_id(request.run_id)
-        run = await self._store.get_run(request.run_id)
+        run = await self._store.get_run(request.run_id, identity.current().tenant)
         if request.format == pb.REPORT_FORMAT_JSON:
             return pb.GetRunReportResponse(format=request.format, content=report.render(report.run_document(run)))
         return pb.GetRunReportResponse(format=pb.REPORT_FORMAT_MARKDOWN, content=report.run_markdown(run))
@@ -337,9 +329,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         until = _time("until", request.until, request.HasField("until"))
         if since is not None and until is not None and until <= since:
             raise InvalidArgumentError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
-        runs = await self._store.runs_between(since, until)
-        now = await self._store.reputation(until)
-        before = await self._store.reputation(since) if since is not None else {}
+        tenant = identity.current().tenant
+        runs = await self._store.runs_between(since, until, tenant)
+        now = await self._store.reputation(tenant, until)
+        before = await self._store.reputation(tenant, since) if since is not None else {}
         metrics = quality_report.quality_metrics(runs, now, before, since, until)
         if request.format == pb.REPORT_FORMAT_JSON:
             return pb.GetQualityReportResponse(format=request.format, content=report.render(metrics))

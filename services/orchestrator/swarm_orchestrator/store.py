@@ -11,6 +11,10 @@ rows can be added without rewriting (and racing on) the document. ``get_run`` jo
 Approving or rejecting is one conditional update (``status`` must still be NEEDS_APPROVAL), so two
 approvers acting at once cannot both succeed, on SQLite or PostgreSQL.
 
+Every run belongs to a tenant. The reads and decisions the callers reach take ``tenant`` and see
+only that tenant's runs; a run of another tenant is "does not exist", word for word as a missing
+one, so its existence does not leak. ``tenant=None`` (sweeps, tests) sees every tenant.
+
 A RUNNING run is leased to the orchestrator driving it (``store_leases``); every transaction goes
 through ``store_db.Database`` (one SQLite writer, bounded retries, ``StoreUnavailableError``).
 """
@@ -22,18 +26,19 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, select, text, update
+from sqlalchemy import Select, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarmlib import FailedPreconditionError, NotFoundError
 
-from . import store_approvals, store_leases
-from .reputation import INSTANCE, MODEL, Event, Key, Snapshot, Tally
+from . import store_approvals, store_leases, store_reports
+from .reputation import Event, Key, Snapshot, Tally
 from .store_db import Database
 from .store_leases import LeaseTerms
 from .store_queue import QueueStore
 from .store_rows import (
+    DEFAULT_TENANT,
     AuditRow,
     CandidateRow,
     FailureRow,
@@ -99,8 +104,8 @@ class RunStore:
     async def close(self) -> None:
         await self._db.dispose()
 
-    def _run_row(self, run: pb.Run) -> RunRow:
-        """An accepted run as RUNNING, leased to this store's owner."""
+    def _run_row(self, run: pb.Run, tenant: str) -> RunRow:
+        """An accepted run of ``tenant`` as RUNNING, leased to this store's owner."""
         return RunRow(
             id=run.id,
             task=run.task,
@@ -115,11 +120,12 @@ class RunStore:
             document="",
             owner=self._lease.owner,
             lease_expires=self._lease.until(utc_now()),
+            tenant=tenant,
         )
 
-    async def create_run(self, run: pb.Run) -> None:
-        """Store an accepted run as RUNNING, leased to this store's owner."""
-        row = self._run_row(run)
+    async def create_run(self, run: pb.Run, tenant: str = DEFAULT_TENANT) -> None:
+        """Store an accepted run of ``tenant`` as RUNNING, leased to this store's owner."""
+        row = self._run_row(run, tenant)
 
         async def work(session: AsyncSession) -> None:
             await session.merge(row)  # a retry after a commit that did happen finds the row
@@ -194,12 +200,12 @@ class RunStore:
             return False
         return True
 
-    async def get_run(self, run_id: str) -> pb.Run:
-        return await self._db.read(lambda session: self._get_run(session, run_id))
+    async def get_run(self, run_id: str, tenant: str | None = None) -> pb.Run:
+        return await self._db.read(lambda session: self._get_run(session, run_id, tenant))
 
-    async def _get_run(self, session: AsyncSession, run_id: str) -> pb.Run:
+    async def _get_run(self, session: AsyncSession, run_id: str, tenant: str | None) -> pb.Run:
         row = await session.get(RunRow, run_id)
-        if row is None:
+        if row is None or (tenant is not None and row.tenant != tenant):
             raise NotFoundError(f"run {run_id!r} does not exist; `swarm runs list` shows stored runs")
         if row.document:
             run = parse_document(row.document, pb.Run())
@@ -220,22 +226,29 @@ class RunStore:
         run.feedback.extend(feedback_message(row) for row in feedback)
 
     async def decide(
-        self, run_id: str, actor: str, approve: bool, comment: str, events: Callable[[pb.Run], list[Event]]
+        self,
+        run_id: str,
+        actor: str,
+        approve: bool,
+        comment: str,
+        events: Callable[[pb.Run], list[Event]],
+        tenant: str | None = None,
     ) -> pb.Run:
         """Approve or reject a run that waits for approval: status, audit entry and reputation
         events in one transaction; ``events`` derives the reputation events from the stored run.
 
-        Raises NotFoundError for an unknown run and FailedPreconditionError for one that does not
-        wait (never approved, or already decided: the message says by whom).
+        Raises NotFoundError for an unknown run (or one of another tenant) and
+        FailedPreconditionError for one that does not wait (never approved, or already decided:
+        the message says by whom).
         """
         at = utc_now()
         await self._db.write(
-            lambda session: store_approvals.decide(session, run_id, actor, approve, comment, events, at)
+            lambda session: store_approvals.decide(session, run_id, actor, approve, comment, events, at, tenant)
         )
-        return await self.get_run(run_id)
+        return await self.get_run(run_id, tenant)
 
     async def list_pending(
-        self, page_size: int, page_token: str
+        self, page_size: int, page_token: str, tenant: str | None = None
     ) -> tuple[list[tuple[pb.RunSummary, common_pb2.GateDecision]], str]:
         """Runs waiting for approval, oldest first (the longest wait is the first to see)."""
         query = (
@@ -244,6 +257,8 @@ class RunStore:
             .order_by(RunRow.created_at, RunRow.id)
             .limit(page_size + 1)
         )
+        if tenant is not None:
+            query = query.where(RunRow.tenant == tenant)
         if page_token:
             created, run_id = decode_token(page_token)
             query = query.where((RunRow.created_at > created) | ((RunRow.created_at == created) & (RunRow.id > run_id)))
@@ -256,16 +271,16 @@ class RunStore:
         return pending, next_token
 
     async def submit_feedback(
-        self, run_id: str, feedback: pb.Feedback, events: Callable[[pb.Run], list[Event]]
+        self, run_id: str, feedback: pb.Feedback, events: Callable[[pb.Run], list[Event]], tenant: str | None = None
     ) -> tuple[pb.Feedback, list[Event], Snapshot]:
         """Store (or replace) one user's feedback on a finished run with its reputation events.
 
         Returns the stored feedback, the events and the reputation snapshot from just before
-        (for "how it moved"). ``events`` derives the events from the run and may raise to refuse.
+        (for "how it moved", in ``tenant``). ``events`` derives the events from the run and may raise to refuse.
         """
         at = utc_now()
         origin = f"feedback:{feedback.user}"
-        run = await self.get_run(run_id)
+        run = await self.get_run(run_id, tenant)
         if run.status == pb.RUN_STATUS_RUNNING:
             raise FailedPreconditionError(f"run {run_id} is still running; give feedback once it has finished")
         if not run.HasField("final"):
@@ -275,7 +290,7 @@ class RunStore:
         new_events = events(run)
 
         async def work(session: AsyncSession) -> Snapshot:
-            before = await self._tally(session, None)
+            before = await store_reports.tally(session, tenant, None)
             await session.execute(
                 delete(FeedbackRow).where(FeedbackRow.run_id == run_id, FeedbackRow.author == feedback.user)
             )
@@ -303,69 +318,22 @@ class RunStore:
         stored.time.FromDatetime(at)
         return stored, new_events, before
 
-    async def reputation(self, before: dt.datetime | None = None) -> dict[Key, Tally]:
-        """Every instance's and model's summed events, optionally only those before a time."""
-        return await self._db.read(lambda session: self._tally(session, before))
+    async def reputation(self, tenant: str | None, before: dt.datetime | None = None) -> dict[Key, Tally]:
+        """Every instance's and model's summed events in ``tenant``, optionally only those before a time."""
+        return await self._db.read(lambda session: store_reports.tally(session, tenant, before))
 
-    @staticmethod
-    async def _tally(session: AsyncSession, before: dt.datetime | None) -> dict[Key, Tally]:
-        tallies: dict[Key, Tally] = {}
-        for scope, column in ((INSTANCE, ReputationEventRow.instance), (MODEL, ReputationEventRow.model)):
-            query = select(
-                column,
-                func.sum(ReputationEventRow.successes),
-                func.sum(ReputationEventRow.failures),
-                func.count(ReputationEventRow.id),
-            ).group_by(column)
-            if before is not None:
-                query = query.where(ReputationEventRow.at < before)
-            for name, successes, failures, count in await session.execute(query):
-                if name:
-                    tallies[(scope, name)] = Tally(float(successes or 0.0), float(failures or 0.0), int(count))
-        return tallies
+    async def runs_between(
+        self, since: dt.datetime | None, until: dt.datetime | None, tenant: str | None = None
+    ) -> list[pb.Run]:
+        """Every run of ``tenant`` created in [since, until), oldest first, with its approvals and feedback."""
+        return await self._db.read(lambda session: store_reports.runs_between(session, since, until, tenant))
 
-    async def runs_between(self, since: dt.datetime | None, until: dt.datetime | None) -> list[pb.Run]:
-        """Every run created in [since, until), oldest first, with its approvals and feedback."""
-        query = select(RunRow).order_by(RunRow.created_at, RunRow.id)
-        if since is not None:
-            query = query.where(RunRow.created_at >= since)
-        if until is not None:
-            query = query.where(RunRow.created_at < until)
-
-        async def work(
-            session: AsyncSession,
-        ) -> tuple[list[RunRow], dict[str, list[pb.AuditEntry]], dict[str, list[pb.Feedback]]]:
-            rows = list(await session.scalars(query))
-            audit: dict[str, list[pb.AuditEntry]] = {}
-            feedback: dict[str, list[pb.Feedback]] = {}
-            ids = [row.id for row in rows]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                for entry in await session.scalars(
-                    select(AuditRow).where(AuditRow.run_id.in_(chunk)).order_by(AuditRow.id)
-                ):
-                    audit.setdefault(entry.run_id, []).append(audit_entry(entry))
-                for item in await session.scalars(
-                    select(FeedbackRow).where(FeedbackRow.run_id.in_(chunk)).order_by(FeedbackRow.at)
-                ):
-                    feedback.setdefault(item.run_id, []).append(feedback_message(item))
-            return rows, audit, feedback
-
-        rows, audit, feedback = await self._db.read(work)
-        runs = []
-        for row in rows:
-            if row.document:
-                run = parse_document(row.document, pb.Run())
-            else:
-                run = pb.Run(id=row.id, task=row.task, status=cast("pb.RunStatus", row.status))
-                run.created_at.FromDatetime(as_utc(row.created_at))
-            run.audit.extend(audit.get(row.id, []))
-            run.feedback.extend(feedback.get(row.id, []))
-            runs.append(run)
-        return runs
-
-    async def list_runs(self, page_size: int, page_token: str) -> tuple[list[pb.RunSummary], str]:
+    async def list_runs(
+        self, page_size: int, page_token: str, tenant: str | None = None
+    ) -> tuple[list[pb.RunSummary], str]:
         query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id.desc()).limit(page_size + 1)
+        if tenant is not None:
+            query = query.where(RunRow.tenant == tenant)
         if page_token:
             created, run_id = decode_token(page_token)
             query = query.where((RunRow.created_at < created) | ((RunRow.created_at == created) & (RunRow.id < run_id)))

@@ -25,16 +25,17 @@ async def decide(
     comment: str,
     events: Callable[[pb.Run], list[Event]],
     at: dt.datetime,
+    tenant: str | None = None,
 ) -> None:
-    """Status, audit entry and reputation events of the decision, in ``session``'s transaction."""
+    """Status, audit entry and reputation events of the decision, in ``session``'s transaction;
+    a run of another tenant than ``tenant`` (None: any) is refused as one that does not exist."""
     new_status = pb.RUN_STATUS_SUCCEEDED if approve else pb.RUN_STATUS_REJECTED
-    claimed = await session.execute(
-        update(RunRow)
-        .where(RunRow.id == run_id, RunRow.status == pb.RUN_STATUS_NEEDS_APPROVAL)
-        .values(status=new_status)
-    )
+    claim = update(RunRow).where(RunRow.id == run_id, RunRow.status == pb.RUN_STATUS_NEEDS_APPROVAL)
+    if tenant is not None:
+        claim = claim.where(RunRow.tenant == tenant)
+    claimed = await session.execute(claim.values(status=new_status))
     if cast("Any", claimed).rowcount != 1:
-        await _refuse(session, run_id, "approve" if approve else "reject")
+        await _refuse(session, run_id, "approve" if approve else "reject", tenant)
     row = await session.get(RunRow, run_id)
     assert row is not None  # the update above matched it
     run = parse_document(row.document, pb.Run())
@@ -48,9 +49,9 @@ async def decide(
     session.add_all(event_rows(run_id, events(run), f"approval:{actor}", at))
 
 
-async def _refuse(session: AsyncSession, run_id: str, verb: str) -> NoReturn:
+async def _refuse(session: AsyncSession, run_id: str, verb: str, tenant: str | None) -> NoReturn:
     row = await session.get(RunRow, run_id)
-    if row is None:
+    if row is None or (tenant is not None and row.tenant != tenant):
         raise NotFoundError(f"run {run_id!r} does not exist; `swarm approvals` lists the runs waiting for approval")
     last = await session.scalar(
         select(AuditRow)

@@ -85,11 +85,11 @@ class QueueRoom:
 class QueueStore:
     """The queue's transactions; each takes the queue's lock first (module docstring)."""
 
-    def __init__(self, db: Database, run_row: Callable[[pb.Run], RunRow]) -> None:
+    def __init__(self, db: Database, run_row: Callable[[pb.Run, str], RunRow]) -> None:
         self._db = db
         self._run_row = run_row
 
-    async def enqueue(self, run: pb.Run, entry: Waiting, room: QueueRoom) -> QueueState:
+    async def enqueue(self, run: pb.Run, tenant: str, entry: Waiting, room: QueueRoom) -> QueueState:
         """Store an accepted run and queue it, in one transaction, then start what fits; a run
         that would wait behind ``room.max_waiting`` others is refused (``ResourceExhaustedError``)
         and nothing is stored."""
@@ -98,7 +98,7 @@ class QueueStore:
             await lock(session)
             now = utc_now()
             rows = await live_rows(session, now)
-            await session.merge(self._run_row(run))  # a retry after a commit that did happen finds it
+            await session.merge(self._run_row(run, tenant))  # a retry after a commit that did happen finds it
             rows.append(await session.merge(new_row(entry, rows, now)))
             await session.flush()
             state = await decide(session, rows, room.capacity, room.propose, now)

@@ -21,6 +21,9 @@ from swarmlib import InvalidArgumentError
 
 from .reputation import Event
 
+# The tenant of runs stored before tenants existed, and of runs stored without one.
+DEFAULT_TENANT = "default"
+
 
 class Base(DeclarativeBase):
     pass
@@ -44,10 +47,14 @@ class RunRow(Base):
     # renewed while it works); NULL in rows from before leases existed. docs/reliability.md.
     owner: Mapped[str] = mapped_column(String(160), default="", server_default="")
     lease_expires: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Whose run it is: only callers of this tenant see it (docs/identity.md). Rows from before
+    # tenants existed belong to ``default``.
+    tenant: Mapped[str] = mapped_column(String(128), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT)
 
     __table_args__ = (
         Index("ix_runs_created", "created_at", "id"),
         Index("ix_runs_lease", "status", "lease_expires"),
+        Index("ix_runs_tenant_created", "tenant", "created_at", "id"),
     )
 
 
@@ -107,7 +114,7 @@ class ReputationEventRow(Base):
 
 
 # Columns added after the first release of their table, in the order they were added.
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"runs": ("owner", "lease_expires")}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"runs": ("owner", "lease_expires", "tenant")}
 
 
 def create_or_upgrade(connection: Connection) -> list[str]:

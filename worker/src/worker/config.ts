@@ -37,7 +37,7 @@ export interface Config {
   readonly followIntervalMs: number;
 }
 
-/** The identities the orchestrator accepts in x-swarm-user (services/orchestrator service.py). */
+/** The identities the orchestrator accepts in x-swarm-user (libs/swarmlib/api_keys.py IDENTITY). */
 export const USER_NAME = /^[A-Za-z0-9._@+-]{1,128}$/;
 const MIN_SECRET_CHARS = 16;
 

@@ -12,7 +12,7 @@ import { OrchestratorService } from "../gen/swarm/v1/orchestrator_pb.js";
 export type Orchestrator = Client<typeof OrchestratorService>;
 export type Fetch = (input: Request | string | URL, init?: RequestInit) => Promise<Response>;
 
-/** The request metadata naming the caller; the orchestrator's approvals and feedback read it. */
+/** The request metadata naming the end user; the orchestrator lets the service key in GATEWAY_TOKEN name it. */
 export const USER_METADATA = "x-swarm-user";
 
 /** Fields of RequestInit that workerd rejects or ignores; dropped or translated here. */

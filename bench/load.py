@@ -14,8 +14,9 @@ answer at once, so what is measured is the swarm, not a model. ``--runs`` ``RunS
 
 Printed: the counts by outcome and status, throughput (answered runs per second of the burst),
 the p50/p99 of each answered run's wall time and of the swarm's own overhead (wall time minus the
-slowest instance's generation and minus the assessment, i.e. the orchestrator, the collator, the
-store and the gates), the process's peak RSS, and, after the burst, how many stored runs are
+wait in the queue at the door, the slowest instance's generation and the assessment, i.e. the
+orchestrator, the collator, the store and the gates), how long runs waited in the queue at the
+door and how deep it got, the process's peak RSS, and, after the burst, how many stored runs are
 still RUNNING (must be 0) and whether every accepted run is stored with a terminal status.
 ``-e`` sets an environment variable of every service (e.g. ``-e SWARM_ASSESSOR_MAX_QUEUED=1000``).
 """
@@ -57,15 +58,19 @@ class Outcome:
     run_id: str = ""
     wall_s: float = 0.0
     overhead_s: float = 0.0
+    queue_wait_s: float = 0.0
+    deepest_queue: int = 0
     events: list[str] = field(default_factory=list)
 
 
-def _overhead(events: list[tuple[float, pb.RunSwarmResponse]], started: float, ended: float) -> float:
-    """Wall time minus the slowest instance's generation and minus the assessment stage."""
+def _overhead(events: list[tuple[float, pb.RunSwarmResponse]], started: float, ended: float, queued_s: float) -> float:
+    """Wall time minus the wait in the queue at the door, the slowest instance's generation and the
+    assessment stage."""
     finished = [e.instance_finished.latency_ms / 1000.0 for _, e in events if e.HasField("instance_finished")]
     last_answer = max((at for at, e in events if e.HasField("instance_finished")), default=started)
     assessed = next((at for at, e in events if e.HasField("assessed")), last_answer)
-    return max(0.0, (ended - started) - max(finished, default=0.0) - max(0.0, assessed - last_answer))
+    generation = max(finished, default=0.0)
+    return max(0.0, (ended - started) - queued_s - generation - max(0.0, assessed - last_answer))
 
 
 async def one_run(orch: Orchestrator, size: int) -> Outcome:
@@ -86,7 +91,10 @@ async def one_run(orch: Orchestrator, size: int) -> Outcome:
     if done is None:
         return Outcome("failed", "stream ended without done", events[0][1].run_id if events else "")
     kind = "answered" if done.status in ANSWERED else "failed"
-    return Outcome(kind, pb.RunStatus.Name(done.status), done.id, ended - started, _overhead(events, started, ended))
+    queued_s = done.queue_wait_ms / 1000.0
+    deepest = max((e.queued.depth for _, e in events if e.HasField("queued")), default=0)
+    overhead = _overhead(events, started, ended, queued_s)
+    return Outcome(kind, pb.RunStatus.Name(done.status), done.id, ended - started, overhead, queued_s, deepest)
 
 
 @asynccontextmanager
@@ -169,9 +177,15 @@ async def main() -> int:
     if answered:
         walls = [o.wall_s for o in answered]
         overheads = [o.overhead_s for o in answered]
+        waits = [o.queue_wait_s for o in answered]
         print(
             f"run wall time p50 {statistics.median(walls):.2f} s, p99 {_pct(walls, 0.99):.2f} s; swarm overhead "
             f"p50 {statistics.median(overheads) * 1000:.0f} ms, p99 {_pct(overheads, 0.99) * 1000:.0f} ms"
+        )
+        print(
+            f"queue at the door: {sum(1 for w in waits if w > 0.01)} runs waited, wait p50 "
+            f"{statistics.median(waits):.2f} s, p99 {_pct(waits, 0.99):.2f} s; deepest queue seen "
+            f"{max(o.deepest_queue for o in answered)}"
         )
     print(f"peak RSS of this process (all four services): {peak_mb:.0f} MB")
     warmup = 1

@@ -109,6 +109,15 @@ def worker_key(home: Path, keys_file: Path) -> str:
     return ensure_key(keys_file, home / WORKER_KEY, "worker", "service")
 
 
+def instance_slots(settings: StackSettings, index: int) -> int:
+    """The requests instance ``index`` may have at once: its server's n_parallel (2) when it has a
+    server of its own; on the shared server (instances + 1 slots) one each, and the spare one for
+    the first instance, which also writes the tests. The run queue counts with these."""
+    if settings.layout != "shared":
+        return 2
+    return 2 if index == 0 else 1
+
+
 def instances_document(settings: StackSettings, model_id: str) -> list[dict[str, object]]:
     """The instances file the orchestrator reads (local, free: price 0)."""
     return [
@@ -120,6 +129,7 @@ def instances_document(settings: StackSettings, model_id: str) -> list[dict[str,
             "seed": 1000 * (i + 1),
             "price_input_per_mtok": 0.0,
             "price_output_per_mtok": 0.0,
+            "slots": instance_slots(settings, i),
         }
         for i in range(settings.instances)
     ]

@@ -58,6 +58,10 @@ class ResourceExhaustedError(SwarmError):
     """A bound (queue, budget, concurrency) was hit; retry later or ask for less."""
 
 
+class QueueTimeoutError(ResourceExhaustedError):
+    """A run waited its whole SWARM_QUEUE_TIMEOUT_S in the queue at the door; nothing was called."""
+
+
 class SandboxUnavailableError(SwarmError):
     """The sandbox cannot run here (no bubblewrap, no user namespaces)."""
 
@@ -103,6 +107,7 @@ _STATUS: dict[type[SwarmError], grpc.StatusCode] = {
     StageError: grpc.StatusCode.UNAVAILABLE,
     StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    QueueTimeoutError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     SandboxUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     LLMError: grpc.StatusCode.UNAVAILABLE,
     LLMHTTPError: grpc.StatusCode.UNAVAILABLE,

@@ -229,7 +229,9 @@ async def test_the_command_line_shows_the_queue_and_a_runs_place_in_it(stages: S
     async with held_instance() as (server, instances), orchestrator(stages, instances, sqlite_url, ONE_SLOT) as orch:
         running = Stream(orch, request("running"))
         await eventually(lambda: server.in_flight == 1)
-        queued_run = asyncio.create_task(swarm(orch.target, "run", TASK.format(tag="cli"), "--size", "1", key=orch.api_key))
+        queued_run = asyncio.create_task(
+            swarm(orch.target, "run", TASK.format(tag="cli"), "--size", "1", key=orch.api_key)
+        )
         while (await orch.stub.GetCapacity(pb.GetCapacityRequest())).queued_runs == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         code, out, err = await swarm(orch.target, "capacity", key=orch.api_key)

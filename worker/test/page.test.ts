@@ -11,6 +11,7 @@ import {
 import { lineDiff } from "../src/page/diff.js";
 import { candidateChoices, diffPair, duration, enumLabel, paneStatusLabel, parseTests, rankingRows, score } from "../src/page/format.js";
 import { EMPTY_CHAT, EMPTY_RUN, type RunView, reduce, reduceChat, viewOfRun } from "../src/page/run_state.js";
+import { queuedText, runStatusText } from "../src/page/view_run.js";
 import { finishedRun, runEvents } from "./fakes/orchestrator.js";
 
 /** The events exactly as the Worker sends them: proto JSON of each RunSwarmResponse. */
@@ -94,6 +95,19 @@ describe("run view reducer", () => {
     assert.equal(view.status, "RUN_STATUS_SUCCEEDED");
     assert.equal(view.run?.final?.candidateId, "c1");
     assert.deepEqual(view.panes.map((p) => [p.status, p.candidateId]), [["answered", "c1"], ["answered", "c2"], ["answered", "c3"]]);
+  });
+
+  it("a queued run shows its place until its first instance starts", () => {
+    const queued = fold([
+      { accepted: { swarmSize: 2 } },
+      { queued: { position: 3, depth: 5, waitedMs: 1500, timeoutMs: 600000 } },
+      { queued: { position: 2, depth: 4, waitedMs: 12400, timeoutMs: 600000 } },
+    ]);
+    assert.equal(queuedText(queued), "queued: 2 of 4 waiting for capacity (12 s)");
+    assert.equal(runStatusText(queued), "queued: 2 of 4 waiting for capacity (12 s)");
+    const started = reduce(queued, { instanceStarted: { slot: 0, instance: "q", attempt: 1 } });
+    assert.equal(started.queued, null);
+    assert.equal(runStatusText(started), "running: 0 of 2 answered");
   });
 
   it("stage events are kept for the progress list", () => {

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarm.v1 import orchestrator_pb2 as pb
-from swarmlib import ResourceExhaustedError, StoreUnavailableError
+from swarmlib import QueueTimeoutError, StoreUnavailableError
 
 from .admission import Admitted, Capacity, Waiting
 from .config import OrchestratorConfig
@@ -30,10 +30,6 @@ from .store_queue import QueueRoom, QueueState
 log = logging.getLogger(__name__)
 
 EmitQueued = Callable[[pb.RunQueued], Awaitable[None]]
-
-
-class QueueTimeoutError(ResourceExhaustedError):
-    """The run waited its whole ``SWARM_QUEUE_TIMEOUT_S`` without room; nothing was called."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ import type {
   InstanceFailureJson,
   RefinedJson,
   RunJson,
+  RunQueuedJson,
   RunStatusJson,
   RunSwarmResponseJson,
 } from "../gen/swarm/v1/orchestrator_pb.js";
@@ -41,6 +42,8 @@ export interface RunView {
   readonly assessed: AssessedJson | null;
   readonly refined: RefinedJson | null;
   readonly gated: GateDecisionJson | null;
+  /** The run waits in the queue at the door: its place, until its first instance starts. */
+  readonly queued: RunQueuedJson | null;
   /** The stored run: from `done`, or from GET /api/runs/{id}. */
   readonly run: RunJson | null;
   readonly error: string | null;
@@ -54,6 +57,7 @@ export const EMPTY_RUN: RunView = {
   assessed: null,
   refined: null,
   gated: null,
+  queued: null,
   run: null,
   error: null,
 };
@@ -144,9 +148,12 @@ export function reduce(view: RunView, event: RunSwarmResponseJson): RunView {
     const panes = Array.from({ length: size }, (_, slot) => view.panes[slot] ?? waitingPane(slot));
     return { ...next, status: event.accepted.status ?? "RUN_STATUS_RUNNING", panes };
   }
+  if (event.queued !== undefined) {
+    return { ...next, queued: event.queued };
+  }
   if (event.instanceStarted !== undefined) {
     const { slot = 0, instance = "", attempt = 1 } = event.instanceStarted;
-    return withPane(next, slot, (pane) => ({
+    return withPane({ ...next, queued: null }, slot, (pane) => ({
       ...waitingPane(slot),
       instance,
       attempt,
@@ -197,7 +204,8 @@ export function reduce(view: RunView, event: RunSwarmResponseJson): RunView {
   }
   if (event.done !== undefined) {
     const run = event.done;
-    return { ...next, status: run.status ?? "RUN_STATUS_UNSPECIFIED", run, panes: fillFromRun(next.panes, run) };
+    const panes = fillFromRun(next.panes, run);
+    return { ...next, status: run.status ?? "RUN_STATUS_UNSPECIFIED", run, panes, queued: null };
   }
   return next;
 }

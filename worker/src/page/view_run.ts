@@ -18,7 +18,7 @@ import {
   score,
   statusLabel,
 } from "./format.js";
-import type { Pane, RunView } from "./run_state.js";
+import { count, type Pane, type RunView } from "./run_state.js";
 
 export interface ResultActions {
   decide(approve: boolean, comment: string): void;
@@ -274,7 +274,21 @@ export function renderResult(container: HTMLElement, run: RunJson, actions: Resu
   );
 }
 
+/** "queued: 2 of 5 waiting for capacity (12 s)": the run's place while nothing runs for it yet. */
+export function queuedText(view: RunView): string | null {
+  if (view.queued === null || view.status !== "RUN_STATUS_RUNNING") {
+    return null;
+  }
+  const { position = 0, depth = 0, waitedMs = 0 } = view.queued;
+  const waited = Math.round((count(waitedMs) ?? 0) / 1000);
+  return `queued: ${position} of ${depth} waiting for capacity (${waited} s)`;
+}
+
 export function runStatusText(view: RunView): string {
+  const queued = queuedText(view);
+  if (queued !== null) {
+    return queued;
+  }
   const label = statusLabel(view.status);
   const answered = view.panes.filter((p) => p.status === "answered").length;
   return view.status === "RUN_STATUS_RUNNING" ? `running: ${answered} of ${view.panes.length} answered` : label;

@@ -6,6 +6,7 @@ would: by its labelled controls, the keyboard where it matters, reading what the
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from playwright.async_api import Page, expect
@@ -174,3 +175,37 @@ async def test_the_page_is_readable_at_phone_width(web_chain: WebChain) -> None:
     await expect(page.get_by_test_id("submit")).to_be_visible()
     overflow = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than a phone's screen"
+
+
+async def test_a_run_beyond_capacity_shows_its_place_in_the_queue(web_chain: WebChain) -> None:
+    gates = [asyncio.Event() for _ in web_chain.instances]
+    for server, gate in zip(web_chain.instances, gates, strict=True):
+        server.gate = gate  # the instances hold every answer until the test opens them
+    stub = web_chain.orchestrator.stub
+    # A run of 12 takes every slot of the three instances (4 each, the default).
+    blocking = asyncio.create_task(
+        _drain(stub.RunSwarm(pb.RunSwarmRequest(task=FIB_TASK + "\n# blocking", swarm_size=12, skip_refine=True)))
+    )
+    try:
+        while (await stub.GetCapacity(pb.GetCapacityRequest())).active_runs == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        page = await web_chain.page()
+        await _swarm_mode(page, True)
+        await page.get_by_test_id("task").fill(FIB_TASK)
+        await page.get_by_test_id("submit").click()
+        status = page.get_by_test_id("run-status")
+        await expect(status).to_contain_text("queued: 1 of 1 waiting for capacity")
+        await expect(page.get_by_test_id("pane-0")).to_have_attribute("data-status", "waiting")
+    finally:
+        for gate in gates:
+            gate.set()
+        for server in web_chain.instances:
+            server.gate = None
+    await expect(status).to_have_attribute("data-status", "RUN_STATUS_SUCCEEDED", timeout=RUN_DONE_MS)
+    await expect(status).not_to_contain_text("queued")
+    await blocking
+
+
+async def _drain(stream: Any) -> None:
+    async for _ in stream:
+        pass

@@ -50,6 +50,7 @@ class RunQueue:
         self._waiters: dict[str, _Waiter] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def waiting(self) -> set[str]:
@@ -72,6 +73,10 @@ class RunQueue:
         self._task = asyncio.create_task(self._loop(), name="run-queue")
 
     async def aclose(self) -> None:
+        # A flag as well as the cancel: Python 3.11's wait_for swallows a cancel that arrives just
+        # as the event it waits for is set (a run leaving at shutdown), and the loop would go on.
+        self._closed = True
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -165,11 +170,12 @@ class RunQueue:
         return state
 
     async def _loop(self) -> None:
-        while True:
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.queue_poll_s)
+                async with asyncio.timeout(self._config.queue_poll_s):
+                    await self._wake.wait()
             self._wake.clear()
-            if not self._waiters:
+            if self._closed or not self._waiters:
                 continue
             try:
                 self._apply(await self._store.queue.decide(self._room()))

@@ -22,6 +22,8 @@ import grpc
 from swarmlib import ConfigError, TlsConfig, bearer_interceptors, grpc_channel
 from swarmlib.api_keys import KEY_VAR
 
+from . import tracing
+
 TARGET_VAR = "SWARM_ORCHESTRATOR_TARGET"
 SERVER_NAME_VAR = "SWARM_TLS_SERVER_NAME"
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -79,7 +81,8 @@ class Connection:
         return cls(target, tls, str(args.tls_server_name or env.get(SERVER_NAME_VAR, "").strip()), key, source)
 
     def channel(self) -> grpc.aio.Channel:
-        interceptors = bearer_interceptors(self.api_key) if self.api_key else None
+        """A channel that sends the key (when there is one) and the trace on every call."""
+        interceptors = [*tracing.client_interceptors(), *(bearer_interceptors(self.api_key) if self.api_key else [])]
         return grpc_channel(self.target, self.tls, server_name=self.server_name, interceptors=interceptors)
 
     def unauthenticated_fix(self) -> str:

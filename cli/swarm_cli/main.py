@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import ConfigError
 
-from . import connection, keys as keys_cli, quality as quality_cli
+from . import connection, keys as keys_cli, quality as quality_cli, tracing
 from .connection import Connection
 from .render import StreamedText, progress_line, render_run
 
@@ -62,19 +62,22 @@ async def _run(args: argparse.Namespace) -> int:
     )
     streamed = StreamedText()
     final: pb.Run | None = None
-    async with _connection(args).channel() as channel:
-        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        try:
-            async for event in stub.RunSwarm(request):
-                if event.HasField("done"):
-                    final = event.done
-                elif not args.json:
-                    for line in [*streamed.lines(event), progress_line(event)]:
-                        if line is not None:
-                            print(line, file=sys.stderr, flush=True)
-        except grpc.aio.AioRpcError as exc:
-            if final is None:
-                return _rpc_error(exc, _connection(args))
+    with tracing.first_hop("swarm run") as span:
+        async with _connection(args).channel() as channel:
+            stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+            try:
+                async for event in stub.RunSwarm(request):
+                    if event.HasField("accepted"):
+                        span.set_attribute("swarm.run_id", event.run_id)
+                    if event.HasField("done"):
+                        final = event.done
+                    elif not args.json:
+                        for line in [*streamed.lines(event), progress_line(event)]:
+                            if line is not None:
+                                print(line, file=sys.stderr, flush=True)
+            except grpc.aio.AioRpcError as exc:
+                if final is None:
+                    return _rpc_error(exc, _connection(args))
     if final is None:
         print("swarm run: the stream ended without a result", file=sys.stderr)
         return EXIT_FAILED
@@ -342,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         conn = args.connection
         return asyncio.run(quality_cli.run_command(conn.channel, args, lambda exc: _rpc_error(exc, conn)))
     handlers = {"run": _run, "runs": _runs, "instances": _instances, "capacity": _capacity, "wait": _wait}
-    return asyncio.run(handlers[args.command](args))
+    try:
+        return asyncio.run(handlers[args.command](args))
+    finally:
+        tracing.flush()
 
 
 if __name__ == "__main__":

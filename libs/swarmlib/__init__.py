@@ -66,7 +66,7 @@ from ._scoring import (
 )
 from ._server import SwarmServer, build_server, serve_until_terminated
 from ._tasks import BackgroundTasks, TaskCancelledError, wait_shared
-from ._telemetry import configure_tracing
+from ._telemetry import configure_tracing, exports_traces
 from ._tls import TLS_VARIABLES, TlsConfig, Transport, grpc_channel, is_loopback
 
 __all__ = [
@@ -128,6 +128,7 @@ __all__ = [
     "env_str",
     "error_id",
     "evidence_score",
+    "exports_traces",
     "extract_code",
     "grpc_channel",
     "internal_error_message",

@@ -19,15 +19,22 @@ from ._errors import ConfigError
 _configured: dict[str, TracerProvider] = {}
 
 
-def _exporters(env: Mapping[str, str]) -> list[SpanExporter]:
+def _exporter_names(env: Mapping[str, str]) -> list[str]:
     names = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     if not names:
         has_endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         names = "otlp" if has_endpoint else "none"
+    return [n.strip() for n in names.split(",") if n.strip() not in {"", "none"}]
+
+
+def exports_traces(env: Mapping[str, str]) -> bool:
+    """Whether ``configure_tracing`` with ``env`` sends spans anywhere."""
+    return bool(_exporter_names(env))
+
+
+def _exporters(env: Mapping[str, str]) -> list[SpanExporter]:
     exporters: list[SpanExporter] = []
-    for name in (n.strip() for n in names.split(",")):
-        if name in {"", "none"}:
-            continue
+    for name in _exporter_names(env):
         if name == "otlp":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

@@ -8,6 +8,7 @@ slow one still generates shows whether the gateway streams or buffers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from swarm_cli.gateway_config import GatewaySettings
 from tests.fakes.openai_server import Behaviour, FakeLLMServer
 from tests.fakes.replies import FIB_REPLY
 from tests.orchestrator.keys import new_key
+from tests.test_tracing import recorded_spans, server_span
 
 ORIGIN = "http://127.0.0.1:8787"
 OTHER_ORIGIN = "http://evil.example:8787"
@@ -167,3 +169,23 @@ async def test_the_bearer_and_the_user_reach_the_orchestrator_through_the_gatewa
     with pytest.raises(GrpcWebError) as through:
         await web.client.unary("ApproveRun", pb.ApproveRunRequest(run_id=run_id), pb.ApproveRunResponse, service)
     assert through.value.status == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_the_callers_trace_reaches_the_orchestrator_through_the_gateway(web: Web) -> None:
+    """The Worker starts a run's trace with a W3C traceparent (worker/src/worker/trace.ts); through
+    Envoy, the orchestrator's RunSwarm joins that trace as the child of the Worker's span."""
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    metadata = {"authorization": f"Bearer {web.orch.api_key}", "traceparent": f"00-{trace_id}-{span_id}-01"}
+    request = pb.RunSwarmRequest(task=TASK, swarm_size=1, instances=["fast-1"], skip_refine=True)
+    with recorded_spans() as exporter:
+        events = [e async for _, e in web.client.stream("RunSwarm", request, pb.RunSwarmResponse, metadata)]
+        for _ in range(100):  # the server span ends just after the last message
+            if any(s.name.endswith("/RunSwarm") for s in exporter.get_finished_spans()):
+                break
+            await asyncio.sleep(0.02)
+        spans = exporter.get_finished_spans()
+    run_swarm = server_span(spans, "/swarm.v1.OrchestratorService/RunSwarm")
+    assert run_swarm.context is not None and run_swarm.parent is not None
+    assert f"{run_swarm.context.trace_id:032x}" == trace_id
+    assert f"{run_swarm.parent.span_id:016x}" == span_id
+    assert run_swarm.attributes is not None and run_swarm.attributes["swarm.run_id"] == events[-1].done.id

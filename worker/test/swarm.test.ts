@@ -121,6 +121,10 @@ describe("swarm mode", () => {
     assert.equal(call.headers.get("content-type"), "application/grpc-web+proto");
     assert.equal(call.headers.get("x-swarm-user"), "bob");
     assert.equal(call.headers.get("authorization"), null);
+    // The Worker starts the run's trace: a W3C traceparent, a new one per run.
+    assert.match(call.headers.get("traceparent") ?? "", /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    await events(await h.fetch("/api/runs", postJson({ task: "t" }, bearer("bob-key-456"))));
+    assert.notEqual(h.gateway.calls[1]?.headers.get("traceparent"), call.headers.get("traceparent"));
     assert.equal(call.init?.redirect, "manual");
     assert.equal(call.init.mode, undefined);
     assert.equal(call.init.credentials, undefined);

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf import timestamp_pb2
+from opentelemetry import trace
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import InvalidArgumentError, PermissionDeniedError, SwarmError
@@ -159,6 +160,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             usage=common_pb2.Usage(),
         )
         run.created_at.FromDatetime(dt.datetime.now(dt.UTC))
+        # The SRE's way from an alert or a report to this run's trace in Jaeger (docs/tracing.md).
+        trace.get_current_span().set_attribute("swarm.run_id", run.id)
         try:
             # Stored and queued at once, or refused with RESOURCE_EXHAUSTED and not stored at all.
             await self._queue.join(run, principal.tenant, f"{principal.tenant}/{principal.user}", allowed)

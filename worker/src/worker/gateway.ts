@@ -73,7 +73,7 @@ export function asUser(user: string, signal?: AbortSignal): CallOptions {
   return options;
 }
 
-/** Options of the RunSwarm stream: the caller's identity and cancellation, no deadline. */
-export function streamAsUser(user: string, signal: AbortSignal): CallOptions {
-  return { headers: { [USER_METADATA]: user }, signal };
+/** Options of the RunSwarm stream: the caller's identity, the run's trace, cancellation, no deadline. */
+export function streamAsUser(user: string, signal: AbortSignal, traceparent: string): CallOptions {
+  return { headers: { [USER_METADATA]: user, traceparent }, signal };
 }

@@ -15,6 +15,7 @@ import {
 } from "../gen/swarm/v1/orchestrator_pb.js";
 import type { SwarmOptions } from "../shared/options.js";
 import { type Orchestrator, asUser, streamAsUser } from "./gateway.js";
+import { newTrace } from "./trace.js";
 import { apiErrorFromGateway } from "./grpc_status.js";
 import type { OutEvent } from "./stream.js";
 
@@ -42,13 +43,18 @@ export async function startRun(
   user: string,
   signal: AbortSignal,
 ): Promise<AsyncGenerator<OutEvent>> {
-  const responses = orchestrator.runSwarm(runSwarmRequest(options), streamAsUser(user, signal));
+  const trace = newTrace();
+  const responses = orchestrator.runSwarm(runSwarmRequest(options), streamAsUser(user, signal, trace.traceparent));
   const iterator = responses[Symbol.asyncIterator]();
   let first: IteratorResult<MessageShape<typeof RunSwarmResponseSchema>>;
   try {
     first = await iterator.next();
   } catch (error) {
     throw apiErrorFromGateway(error);
+  }
+  if (first.done !== true) {
+    // What an operator greps `wrangler tail` for to open the run's trace in Jaeger.
+    console.log(JSON.stringify({ msg: "run started", runId: first.value.runId, traceId: trace.traceId }));
   }
   async function* events(): AsyncGenerator<OutEvent> {
     for (let result = first; result.done !== true; result = await iterator.next()) {

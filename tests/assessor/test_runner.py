@@ -367,6 +367,20 @@ def test_a_candidate_that_does_not_load_says_why(tmp_path: Path) -> None:
     assert (report.loaded, report.load_error, report.load_limit) == (False, "MemoryError", SandboxLimit.MEMORY)
 
 
+def test_the_execution_reports_the_cpu_and_memory_it_used(tmp_path: Path) -> None:
+    busy = FIB + "BIG = b'x' * (40 * 1024 * 1024)\nSPIN = sum(i * i for i in range(2_000_000))\n"
+    busy_done = _run_as_program(tmp_path, busy, _plan())
+    idle_done = _run_as_program(tmp_path, FIB, _plan())
+    busy_report = parse_report(busy_done.stdout, _marker_of(busy_done.stdout))
+    idle_report = parse_report(idle_done.stdout, _marker_of(idle_done.stdout))
+    # The 40 MiB the candidate held is in its peak, and the loop it ran in its CPU time.
+    assert busy_report.peak_rss_kb >= idle_report.peak_rss_kb + 40 * 1024 * 0.9
+    assert busy_report.cpu_ms > idle_report.cpu_ms > 0
+    # A candidate that does not load still says what it used.
+    failed = _run_as_program(tmp_path, "raise KeyError('gone')\n", _plan())
+    assert parse_report(failed.stdout, _marker_of(failed.stdout)).peak_rss_kb > 0
+
+
 def test_marker_lookalikes_in_the_code_are_just_code(tmp_path: Path) -> None:
     code = FIB + "NOTE = '__MARK__ __CODE__ __SPEC__ @@swarm-0000@@'\n"
     done = _run_as_program(tmp_path, code, _plan())

@@ -94,6 +94,8 @@ async def test_doctest_task_correct_and_wrong(stub: assessor_pb2_grpc.AssessorSe
     assert "expected 55, got 11" in wrong.tests[2].output
     assert good.scores.overall > wrong.scores.overall
     assert good.duration_ms > 0
+    # What the execution used, measured inside the sandbox (an interpreter takes a few MiB).
+    assert good.cpu_ms > 0 and good.peak_rss_kb > 1024
 
 
 async def test_assert_task(stub: assessor_pb2_grpc.AssessorServiceStub) -> None:
@@ -129,6 +131,7 @@ async def test_hanging_candidate_times_out_others_assessed(stub: assessor_pb2_gr
     assert good.error == ""
     assert hung.limit == WALL_TIME and all(t.limit == WALL_TIME for t in hung.tests)  # not run: why
     assert good.limit == NO_LIMIT and all(t.limit == NO_LIMIT for t in good.tests)
+    assert (hung.cpu_ms, hung.peak_rss_kb) == (0.0, 0)  # killed before it could say
 
 
 async def test_hanging_test_uses_per_test_budget(stub: assessor_pb2_grpc.AssessorServiceStub) -> None:

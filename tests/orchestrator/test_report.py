@@ -31,6 +31,15 @@ def test_the_refinement_outcome_comes_from_the_enum() -> None:
 def test_a_candidates_sandbox_limit_is_named_in_both_formats() -> None:
     run = _run(pb.REFINEMENT_OUTCOME_SKIPPED, "skipped: settled", limit=common_pb2.SANDBOX_LIMIT_MEMORY)
     assert report.run_document(run)["candidates"][0]["sandbox_limit"] == "memory"
-    assert "| memory | stopped |" in report.run_markdown(run)
+    assert "| memory | - | stopped |" in report.run_markdown(run)  # killed: no usage was reported
     clean = _run(pb.REFINEMENT_OUTCOME_SKIPPED, "skipped: settled")
     assert report.run_document(clean)["candidates"][0]["sandbox_limit"] is None
+
+
+def test_what_a_candidates_execution_used_is_in_both_formats() -> None:
+    run = _run(pb.REFINEMENT_OUTCOME_SKIPPED, "skipped: settled")
+    run.candidates[0].sandbox_cpu_ms = 41.26
+    run.candidates[0].sandbox_peak_rss_kb = 20_480
+    candidate = report.run_document(run)["candidates"][0]
+    assert (candidate["sandbox_cpu_ms"], candidate["sandbox_peak_rss_mb"]) == (41.3, 20.0)
+    assert "| - | 41 ms / 20 MB | stopped |" in report.run_markdown(run)

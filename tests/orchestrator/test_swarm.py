@@ -104,6 +104,8 @@ async def test_three_instances_answer_ranked_with_consensus_and_stored(stages: S
         assert all(c.scores.tests_passed == 3 for c in right)
         assert wrong.scores.tests_passed < 3 and any(not t.passed and t.output for t in wrong.tests)
         assert max(c.rank for c in right) < wrong.rank
+        # Each candidate keeps what its sandboxed execution used (stored with it, below).
+        assert all(c.sandbox_cpu_ms > 0 and c.sandbox_peak_rss_kb > 0 for c in swarm)
         assert run.consensus.cluster_count >= 1 and run.consensus.share >= 2 / 3 - 1e-9
         # Two of three agree on an answer that passes every visible test: nothing to refine.
         assert run.refinement.reason.startswith("skipped: every visible test passes (3/3)")

@@ -54,6 +54,9 @@ class Report:
     behaviour: str = ""
     skipped: int = 0
     load_limit: SandboxLimit = SandboxLimit.NONE
+    # What the execution used, as the runner measured it at its end (0: it never got there).
+    cpu_ms: float = 0.0
+    peak_rss_kb: int = 0
 
 
 def _left_side(statement: str) -> str:
@@ -141,6 +144,7 @@ def parse_report(stdout: str, marker: str) -> Report:
     finished = False
     behaviour = ""
     skipped = 0
+    cpu_ms, peak_rss_kb = 0.0, 0
     for line in stdout.splitlines():
         if not line.startswith(marker):
             continue
@@ -167,4 +171,8 @@ def parse_report(stdout: str, marker: str) -> Report:
             finished = True
             behaviour = str(record.get("behaviour", ""))
             skipped = record.get("skipped", 0) if isinstance(record.get("skipped"), int) else 0
-    return Report(loaded, load_error, outcomes, finished, behaviour, skipped, load_limit)
+        elif kind == "usage":
+            cpu, rss = record.get("cpu_ms"), record.get("peak_rss_kb")
+            cpu_ms = float(cpu) if isinstance(cpu, int | float) and cpu >= 0 else 0.0
+            peak_rss_kb = rss if isinstance(rss, int) and rss >= 0 else 0
+    return Report(loaded, load_error, outcomes, finished, behaviour, skipped, load_limit, cpu_ms, peak_rss_kb)

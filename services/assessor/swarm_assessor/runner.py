@@ -18,12 +18,14 @@ import hashlib
 import json
 import os
 import re
+import resource
 import signal
 import sys
 import time
 import types
 
 STARTED = time.monotonic()
+_USAGE_AT_START = resource.getrusage(resource.RUSAGE_SELF)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # ``typing`` is not loaded in the sandbox, and importing it costs milliseconds.
@@ -365,6 +367,28 @@ def main(started: float, spec: Spec, code: str, report: Reporter) -> None:
     report.emit({"kind": "done", "behaviour": observations.digest(), "skipped": skipped})
 
 
+def peak_rss_kb() -> int:
+    """This program's peak resident memory in KiB: ``VmHWM`` (the high-water mark of this process
+    image; ``ru_maxrss`` would also count what the process was before its ``exec``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def usage_record(before: resource.struct_rusage) -> dict[str, object]:
+    """CPU the candidate's execution used since ``before`` (user + system, this process and the
+    children it waited for) and its peak resident memory, for the "usage" record."""
+    now, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (now.ru_utime - before.ru_utime) + (now.ru_stime - before.ru_stime)
+    cpu_s += children.ru_utime + children.ru_stime
+    return {"kind": "usage", "cpu_ms": round(cpu_s * 1000, 3), "peak_rss_kb": peak_rss_kb()}
+
+
 def _read(directory: str, name: str) -> str:
     with open(os.path.join(directory, name), "rb") as handle:
         return handle.read().decode("utf-8", "surrogatepass")
@@ -375,5 +399,6 @@ if __name__ == "__main__":
     _input = json.loads(_read(_here, INPUT_FILE))
     _report = Reporter(_input["marker"], os.fdopen(os.dup(1), "w", encoding="utf-8"))
     main(STARTED, _input["spec"], _input["code"], _report)
+    _report.emit(usage_record(_USAGE_AT_START))
     _report.flush()
     os._exit(0)

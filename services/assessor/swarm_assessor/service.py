@@ -59,6 +59,8 @@ class _Verdict:
     duration_ms: float = 0.0
     ran_cleanly: bool = False
     behaviour: str = ""
+    cpu_ms: float = 0.0
+    peak_rss_kb: int = 0
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,7 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         result = await self._sandbox.run(execution.program, timeout, execution.files)
         report = parse_report(result.stdout, execution.marker)
         verdict = _Verdict(duration_ms=result.duration_ms, limit=_execution_limit(result, report))
+        verdict.cpu_ms, verdict.peak_rss_kb = report.cpu_ms, report.peak_rss_kb
         if report.loaded is False:
             verdict.error = f"error while loading: {report.load_error}"
             verdict.not_run = verdict.error
@@ -316,4 +319,6 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             duration_ms=verdict.duration_ms,
             behaviour=verdict.behaviour,
             limit=to_proto(verdict.limit),
+            cpu_ms=verdict.cpu_ms,
+            peak_rss_kb=verdict.peak_rss_kb,
         )

@@ -80,7 +80,16 @@ def _candidate(c: pb.Candidate) -> dict[str, Any]:
         "latency_ms": round(c.latency_ms, 1),
         "error": c.error,
         "sandbox_limit": _limit(c.limit),
+        # What its sandboxed execution used (0 when it was not run or a limit killed it).
+        "sandbox_cpu_ms": round(c.sandbox_cpu_ms, 1),
+        "sandbox_peak_rss_mb": round(c.sandbox_peak_rss_kb / 1024, 1),
     }
+
+
+def _usage(candidate: dict[str, Any]) -> str:
+    if not candidate["sandbox_cpu_ms"]:
+        return "-"
+    return f"{candidate['sandbox_cpu_ms']:.0f} ms / {candidate['sandbox_peak_rss_mb']:.0f} MB"
 
 
 def _gate(gate: common_pb2.GateDecision) -> dict[str, Any] | None:
@@ -220,9 +229,9 @@ def run_markdown(run: pb.Run) -> str:
         lines += ["", "## Candidates", ""]
         lines.append(
             "| rank | id | origin | instance | model | overall | visible | generated | dual | cluster size "
-            "| reputation | sandbox limit | error |"
+            "| reputation | sandbox limit | sandbox CPU / peak | error |"
         )
-        lines.append("|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|")
+        lines.append("|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
         for c in doc["candidates"]:
             visible, generated = c["visible_tests"], c["generated_tests"]
             lines.append(
@@ -230,7 +239,7 @@ def run_markdown(run: pb.Run) -> str:
                 f"| {c['overall']:.3f} | {visible['passed']}/{visible['total']} "
                 f"| {generated['passed']}/{generated['total']} | {c['dual_agreement']:.2f} "
                 f"| {c['behaviour_cluster_size']} | {_multiplier(c['reputation'])} | {c['sandbox_limit'] or '-'} "
-                f"| {cell(c['error'][:80])} |"
+                f"| {_usage(c)} | {cell(c['error'][:80])} |"
             )
     consensus = doc["consensus"]
     verdict = "reached" if consensus["reached"] else "not reached"

@@ -233,6 +233,8 @@ def assessed(candidate: pb.Candidate, assessment: assessor_pb2.Assessment, probe
     result.error = assessment.error
     result.limit = assessment.limit
     result.behaviour = assessment.behaviour if probed else ""
+    result.sandbox_cpu_ms = assessment.cpu_ms
+    result.sandbox_peak_rss_kb = assessment.peak_rss_kb
     return result
 
 

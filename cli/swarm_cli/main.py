@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -18,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import ConfigError
 
-from . import connection, keys as keys_cli, quality as quality_cli, tracing
+from . import connection, keys as keys_cli, quality as quality_cli, status as status_cli, tracing
 from .connection import Connection
 from .render import StreamedText, progress_line, render_run
 
@@ -155,6 +156,19 @@ async def _capacity(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _status(args: argparse.Namespace) -> int:
+    async with _connection(args).channel() as channel:
+        try:
+            status = await status_cli.gather(channel, dt.datetime.now(dt.UTC))
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_error(exc, _connection(args))
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        status_cli.render(status, print)
+    return EXIT_OK
+
+
 async def _wait(args: argparse.Namespace) -> int:
     """Block until the orchestrator reports SERVING (used by `make run` after `swarm up`)."""
     deadline = time.monotonic() + args.timeout
@@ -248,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     capacity = sub.add_parser("capacity", help="the run queue: runs driven and waiting, instance slots in use")
     capacity.add_argument("--json", action="store_true")
+
+    status = sub.add_parser("status", help="instances' health, the run queue, recent throughput and today's spend")
+    status.add_argument("--json", action="store_true")
 
     wait = sub.add_parser("wait", help="wait until the orchestrator is serving")
     wait.add_argument("--timeout", type=float, default=240.0)
@@ -344,7 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in quality_cli.COMMANDS:
         conn = args.connection
         return asyncio.run(quality_cli.run_command(conn.channel, args, lambda exc: _rpc_error(exc, conn)))
-    handlers = {"run": _run, "runs": _runs, "instances": _instances, "capacity": _capacity, "wait": _wait}
+    handlers = {
+        "run": _run,
+        "runs": _runs,
+        "instances": _instances,
+        "capacity": _capacity,
+        "status": _status,
+        "wait": _wait,
+    }
     try:
         return asyncio.run(handlers[args.command](args))
     finally:

@@ -21,8 +21,14 @@ from tests.orchestrator.keys import as_key
 from tests.orchestrator.test_quality_cli import swarm
 
 TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number. ({tag})"
-# One instance of one slot, one answer per run and no test writer: one run at a time.
-ONE_SLOT = {"SWARM_TEST_WRITERS": "0", "SWARM_REFINE": "false", "SWARM_QUEUE_POLL_S": "0.05"}
+# One instance of one slot, one answer per run and no test writer: one run at a time. A held
+# answer must outlast the slowest test step (a CLI subprocess takes seconds to start).
+ONE_SLOT = {
+    "SWARM_TEST_WRITERS": "0",
+    "SWARM_REFINE": "false",
+    "SWARM_QUEUE_POLL_S": "0.05",
+    "SWARM_INSTANCE_TIMEOUT_S": "120",
+}
 
 
 def one_instance(url: str, slots: int) -> str:
@@ -246,3 +252,36 @@ async def test_the_command_line_shows_the_queue_and_a_runs_place_in_it(stages: S
         assert code == 0, err
         assert "  queued: 1 of 1 waiting for capacity (0s so far, at most 600s)\n" in err
         await running.task
+
+
+async def test_swarm_status_shows_health_queue_throughput_and_spend(stages: Stages, sqlite_url: str) -> None:
+    priced = (
+        '[{"name": "only", "base_url": "URL", "model": "qwen", "slots": 1, '
+        '"price_input_per_mtok": 1000.0, "price_output_per_mtok": 2000.0}]'
+    )
+    async with (
+        held_instance() as (server, _),
+        orchestrator(stages, priced.replace("URL", server.base_url), sqlite_url, ONE_SLOT) as orch,
+    ):
+        assert server.gate is not None
+        server.gate.set()
+        done = Stream(orch, request("paid"))
+        await done.task
+        cost = done.events[-1].done.usage.cost_usd
+        assert cost > 0
+        server.gate.clear()
+        running = Stream(orch, request("running"))
+        await eventually(lambda: server.in_flight == 1)
+        waiting = Stream(orch, request("waiting"))
+        await waiting.until(lambda s: bool(s.queued()))
+        code, out, err = await swarm(orch.target, "status", key=orch.api_key)
+        assert code == 0, err
+        assert "instances: 1 of 1 healthy\n  only             healthy\n" in out
+        assert "queue: 1 of 8 runs driven, 1 waiting (the oldest for " in out
+        assert "last 15 min: 1 runs finished (0.07/min), 2 running, 1 succeeded; success 100%\n" in out
+        assert f"today (UTC): 3 runs, ${cost:.4f} spent\n" in out
+        code, out, _ = await swarm(orch.target, "status", "--json", key=orch.api_key)
+        document = json.loads(out)
+        assert document["queue"]["queued_runs"] == 1 and document["today"]["cost_usd"] == pytest.approx(cost)
+        server.gate.set()
+        await asyncio.gather(running.task, waiting.task)

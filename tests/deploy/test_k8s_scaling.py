@@ -32,7 +32,7 @@ K8S = ROOT / "k8s"
 KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (for `kubectl kustomize`) is not installed")
 
-# hostUsers (the assessor's pod user namespace) is GA-enabled from 1.33: the oldest version we support.
+# hostUsers (the assessor's pod user namespace) is on by default from 1.33: the oldest version we support.
 K8S_VERSION = "1.33.0"
 # Every kustomization in k8s/: the base (`kubectl apply -k k8s/`) and the ones applied on their own.
 KUSTOMIZATIONS = ("", "secrets-templates", "cert-manager", "keda", "postgres")

@@ -36,6 +36,8 @@ pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (for `kubectl k
 K8S_VERSION = "1.33.0"
 # Every kustomization in k8s/: the base (`kubectl apply -k k8s/`) and the ones applied on their own.
 KUSTOMIZATIONS = ("", "secrets-templates", "cert-manager", "keda", "postgres")
+# Overlays of the base, applied instead of it (outside k8s/: kustomize refuses an overlay inside its base).
+OVERLAYS = ("deploy/k8s-overlays/vllm",)
 CRD_KINDS = {"ScaledObject": "keda.sh/v1alpha1", "Certificate": "cert-manager.io/v1", "Issuer": "cert-manager.io/v1"}
 NAME = "app.kubernetes.io/name"
 STAGES = {"collator": 50052, "assessor": 50053, "refiner": 50054}
@@ -44,16 +46,17 @@ METRICS_PORT = 9464
 Manifest = dict[str, Any]
 
 
-def _render(directory: str) -> list[Manifest]:
+def _render(directory: Path) -> list[Manifest]:
     assert KUBECTL is not None
     done = subprocess.run(
-        [KUBECTL, "kustomize", str(K8S / directory)], capture_output=True, text=True, timeout=60, check=False
+        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
-    assert done.returncode == 0, f"kubectl kustomize k8s/{directory} failed: {done.stderr}"
+    assert done.returncode == 0, f"kubectl kustomize {directory} failed: {done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc is not None]
 
 
-RENDERED: dict[str, list[Manifest]] = {d: _render(d) for d in KUSTOMIZATIONS} if KUBECTL else {}
+RENDERED: dict[str, list[Manifest]] = {d: _render(K8S / d) for d in KUSTOMIZATIONS} if KUBECTL else {}
+RENDERED_OVERLAYS: dict[str, list[Manifest]] = {d: _render(ROOT / d) for d in OVERLAYS} if KUBECTL else {}
 BASE = RENDERED.get("", [])
 EVERYTHING = [doc for docs in RENDERED.values() for doc in docs]
 
@@ -101,9 +104,9 @@ def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 # ------------------------------------------------------------------------------------------ schemas
 
 
-@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+@pytest.mark.parametrize("directory", [*KUSTOMIZATIONS, *OVERLAYS])
 def test_every_object_is_valid_against_the_kubernetes_schema(directory: str) -> None:
-    docs = RENDERED[directory]
+    docs = RENDERED[directory] if directory in RENDERED else RENDERED_OVERLAYS[directory]
     assert docs, f"k8s/{directory} renders nothing"
     for doc in docs:
         if doc["kind"] in CRD_KINDS:
@@ -340,6 +343,27 @@ def test_the_qwen_model_is_the_verified_gguf_of_make_model() -> None:
     assert _args(server)["--model"] == f"/models/{QWEN_15B.filename}"
     mounts = {m["name"]: m for m in server["volumeMounts"]}
     assert mounts["models"]["mountPath"] == "/models" and mounts["models"]["readOnly"] is True
+
+
+def test_the_vllm_overlay_serves_the_same_instance_on_a_gpu() -> None:
+    """The GPU overlay swaps the server, not the contract: same Service, model name and slots."""
+    docs = RENDERED_OVERLAYS["deploy/k8s-overlays/vllm"]
+    deployment = _get(docs, "Deployment", "qwen")
+    pod = _pod(deployment)
+    assert "initContainers" not in pod, "vLLM fetches its model itself"
+    (server,) = pod["containers"]
+    assert server["image"].startswith("vllm/vllm-openai:v"), "a pinned vLLM release"
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    args = _args(server)
+    instances = json.loads(_get(docs, "ConfigMap", "swarm-instances")["data"]["instances.json"])
+    (entry,) = [i for i in instances if i["base_url"].startswith("http://qwen:")]
+    assert entry["slots"] == int(args["--max-num-seqs"]) and entry["model"] == args["--served-model-name"]
+    assert int(args["--port"]) == 8080 and server["ports"][0]["name"] == "http", "the Service's target port"
+    for kind, name in (("Service", "qwen"), ("PodDisruptionBudget", "qwen"), ("NetworkPolicy", "allow-qwen")):
+        assert _get(docs, kind, name) == _get(BASE, kind, name)
+    mounts = {m["mountPath"] for m in server["volumeMounts"]}
+    volumes = {v["name"] for v in pod["volumes"]}
+    assert {m["name"] for m in server["volumeMounts"]} <= volumes and "/dev/shm" in mounts
 
 
 # -------------------------------------------------------------------------------- Secrets, Postgres

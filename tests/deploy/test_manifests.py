@@ -31,6 +31,10 @@ HEALTH_PORT = 8081
 TLS_DIR = "/etc/swarm-tls"
 TLS_FILES = {"SWARM_TLS_CERT": "tls.crt", "SWARM_TLS_KEY": "tls.key", "SWARM_TLS_CA": "ca.crt"}
 CERT_MANAGER = K8S / "cert-manager"
+# The Secret templates, created once and kept out of k8s/kustomization.yaml (deploy/README.md, Secrets).
+SECRETS_TEMPLATES = K8S / "secrets-templates"
+# The Prometheus port every service serves its metrics on (SWARM_METRICS_ADDR).
+METRICS_PORT = 9464
 
 Manifest = dict[str, Any]
 
@@ -51,7 +55,9 @@ def _manifest_files() -> list[Path]:
 
 def _load_all() -> list[tuple[Path, Manifest]]:
     docs: list[tuple[Path, Manifest]] = []
-    for path in _manifest_files():
+    for path in [*_manifest_files(), *sorted(SECRETS_TEMPLATES.glob("*.y*ml"))]:
+        if path.name == "kustomization.yaml":
+            continue
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is not None:
                 docs.append((path, _as_dict(doc)))
@@ -134,8 +140,8 @@ def test_grpc_probes_target_the_plaintext_health_port(name: str) -> None:
     deployment = next(d for d in _service_deployments() if _name(d) == name)
     (container,) = _containers(deployment)
     ports = {str(p["name"]): int(p["containerPort"]) for p in map(_as_dict, _as_list(container["ports"]))}
-    assert ports == {"grpc": SERVICES[name], "health": HEALTH_PORT}, (
-        f"{name}: expected the port named grpc on {SERVICES[name]} and health on {HEALTH_PORT}"
+    assert ports == {"grpc": SERVICES[name], "health": HEALTH_PORT, "metrics": METRICS_PORT}, (
+        f"{name}: expected the port named grpc on {SERVICES[name]}, health on {HEALTH_PORT}, metrics on {METRICS_PORT}"
     )
     for probe_kind in ("livenessProbe", "readinessProbe"):
         probe = _as_dict(container.get(probe_kind))
@@ -245,7 +251,8 @@ def test_orchestrator_wiring() -> None:
     assert db_ref["key"] in _as_dict(secrets[str(db_ref["name"])]["stringData"])
     data = _configmap_data("swarm-env")
     for service in ("collator", "assessor", "refiner"):
-        assert data[f"SWARM_{service.upper()}_TARGET"] == f"{service}:{SERVICES[service]}"
+        # dns:/// so the round_robin channel gets every replica's address from the headless Service.
+        assert data[f"SWARM_{service.upper()}_TARGET"] == f"dns:///{service}:{SERVICES[service]}"
 
 
 def test_instances_file_names_only_keys_the_secret_template_provides() -> None:
@@ -490,7 +497,7 @@ def test_the_names_the_services_dial_are_in_their_peers_certificates() -> None:
     }
     data = _configmap_data("swarm-env")
     for stage in ("collator", "assessor", "refiner"):
-        host = str(data[f"SWARM_{stage.upper()}_TARGET"]).rpartition(":")[0]
+        host = str(data[f"SWARM_{stage.upper()}_TARGET"]).removeprefix("dns:///").rpartition(":")[0]
         assert host in dns[f"swarm-tls-{stage}"], f"the orchestrator dials {host}"
     assert K8S_ORCHESTRATOR[0] in dns["swarm-tls-orchestrator"], "the gateway dials the orchestrator's Service"
 

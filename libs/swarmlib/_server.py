@@ -198,6 +198,9 @@ class SwarmServer:
         await self.grpc.wait_for_termination()
 
 
+MAX_CONNECTION_AGE_MS = 300_000
+
+
 async def build_server(
     *,
     service_names: Sequence[str],
@@ -230,6 +233,10 @@ async def build_server(
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            # Clients re-resolve a headless Service's replicas only when a connection ends: a GOAWAY
+            # after this long makes them reconnect and spread over new replicas. Calls in flight on
+            # the old connection finish (the grace is unbounded, so an hour-long run is not cut).
+            ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
             *options,
         ],
     )

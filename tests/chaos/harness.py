@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
@@ -24,6 +25,7 @@ from swarm_bench.faulty import FaultRates, FaultyLLMServer
 from swarm_orchestrator.prompts import SOLVE_SYSTEM
 from swarm_orchestrator.tests_writer import TESTS_SYSTEM
 from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
+from tests.orchestrator.test_swarm import WRONG_FIB_REPLY
 from tests.test_shutdown import free_port, health_stub, launched, service_env, wait_serving
 
 FIB_TASK = """Write a Python function fib(n) that returns the n-th Fibonacci number.
@@ -44,14 +46,20 @@ STAGE_TIMEOUT_S = 45.0
 STARTUP_S = {"orchestrator": 30.0, "collator": 90.0, "assessor": 30.0, "refiner": 30.0}
 
 
-def model_reply(messages: list[dict[str, object]]) -> str:
-    """Answer as a model would: a solution, assert lines for the test writer, or a refinement."""
-    system = next((m.get("content") for m in messages if m.get("role") == "system"), "")
-    if system == SOLVE_SYSTEM:
-        return FIB_REPLY
-    if system == TESTS_SYSTEM:
-        return FIB_ASSERTS
-    return REFINED_FIB_REPLY
+def model_reply(seed: int) -> Callable[[list[dict[str, object]]], str]:
+    """Answer as a small model would: a solution, right or (half the time) wrong, so that most runs
+    need the refiner; assert lines for the test writer; a right rewrite for the refiner."""
+    rng = random.Random(seed)
+
+    def reply(messages: list[dict[str, object]]) -> str:
+        system = next((m.get("content") for m in messages if m.get("role") == "system"), "")
+        if system == SOLVE_SYSTEM:
+            return FIB_REPLY if rng.random() < 0.5 else WRONG_FIB_REPLY
+        if system == TESTS_SYSTEM:
+            return FIB_ASSERTS
+        return REFINED_FIB_REPLY
+
+    return reply
 
 
 @asynccontextmanager
@@ -59,9 +67,8 @@ async def faulty_instances(count: int, rates: FaultRates, seed: int) -> AsyncIte
     async with AsyncExitStack() as stack:
         servers = []
         for k in range(count):
-            server = FaultyLLMServer(
-                name=f"faulty-{k}", reply=model_reply, rates=rates, seed=seed + k, hang_s=INSTANCE_TIMEOUT_S * 3
-            )
+            reply = model_reply(seed + k)
+            server = FaultyLLMServer(f"faulty-{k}", reply, rates, seed + k, hang_s=INSTANCE_TIMEOUT_S * 3)
             servers.append(await stack.enter_async_context(server))
         yield servers
 
@@ -185,6 +192,17 @@ class Attempt:
     def in_flight(self) -> bool:
         return self.accepted and self.code is None and self.done is None
 
+    def waits_for(self, stage: str) -> bool:
+        """Whether the run is in flight and its next stage call is (or is about to be) ``stage``'s."""
+        seen = {e.WhichOneof("event") for e in self.events}
+        if not self.in_flight:
+            return False
+        if stage == "assessor":
+            return "instance_finished" in seen and "assessed" not in seen
+        if stage == "collator":
+            return "assessed" in seen and "collated" not in seen
+        return "collated" in seen and "refined" not in seen  # the refiner
+
 
 async def send_run(target: str, attempt: Attempt, request: pb.RunSwarmRequest) -> None:
     """One call on a channel of its own (a restarted orchestrator is reached at once)."""
@@ -201,8 +219,9 @@ async def send_run(target: str, attempt: Attempt, request: pb.RunSwarmRequest) -
 
 @dataclass
 class RunStream:
-    """``runs`` runs sent ``concurrency`` at a time; a call refused before acceptance because the
-    orchestrator is down is sent again (it never started a run), and counted."""
+    """At least ``runs`` runs sent ``concurrency`` at a time, and more until ``schedule_done`` is
+    set (the chaos schedule waits for runs at given stages; the stream must outlast it). A call
+    refused before acceptance because the orchestrator is down is sent again, and counted."""
 
     target: str
     runs: int
@@ -212,12 +231,14 @@ class RunStream:
     refused_while_down: int = 0
     finished: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    schedule_done: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: int = 0
 
     async def run(self) -> None:
-        numbers = iter(range(self.runs))
-
         async def worker() -> None:
-            for number in numbers:
+            while self.sent < self.runs or not self.schedule_done.is_set():
+                number = self.sent
+                self.sent += 1
                 while True:
                     attempt = Attempt(number)
                     self.attempts.append(attempt)
@@ -239,6 +260,9 @@ class RunStream:
 
     def reached(self, finished: int) -> Callable[[], bool]:
         return lambda: self.finished >= finished
+
+    def waiting_for(self, stage: str) -> Callable[[], bool]:
+        return lambda: any(a.waits_for(stage) for a in self.attempts)
 
     def in_flight_with_an_answer(self) -> bool:
         return any(a.in_flight and a.answered_ids for a in self.attempts)

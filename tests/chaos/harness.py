@@ -174,6 +174,7 @@ class Attempt:
     events: list[pb.RunSwarmResponse] = field(default_factory=list)
     code: grpc.StatusCode | None = None  # None: the stream ended normally
     details: str = ""
+    hung_up: bool = False  # the client went away after the first answer (the run goes on)
 
     @property
     def accepted(self) -> bool:
@@ -190,7 +191,7 @@ class Attempt:
 
     @property
     def in_flight(self) -> bool:
-        return self.accepted and self.code is None and self.done is None
+        return self.accepted and self.code is None and self.done is None and not self.hung_up
 
     def waits_for(self, stage: str) -> bool:
         """Whether the run is in flight and its next stage call is (or is about to be) ``stage``'s."""
@@ -204,8 +205,9 @@ class Attempt:
         return "collated" in seen and "refined" not in seen  # the refiner
 
 
-async def send_run(target: str, attempt: Attempt, request: pb.RunSwarmRequest) -> None:
-    """One call on a channel of its own (a restarted orchestrator is reached at once)."""
+async def send_run(target: str, attempt: Attempt, request: pb.RunSwarmRequest, hang_up: bool = False) -> None:
+    """One call on a channel of its own (a restarted orchestrator is reached at once); with
+    ``hang_up`` the client goes away once the first answer has arrived."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
         try:
@@ -213,8 +215,20 @@ async def send_run(target: str, attempt: Attempt, request: pb.RunSwarmRequest) -
                 if event.run_id and not attempt.run_id:
                     attempt.run_id = event.run_id
                 attempt.events.append(event)
+                if hang_up and event.HasField("instance_finished"):
+                    attempt.hung_up = True
+                    return
         except grpc.aio.AioRpcError as exc:
             attempt.code, attempt.details = exc.code(), exc.details() or ""
+
+
+def varied_request(number: int) -> tuple[pb.RunSwarmRequest, bool]:
+    """The ``number``-th run of a stream: swarms of 2 to 4, every other one streaming its text,
+    one in five without refinement; and whether its client hangs up (one in seven)."""
+    request = pb.RunSwarmRequest(
+        task=FIB_TASK, swarm_size=2 + number % 3, stream_output=number % 2 == 1, skip_refine=number % 5 == 4
+    )
+    return request, number % 7 == 3
 
 
 @dataclass
@@ -226,7 +240,6 @@ class RunStream:
     target: str
     runs: int
     concurrency: int
-    request: pb.RunSwarmRequest
     attempts: list[Attempt] = field(default_factory=list)
     refused_while_down: int = 0
     finished: int = 0
@@ -242,7 +255,7 @@ class RunStream:
                 while True:
                     attempt = Attempt(number)
                     self.attempts.append(attempt)
-                    await send_run(self.target, attempt, self.request)
+                    await send_run(self.target, attempt, *varied_request(number))
                     if attempt.accepted or attempt.code is not grpc.StatusCode.UNAVAILABLE:
                         break
                     self.attempts.remove(attempt)

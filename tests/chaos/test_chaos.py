@@ -111,6 +111,9 @@ def check_stored(attempt: Attempt, run: pb.Run, interrupted: set[str]) -> None:
     for failure in run.failures:
         assert failure.kind != pb.FAILURE_KIND_UNSPECIFIED and failure.reason and failure.instance, failure
     done = attempt.done
+    if attempt.hung_up:  # its client went away: the run went on without it
+        assert run.status != pb.RUN_STATUS_FAILED or run.error.startswith((QUORUM, INTERRUPTED)), run.error
+        return
     if done is not None:
         assert run.status == done.status and run.error == done.error
     if run.status == pb.RUN_STATUS_FAILED:
@@ -125,8 +128,8 @@ def check_stored(attempt: Attempt, run: pb.Run, interrupted: set[str]) -> None:
         assert done is not None and run.status != pb.RUN_STATUS_FAILED
     else:
         assert attempt.code is grpc.StatusCode.UNAVAILABLE, f"run {run.id}: {attempt.code}: {attempt.details}"
-        if done is None:  # the stream broke: its orchestrator died under it
-            assert run.id in interrupted and run.error.startswith(INTERRUPTED), f"run {run.id}: {run.error}"
+        if done is None:  # the stream broke: its orchestrator died under it (maybe as the run ended)
+            assert run.id in interrupted, f"run {run.id}: the stream broke: {attempt.details}"
 
 
 async def run_chaos(tmp_path: Path, scenario: Scenario) -> None:
@@ -135,8 +138,7 @@ async def run_chaos(tmp_path: Path, scenario: Scenario) -> None:
         faulty_instances(scenario.instances, rates, scenario.seed) as instances,
         swarm_processes(tmp_path, instances, f"sqlite+aiosqlite:///{tmp_path / 'chaos.db'}") as swarm,
     ):
-        request = pb.RunSwarmRequest(task=FIB_TASK, swarm_size=3)
-        stream = RunStream(swarm.orchestrator.target, scenario.runs, scenario.concurrency, request)
+        stream = RunStream(swarm.orchestrator.target, scenario.runs, scenario.concurrency)
         killed: list[tuple[str, set[str]]] = []
         await asyncio.gather(stream.run(), chaos(swarm, stream, scenario, killed))
         assert [name for name, _ in killed] == [name for _, name in scenario.kills]
@@ -156,10 +158,10 @@ async def run_chaos(tmp_path: Path, scenario: Scenario) -> None:
         for attempt in attempts:
             check_stored(attempt, stored[attempt.run_id], interrupted)
 
-        # The orchestrator kills caught runs in flight with answers, and those kept them.
-        closed = [stored[rid] for rid in interrupted]
-        assert closed and all(r.status == pb.RUN_STATUS_FAILED and r.error.startswith(INTERRUPTED) for r in closed)
-        assert any(r.candidates for r in closed)
+        # The orchestrator kills caught runs in flight with answers: they were closed as interrupted,
+        # their answers kept (each run's announced answers are stored: checked above).
+        closed = [stored[rid] for rid in interrupted if stored[rid].error.startswith(INTERRUPTED)]
+        assert any(r.candidates for r in closed), [(r.id, r.error) for r in closed]
 
         # Every kind of fault occurred (the draws are seeded); the swarm met each of them.
         faults = Counter(record.fault for server in instances for record in server.log)
@@ -169,7 +171,7 @@ async def run_chaos(tmp_path: Path, scenario: Scenario) -> None:
 
         # And it still serves.
         after = Attempt(len(attempts))
-        await send_run(swarm.orchestrator.target, after, request)
+        await send_run(swarm.orchestrator.target, after, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=3))
         assert after.done is not None and after.done.status in TERMINAL, (after.code, after.details)
         statuses = Counter(pb.RunStatus.Name(r.status) for r in stored.values())
         reasons = Counter(r.error.split(":")[0] for r in stored.values() if r.status == pb.RUN_STATUS_FAILED)

@@ -132,11 +132,11 @@ def check_stored(attempt: Attempt, run: pb.Run, interrupted: set[str]) -> None:
             assert run.id in interrupted, f"run {run.id}: the stream broke: {attempt.details}"
 
 
-async def run_chaos(tmp_path: Path, scenario: Scenario) -> None:
+async def run_chaos(tmp_path: Path, database_url: str, scenario: Scenario) -> None:
     rates = FaultRates.uniform(scenario.fault_rate)
     async with (
         faulty_instances(scenario.instances, rates, scenario.seed) as instances,
-        swarm_processes(tmp_path, instances, f"sqlite+aiosqlite:///{tmp_path / 'chaos.db'}") as swarm,
+        swarm_processes(tmp_path, instances, database_url) as swarm,
     ):
         stream = RunStream(swarm.orchestrator.target, scenario.runs, scenario.concurrency)
         killed: list[tuple[str, set[str]]] = []
@@ -181,11 +181,11 @@ async def run_chaos(tmp_path: Path, scenario: Scenario) -> None:
         print(f"  failure kinds stored { ({pb.FailureKind.Name(k): n for k, n in failure_kinds.items()}) }")
 
 
-async def test_runs_survive_faulty_instances_and_killed_services(tmp_path: Path) -> None:
-    await run_chaos(tmp_path, DEFAULT)
+async def test_runs_survive_faulty_instances_and_killed_services(tmp_path: Path, database_url: str) -> None:
+    await run_chaos(tmp_path, database_url, DEFAULT)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-async def test_a_long_stream_survives_faulty_instances_and_repeated_kills(tmp_path: Path) -> None:
-    await run_chaos(tmp_path, LONG)
+async def test_a_long_stream_survives_faulty_instances_and_repeated_kills(tmp_path: Path, database_url: str) -> None:
+    await run_chaos(tmp_path, database_url, LONG)

@@ -169,6 +169,11 @@ async def run_chaos(tmp_path: Path, database_url: str, scenario: Scenario) -> No
         failure_kinds = Counter(f.kind for r in stored.values() for f in r.failures)
         assert pb.FAILURE_KIND_MALFORMED in failure_kinds and set(failure_kinds) <= FAULT_KINDS, failure_kinds
 
+        # Nothing any service logged was an error: faults, kills and hang-ups are all expected.
+        for log_path in sorted(tmp_path.glob("*.log")):
+            errors = [line for line in log_path.read_text(errors="replace").splitlines() if " ERROR " in line]
+            assert not errors, f"{log_path.name}: {errors[:5]}"
+
         # And it still serves.
         after = Attempt(len(attempts))
         await send_run(swarm.orchestrator.target, after, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=3))

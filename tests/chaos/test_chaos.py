@@ -132,6 +132,16 @@ def check_stored(attempt: Attempt, run: pb.Run, interrupted: set[str]) -> None:
             assert run.id in interrupted, f"run {run.id}: the stream broke: {attempt.details}"
 
 
+def logged_errors(tmp_path: Path) -> dict[str, list[str]]:
+    """The ERROR lines of each service's log, by log file."""
+    found = {}
+    for log_path in sorted(tmp_path.glob("*.log")):
+        errors = [line for line in log_path.read_text(errors="replace").splitlines() if " ERROR " in line]
+        if errors:
+            found[log_path.name] = errors[:5]
+    return found
+
+
 async def run_chaos(tmp_path: Path, database_url: str, scenario: Scenario) -> None:
     rates = FaultRates.uniform(scenario.fault_rate)
     async with (
@@ -170,9 +180,7 @@ async def run_chaos(tmp_path: Path, database_url: str, scenario: Scenario) -> No
         assert pb.FAILURE_KIND_MALFORMED in failure_kinds and set(failure_kinds) <= FAULT_KINDS, failure_kinds
 
         # Nothing any service logged was an error: faults, kills and hang-ups are all expected.
-        for log_path in sorted(tmp_path.glob("*.log")):
-            errors = [line for line in log_path.read_text(errors="replace").splitlines() if " ERROR " in line]
-            assert not errors, f"{log_path.name}: {errors[:5]}"
+        assert not logged_errors(tmp_path), logged_errors(tmp_path)
 
         # And it still serves.
         after = Attempt(len(attempts))

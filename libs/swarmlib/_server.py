@@ -26,6 +26,27 @@ log = logging.getLogger(__name__)
 ERROR_ID_METADATA = "swarm-error-id"
 
 
+class _LeftStreamDetachFilter(logging.Filter):
+    """Drops OpenTelemetry's "Failed to detach context" for a server stream its client left.
+
+    When a client hangs up on a streaming call (a closed browser tab, an interrupted CLI),
+    grpc.aio stops iterating the traced response generator without closing it; the event loop
+    closes it later from another context, where the token of the span's context cannot be reset,
+    and OpenTelemetry logs an ERROR with two tracebacks (opentelemetry-python-contrib#2357). The
+    span still ends and nothing is lost: only that one case (a ``ValueError`` raised while the
+    generator handled ``GeneratorExit``) is dropped; any other failure to detach still logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Failed to detach context" or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        return not (isinstance(exc, ValueError) and isinstance(exc.__context__, GeneratorExit))
+
+
+_LEFT_STREAM_DETACH = _LeftStreamDetachFilter()
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Turns what a handler raises into a status the caller can act on, and nothing more.
 
@@ -220,6 +241,7 @@ async def build_server(
     ``address`` like ``127.0.0.1:0`` binds an ephemeral port (tests); the bound port is returned.
     """
     transport = transport or Transport()
+    logging.getLogger("opentelemetry.context").addFilter(_LEFT_STREAM_DETACH)  # once: the same filter
     server = grpc.aio.server(
         interceptors=[
             # Health checks are not traced: probes would flood the traces, and the interceptor only

@@ -35,6 +35,19 @@ def test_assignment_rotates_over_every_instance() -> None:
     assert used == {"a", "b", "c", "d", "e"}
 
 
+def test_a_fallback_prefers_a_healthy_instance_then_the_fewest_failures_in_a_row() -> None:
+    pool = _pool("a", "b", "c", "d")  # unhealthy after 2 failures in a row
+    for name, failures in (("b", 2), ("c", 1)):
+        for _ in range(failures):
+            pool.failed(name, "boom")
+    assert pool.fallback_for("a", pool.names) == "d"  # healthy and never failed, before c (healthy, 1)
+    for name, failures in (("c", 2), ("d", 3)):
+        for _ in range(failures):
+            pool.failed(name, "boom")
+    assert not any(pool.is_healthy(n) for n in "bcd")
+    assert pool.fallback_for("a", pool.names) == "b"  # b 2 in a row, c 3, d 3
+
+
 def test_in_flight_is_released_whatever_the_outcome_and_unhealthy_after_threshold() -> None:
     pool = _pool("a", "b")
     pool.started("a")
@@ -46,7 +59,8 @@ def test_in_flight_is_released_whatever_the_outcome_and_unhealthy_after_threshol
     state = next(s for s in pool.states() if s.spec.name == "a")
     assert state.in_flight == 0 and not state.healthy and state.last_error == "boom again"
     assert pool.assign(2, pool.names) == ["b", "b"]
-    assert pool.fallback_for("b", pool.names) is None
+    assert pool.fallback_for("b", pool.names) == "a"  # marked unhealthy, but the only other one
+    assert pool.fallback_for("b", ["b"]) is None
     pool.succeeded("a")
     assert pool.is_healthy("a")
 

@@ -84,11 +84,14 @@ class InstancePool:
         return [n for n in allowed if self._health[n].healthy][:writers]
 
     def fallback_for(self, failed: str, allowed: list[str]) -> str | None:
-        """Another healthy instance for a retry, the least busy first; None when there is none."""
-        others = [n for n in allowed if n != failed and self._health[n].healthy]
+        """Another instance for a retry: a healthy one, the least busy first; when every other is
+        marked unhealthy, the one with the fewest failures in a row (a mark is a guess from recent
+        failures, while giving up costs the slot for sure); None when there is no other."""
+        others = [n for n in allowed if n != failed]
         if not others:
             return None
-        return min(others, key=lambda n: (self._health[n].consecutive_failures, self._health[n].in_flight))
+        healthy = [n for n in others if self._health[n].healthy]
+        return min(healthy or others, key=lambda n: (self._health[n].consecutive_failures, self._health[n].in_flight))
 
     def started(self, name: str) -> None:
         self._health[name].in_flight += 1

@@ -60,8 +60,8 @@ async def resolved(server: FakeLLMServer, streams: list[Stream], fits: int) -> N
 
 
 async def spend(orch: Orchestrator) -> pb.BudgetUse:
-    budgets = (await orch.stub.GetBudget(pb.GetBudgetRequest())).budgets
-    return next(b for b in budgets if b.scope == "caller" and b.period == "day")
+    response: pb.GetBudgetResponse = await orch.stub.GetBudget(pb.GetBudgetRequest())
+    return next(b for b in response.budgets if b.scope == "caller" and b.period == "day")
 
 
 def check_outcome(streams: list[Stream], fits: int) -> None:

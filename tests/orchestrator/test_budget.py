@@ -19,6 +19,7 @@ from swarm_bench.stack import Orchestrator, Stages, orchestrator
 from swarm_orchestrator.cost import RunShape, upper_bound_usd
 from swarmlib import InstanceSpec
 from tests.fakes.openai_server import FakeLLMServer
+from tests.orchestrator.test_quality_cli import swarm
 from tests.orchestrator.test_run_queue import Stream
 
 TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number. ({tag})"
@@ -188,3 +189,18 @@ async def test_run_usage_counts_test_writing_and_settles_the_reservation(stages:
             used = await spend(orch)
             assert used.spent_usd == pytest.approx(run.usage.cost_usd)
             assert used.reserved_usd == 0 and used.limit_usd == 100
+
+
+async def test_cli_estimates_without_running_and_shows_the_budget(stages: Stages, sqlite_url: str) -> None:
+    async with FakeLLMServer(tokenizer=True) as server:
+        instances = json.dumps([priced(server.base_url)])
+        env = {**QUIET, "SWARM_BUDGET_DAILY_USD": "2", "SWARM_BUDGET_MONTHLY_USD": "30"}
+        async with orchestrator(stages, instances, sqlite_url, env) as orch:
+            code, out, err = await swarm(orch.target, "run", "--estimate", "--size", "2", TASK, key=orch.api_key)
+            assert code == 0, err
+            assert "upper bound:" in out and "(tokenizer)" in out and "today $2.000000" in out
+            assert not server.chat_requests
+            code, out, err = await swarm(orch.target, "budget", key=orch.api_key)
+            assert code == 0, err
+            assert "local/local" in out
+            assert "of $2.000000" in out and "of $30.000000" in out

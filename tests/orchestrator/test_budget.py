@@ -1,6 +1,6 @@
 """Budgets over real channels with priced fake instances: 50 runs at once against a budget that
 fits five never spend more than it, the refused ones are refused before any instance is called,
-the ones that fit are answered; the same across two orchestrators sharing PostgreSQL; per-run
+the ones that fit are answered; the same across two orchestrator processes sharing PostgreSQL; per-run
 limits refuse or shrink; EstimateRun counts with the instance's tokenizer; the run's usage counts
 test writing and settles the reservation."""
 
@@ -10,17 +10,19 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import grpc
 import pytest
 
-from swarm.v1 import orchestrator_pb2 as pb
+from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_bench.stack import Orchestrator, Stages, orchestrator
 from swarm_orchestrator.cost import RunShape, upper_bound_usd
 from swarmlib import InstanceSpec
 from tests.fakes.openai_server import FakeLLMServer
 from tests.orchestrator.test_quality_cli import swarm
 from tests.orchestrator.test_run_queue import Stream
+from tests.test_shutdown import free_port, health_stub, launched, orchestrator_channel, service_env, wait_serving
 
 TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number. ({tag})"
 PRICE_IN, PRICE_OUT = 1000.0, 2000.0  # USD per million tokens: a cent or so a run
@@ -111,24 +113,6 @@ async def test_fifty_runs_at_once_never_overspend_the_budget(stages: Stages, dat
             assert len(listed.runs) == fits  # and were never stored
 
 
-@pytest.mark.postgres
-async def test_two_orchestrators_on_one_database_share_the_budget(stages: Stages, postgres_url: str) -> None:
-    fits = 4
-    budget = bound(TASK.format(tag=0)) * (fits + 0.5)
-    async with held() as (server, gate), AsyncExitStack() as stack:
-        instances = json.dumps([priced(server.base_url)])
-        env = {**QUIET, "SWARM_BUDGET_DAILY_USD": repr(budget)}
-        orchs = [await stack.enter_async_context(orchestrator(stages, instances, postgres_url, env)) for _ in range(2)]
-        streams = [Stream(orchs[i % 2], pb.RunSwarmRequest(task=TASK.format(tag=i), swarm_size=1)) for i in range(50)]
-        await asyncio.wait_for(resolved(server, streams, fits), 60)
-        gate.set()
-        await settle_all(streams)
-        check_outcome(streams, fits)
-        assert len(server.chat_requests) == fits
-        used = await spend(orchs[1])
-        assert used.reserved_usd == 0 and 0 < used.spent_usd <= budget
-
-
 async def test_a_run_over_its_own_limit_is_refused_or_shrunk(stages: Stages, sqlite_url: str) -> None:
     task = TASK.format(tag="limit")
     async with FakeLLMServer() as server:
@@ -204,3 +188,66 @@ async def test_cli_estimates_without_running_and_shows_the_budget(stages: Stages
             assert code == 0, err
             assert "local/local" in out
             assert "of $2.000000" in out and "of $30.000000" in out
+
+
+class Call:
+    """One RunSwarm call to a launched orchestrator, read in the background."""
+
+    def __init__(self, stub: orchestrator_pb2_grpc.OrchestratorServiceStub, request: pb.RunSwarmRequest) -> None:
+        self.events: list[pb.RunSwarmResponse] = []
+        self.error: grpc.aio.AioRpcError | None = None
+        self.task = asyncio.create_task(self._read(stub.RunSwarm(request, timeout=120.0)))
+
+    async def _read(self, call: AsyncIterator[pb.RunSwarmResponse]) -> None:
+        try:
+            async for event in call:
+                self.events.append(event)
+        except grpc.aio.AioRpcError as exc:
+            self.error = exc
+
+
+@pytest.mark.postgres
+async def test_two_orchestrator_processes_sharing_postgresql_never_overspend(
+    stages: Stages, postgres_url: str, tmp_path: Path
+) -> None:
+    fits = 4
+    budget = bound(TASK.format(tag=0)) * (fits + 0.5)
+    async with held() as (server, gate), AsyncExitStack() as stack:
+        ports = []
+        for name in ("a", "b"):
+            port = free_port()
+            env = service_env("orchestrator", port, tmp_path)  # one keys file: one caller on both
+            env.update(
+                QUIET,
+                SWARM_INSTANCES=json.dumps([priced(server.base_url)]),
+                SWARM_DATABASE_URL=postgres_url,
+                SWARM_BUDGET_DAILY_USD=repr(budget),
+                SWARM_COLLATOR_TARGET=stages.collator,
+                SWARM_ASSESSOR_TARGET=stages.assessor,
+                SWARM_REFINER_TARGET=stages.refiner,
+            )
+            proc = stack.enter_context(launched("orchestrator", env, tmp_path / f"{name}.log"))
+            async with health_stub(port) as health:
+                await wait_serving(proc, health, tmp_path / f"{name}.log", 60.0)
+            ports.append(port)
+        channels = [orchestrator_channel(port, tmp_path) for port in ports]
+        for channel in channels:
+            stack.push_async_callback(channel.close)
+        stubs = [orchestrator_pb2_grpc.OrchestratorServiceStub(channel) for channel in channels]
+        calls = [Call(stubs[i % 2], pb.RunSwarmRequest(task=TASK.format(tag=i), swarm_size=1)) for i in range(50)]
+
+        async def resolved_calls() -> None:
+            while not (sum(c.error is not None for c in calls) == 50 - fits and server.in_flight == fits):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(resolved_calls(), 90)
+        gate.set()
+        await asyncio.gather(*(c.task for c in calls))
+        refused = [c for c in calls if c.error is not None]
+        assert all(c.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not c.events for c in refused if c.error)
+        answered = [c for c in calls if c.error is None]
+        assert len(answered) == fits and all(c.events[-1].done.status in ANSWERED for c in answered)
+        assert len(server.chat_requests) == fits
+        response: pb.GetBudgetResponse = await stubs[0].GetBudget(pb.GetBudgetRequest())
+        day = next(b for b in response.budgets if b.scope == "caller" and b.period == "day")
+        assert day.reserved_usd == 0 and 0 < day.spent_usd <= budget

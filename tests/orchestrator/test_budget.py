@@ -15,9 +15,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
+from swarm.v1 import common_pb2, orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_bench.stack import Orchestrator, Stages, orchestrator
 from swarm_orchestrator.cost import RunShape, upper_bound_usd
+from swarm_orchestrator.lease import Leases
+from swarm_orchestrator.store import RunStore
+from swarm_orchestrator.store_leases import LeaseTerms
 from swarmlib import InstanceSpec
 from tests.fakes.openai_server import FakeLLMServer
 from tests.orchestrator.test_quality_cli import swarm
@@ -251,3 +254,25 @@ async def test_two_orchestrator_processes_sharing_postgresql_never_overspend(
         response: pb.GetBudgetResponse = await stubs[0].GetBudget(pb.GetBudgetRequest())
         day = next(b for b in response.budgets if b.scope == "caller" and b.period == "day")
         assert day.reserved_usd == 0 and 0 < day.spent_usd <= budget
+
+
+async def test_a_dead_orchestrators_reservation_is_settled_by_the_sweep(database_url: str) -> None:
+    """Its run's lease runs out: the sweep ends the run and settles its reservation to what it stored."""
+    store = await RunStore.open(database_url, lease=LeaseTerms(ttl_s=0.2))
+    try:
+        run = pb.Run(id="deadrun1", task="t", status=pb.RUN_STATUS_RUNNING, swarm_size=2, quorum=1)
+        run.created_at.GetCurrentTime()
+        await store.budget.reserve(run.id, "local/ann", "local", lambda ledger: 5.0)
+        await store.budget.reserve("neverstored", "local/ann", "local", lambda ledger: 7.0)
+        await store.create_run(run, "local")
+        answer = pb.Candidate(id="c1", usage=common_pb2.Usage(prompt_tokens=10, completion_tokens=5, cost_usd=0.25))
+        await store.add_candidate(run.id, answer)
+        assert (await store.budget.ledger("local/ann", "local")).caller_day.reserved_usd == 12.0
+        await asyncio.sleep(0.3)
+        swept = await Leases(store, lambda: ()).sweep()
+        assert swept == [run.id]
+        day = (await store.budget.ledger("local/ann", "local")).caller_day
+        # The run stored 0.25 of spend; the reservation never stored stays held within its grace.
+        assert day.spent_usd == pytest.approx(0.25) and day.reserved_usd == 7.0
+    finally:
+        await store.close()

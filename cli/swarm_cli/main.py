@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import ConfigError
 
-from . import connection, keys as keys_cli, quality as quality_cli, status as status_cli, tracing
+from . import budget as budget_cli, connection, keys as keys_cli, quality as quality_cli, status as status_cli, tracing
 from .connection import Connection
 from .render import StreamedText, progress_line, render_run
 
@@ -60,7 +60,11 @@ async def _run(args: argparse.Namespace) -> int:
         skip_refine=args.no_refine,
         instance_timeout_seconds=args.timeout,
         stream_output=args.stream,
+        max_cost_usd=args.max_cost,
+        allow_shrink=args.allow_shrink,
     )
+    if args.estimate:
+        return await _estimate(args, request)
     streamed = StreamedText()
     final: pb.Run | None = None
     with tracing.first_hop("swarm run") as span:
@@ -89,6 +93,34 @@ async def _run(args: argparse.Namespace) -> int:
     if final.status == pb.RUN_STATUS_NEEDS_APPROVAL:
         return EXIT_NEEDS_APPROVAL
     return EXIT_OK if final.status == pb.RUN_STATUS_SUCCEEDED else EXIT_FAILED
+
+
+async def _estimate(args: argparse.Namespace, request: pb.RunSwarmRequest) -> int:
+    async with _connection(args).channel() as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        try:
+            reply = await stub.EstimateRun(budget_cli.estimate_request(request))
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_error(exc, _connection(args))
+    if args.json:
+        print(json.dumps(_as_dict(reply), indent=2))
+    else:
+        budget_cli.render_estimate(reply, sys.stdout)
+    return EXIT_OK
+
+
+async def _budget(args: argparse.Namespace) -> int:
+    async with _connection(args).channel() as channel:
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        try:
+            reply = await stub.GetBudget(pb.GetBudgetRequest())
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_error(exc, _connection(args))
+    if args.json:
+        print(json.dumps(_as_dict(reply), indent=2))
+    else:
+        budget_cli.render_budget(reply, sys.stdout)
+    return EXIT_OK
 
 
 async def _runs(args: argparse.Namespace) -> int:
@@ -234,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--instance", action="append", help="restrict to this instance (repeatable)")
     run.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     run.add_argument("--timeout", type=float, default=0.0, help="per-instance deadline in seconds")
+    run.add_argument("--estimate", action="store_true", help="print what the run would cost, without running it")
+    run.add_argument("--max-cost", type=float, default=0.0, help="refuse the run if it may cost more (USD)")
+    run.add_argument("--allow-shrink", action="store_true", help="run with fewer instances rather than be refused")
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the final run as JSON (no progress)")
     shown.add_argument(
@@ -265,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="instances' health, the run queue, recent throughput and today's spend")
     status.add_argument("--json", action="store_true")
+
+    budget = sub.add_parser("budget", help="your spend against your daily and monthly budgets")
+    budget.add_argument("--json", action="store_true")
 
     wait = sub.add_parser("wait", help="wait until the orchestrator is serving")
     wait.add_argument("--timeout", type=float, default=240.0)
@@ -368,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "capacity": _capacity,
         "status": _status,
         "wait": _wait,
+        "budget": _budget,
     }
     try:
         return asyncio.run(handlers[args.command](args))

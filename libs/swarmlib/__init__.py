@@ -10,6 +10,7 @@ from __future__ import annotations
 from ._bearer import AUTHORIZATION, bearer_interceptors
 from ._config import env_bool, env_float, env_int, env_str, require
 from ._errors import (
+    BudgetExceededError,
     ConfigError,
     FailedPreconditionError,
     InvalidArgumentError,
@@ -78,6 +79,7 @@ __all__ = [
     "RUN_HEADER",
     "TLS_VARIABLES",
     "BackgroundTasks",
+    "BudgetExceededError",
     "ChatClient",
     "ChatResult",
     "ConfigError",

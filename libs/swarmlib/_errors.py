@@ -62,6 +62,11 @@ class QueueTimeoutError(ResourceExhaustedError):
     """A run waited its whole SWARM_QUEUE_TIMEOUT_S in the queue at the door; nothing was called."""
 
 
+class BudgetExceededError(ResourceExhaustedError):
+    """A run's upper bound does not fit its per-run limit or its caller's or tenant's budget;
+    nothing was stored or called (docs/budgets.md)."""
+
+
 class SandboxUnavailableError(SwarmError):
     """The sandbox cannot run here (no bubblewrap, no user namespaces)."""
 
@@ -108,6 +113,7 @@ _STATUS: dict[type[SwarmError], grpc.StatusCode] = {
     StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
     ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     QueueTimeoutError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    BudgetExceededError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     SandboxUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     LLMError: grpc.StatusCode.UNAVAILABLE,
     LLMHTTPError: grpc.StatusCode.UNAVAILABLE,

@@ -108,6 +108,9 @@ class FakeLLMServer(HttpServer):
     # Chat requests being answered now, and the most there ever were at once.
     in_flight: int = 0
     peak_in_flight: int = 0
+    # Serve llama.cpp's ``POST /tokenize`` (one token per whitespace-separated word, so a test can
+    # tell it from the chars/4 approximation).
+    tokenizer: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,6 +158,10 @@ class FakeLLMServer(HttpServer):
             return keep_alive
 
         route = path.split("?", 1)[0].rstrip("/")
+        if self.tokenizer and method == "POST" and route == "/tokenize" and isinstance(body, dict):
+            words = str(body.get("content", "")).split()
+            await send_json(writer, 200, {"tokens": list(range(len(words)))}, keep_alive)
+            return keep_alive
         if method == "GET" and route.endswith("/models"):
             await send_json(writer, 200, model_list(self.model, "fake"), keep_alive)
             return keep_alive

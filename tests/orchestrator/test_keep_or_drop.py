@@ -86,7 +86,8 @@ async def test_a_better_attempt_is_kept_and_becomes_the_answer(sqlite_url: str) 
     assert [c.rank for c in run.candidates] == [1, 2, 3] and run.candidates[0].id == "r1"
     assert {c.id for c in run.candidates[1:]} == {"c1", "c2"}, "the swarm's answers follow (their order: latency)"
     assert [e.refined.outcome for e in swarm.streamed("refined")] == [pb.REFINEMENT_OUTCOME_KEPT]
-    assert run.usage.completion_tokens == 20 + 30, "the refinement's tokens are counted"
+    # Two answers and the test writer at 10 completion tokens each, the refinement at 30.
+    assert run.usage.completion_tokens == 10 + 10 + 10 + 30, "the test writer's and the refinement's tokens count"
     assert stored.refinement == refinement
 
 

@@ -37,7 +37,7 @@ async def test_the_stages_run_in_order_and_the_stored_run_is_the_returned_one(sq
     assert [c.rank for c in run.candidates] == [1, 2, 3] and run.candidates[-1].id == "c1"
     assert run.refinement.outcome == pb.REFINEMENT_OUTCOME_SKIPPED and run.refinement.reason.startswith("skipped:")
     assert run.tests_found == 2 and run.analysis == "scripted analysis" and len(run.clusters) == 2
-    assert run.usage.completion_tokens == 30, "three answers of 10 tokens; test writing is not counted"
+    assert run.usage.completion_tokens == 40, "three answers and the test writer, 10 tokens each"
     assert stored == run
 
 
@@ -49,7 +49,7 @@ async def test_a_failed_assessment_fails_the_run_and_keeps_every_answer(sqlite_u
     assert isinstance(error, StageError) and run.status == pb.RUN_STATUS_FAILED
     assert run.error == "assessment failed: UNAVAILABLE: assessor down"
     assert [c.id for c in stored.candidates] == ["c1", "c2", "c3"] and all(c.rank == 0 for c in stored.candidates)
-    assert stored.usage.completion_tokens == 30 and not stored.HasField("final")
+    assert stored.usage.completion_tokens == 40 and not stored.HasField("final")  # answers and test writer
 
 
 async def test_without_a_quorum_nothing_is_assessed(sqlite_url: str) -> None:
@@ -106,5 +106,5 @@ async def test_an_interrupted_run_stores_what_had_arrived_and_what_the_stages_fo
         stored = (await swarm.store.list_runs(1, ""))[0][0]
         run = await swarm.store.get_run(stored.id)
     assert run.status == pb.RUN_STATUS_FAILED and run.error.startswith("run interrupted: CancelledError")
-    assert [c.id for c in run.candidates] == ["c1", "c2", "c3"] and run.usage.completion_tokens == 30
+    assert [c.id for c in run.candidates] == ["c1", "c2", "c3"] and run.usage.completion_tokens == 40
     assert run.tests_found == 2 and run.analysis == "scripted analysis" and len(run.clusters) == 2

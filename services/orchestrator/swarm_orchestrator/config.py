@@ -9,6 +9,7 @@ from pathlib import Path
 from swarmlib import ConfigError, InstanceSpec, Transport, env_bool, env_float, env_int, env_str
 from swarmlib.api_keys import IDENTITY, default_keys_file
 
+from .budget_config import Budgets
 from .devbox_config import DevboxInstancesConfig
 
 MAX_SWARM_SIZE = 16
@@ -101,6 +102,8 @@ class OrchestratorConfig:
     queue_size: int = 256
     queue_timeout_s: float = 600.0
     queue_poll_s: float = 0.5
+    # Budgets per caller and tenant, per UTC day and month (docs/budgets.md).
+    budgets: Budgets = field(default_factory=Budgets)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -169,6 +172,7 @@ class OrchestratorConfig:
             queue_size=env_int(env, "SWARM_QUEUE_SIZE", 256, minimum=0),
             queue_timeout_s=env_float(env, "SWARM_QUEUE_TIMEOUT_S", 600.0, minimum=0.1),
             queue_poll_s=env_float(env, "SWARM_QUEUE_POLL_S", 0.5, minimum=0.01),
+            budgets=Budgets.from_env(env),
             secrets={s.api_key_env: env[s.api_key_env] for s in instances if s.api_key_env in env},
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

@@ -15,6 +15,7 @@ from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarmlib import (
     ChatClient,
     ConfigError,
+    InstanceSpec,
     LLMConnectError,
     LLMEmptyError,
     LLMError,
@@ -83,6 +84,30 @@ def in_slot_order(candidates: Sequence[pb.Candidate]) -> list[pb.Candidate]:
     return sorted(candidates, key=lambda c: int(c.id[1:]))
 
 
+class _Heard:
+    """The text an attempt streamed, passed on to its watcher if any: a failed attempt that had
+    streamed was billed for it, so its tokens are estimated from it (docs/budgets.md)."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.forward: Callable[[str], Awaitable[None]] | None = None
+
+    async def text(self, part: str) -> None:
+        self.chars += len(part)
+        if self.forward is not None:
+            await self.forward(part)
+
+    def usage(self, spec: InstanceSpec, messages: list[dict[str, str]]) -> common_pb2.Usage:
+        """Zero before any text (the server may not have charged it), else chars/4 each way."""
+        if not self.chars:
+            return common_pb2.Usage()
+        prompt = max(1, sum(len(m["content"]) for m in messages) // 4)
+        completion = max(1, self.chars // 4)
+        return common_pb2.Usage(
+            prompt_tokens=prompt, completion_tokens=completion, cost_usd=spec.cost_usd(prompt, completion)
+        )
+
+
 class Fanout:
     """Runs the slots of one swarm run and reports each step through ``emit``."""
 
@@ -130,8 +155,10 @@ class Fanout:
             spec = self._pool.spec(instance)
             serving = instance
             self._pool.started(serving)
+            heard = _Heard()
             try:
                 async with live_output.watch(emit, slot, instance, attempt, settings.output_batch_s) as on_text:
+                    heard.forward = on_text
                     answer = await self._client.complete(
                         self._pool.endpoint(instance),
                         messages,
@@ -141,7 +168,7 @@ class Fanout:
                         max_tokens=settings.max_tokens,
                         purpose="solve",
                         run_id=settings.run_id,
-                        on_text=on_text,
+                        on_text=heard.text,
                     )
             except (LLMError, ConfigError) as exc:
                 self._pool.failed(instance, str(exc))
@@ -153,6 +180,7 @@ class Fanout:
                     reason=str(exc),
                     attempt=attempt,
                     will_retry=fallback is not None,
+                    usage=heard.usage(spec, messages),
                 )
                 await failed(failure)
                 await emit(pb.RunSwarmResponse(instance_failed=failure))

@@ -46,6 +46,8 @@ class Leases:
                 log.warning("run %s: its orchestrator stopped renewing its lease; stored as interrupted", run_id)
             reclaimed += batch
             if len(batch) < SWEEP_BATCH:
+                # Their budget reservations too: settled to what they stored (docs/budgets.md).
+                await self._store.budget.release_stale()
                 return reclaimed
 
     def start(self) -> None:

@@ -99,6 +99,7 @@ class Journal:
 
     async def failed(self, failure: pb.InstanceFailure) -> None:
         self.failures.append(failure)
+        self.spent(failure.usage)  # what an attempt streamed before it failed (zero if nothing)
         await self._keep(self._store.add_failure(self._run_id, failure), f"a failure of slot {failure.slot}")
 
     def spent(self, usage: common_pb2.Usage) -> None:
@@ -232,6 +233,7 @@ class Pipeline:
                     writers=self._config.test_writers,
                     timeout_s=options.timeout_s,
                     max_tokens=self._config.max_tokens,
+                    spent=journal.spent,
                 )
             )
             answers = group.create_task(self._fanout.run(settings, run.swarm_size, emit, journal))

@@ -19,6 +19,7 @@ from .pipeline import Pipeline
 from .pool import InstancePool
 from .run_queue import RunQueue
 from .service import OrchestratorServicer
+from .spending import Spending
 from .stages import STAGE_CHANNEL_OPTIONS, StageCalls, StageRetry
 from .store import RunStore
 from .store_leases import LeaseTerms
@@ -77,7 +78,7 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     queue = RunQueue(config, pool, store)
     leases = Leases(store, lambda: pipeline.driving)
     await leases.sweep()
-    servicer = OrchestratorServicer(config, pool, pipeline, store, queue)
+    servicer = OrchestratorServicer(config, pool, pipeline, store, queue, Spending(config, pool, store, http))
     server, port = await build_server(
         service_names=[SERVICE_NAME],
         register=lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import math
 import uuid
 from collections.abc import AsyncIterator
 
@@ -34,54 +33,15 @@ from .pipeline import Emit, Pipeline, RunOptions
 from .pool import InstancePool
 from .reputation import Event, Tally, approval_events, entry, feedback_events, touched
 from .run_queue import RunQueue
+from .run_request import check_text as _check_text, validate
 from .sizing import auto_swarm_size, quorum_for
+from .spending import Spending
 from .store import RunStore
 
 MAX_PAGE_SIZE = 100
-MAX_INSTANCE_TIMEOUT_S = 3600.0
 DEFAULT_PAGE_SIZE = 20
 MAX_COMMENT_CHARS = 2000
 MAX_RUN_ID_CHARS = 128
-
-
-def _check_text(name: str, value: str) -> None:
-    """Text the store keeps as given: no NUL, which PostgreSQL cannot store (and no task needs)."""
-    if "\x00" in value:
-        raise InvalidArgumentError(
-            f"{name} contains a NUL character (\\x00) at position {value.index(chr(0))}: remove it"
-        )
-
-
-def validate(request: pb.RunSwarmRequest, config: OrchestratorConfig, known: list[str]) -> list[str]:
-    """Reject bad input before anything is stored; returns the instances the run may use."""
-    if not request.task.strip():
-        raise InvalidArgumentError("task is empty: send the coding task in the `task` field")
-    _check_text("task", request.task)
-    if len(request.task) > config.max_task_chars:
-        raise InvalidArgumentError(
-            f"task is {len(request.task)} characters; the limit is {config.max_task_chars} "
-            "(shorten it, or raise SWARM_MAX_TASK_CHARS on the orchestrator)"
-        )
-    if not 0 <= request.swarm_size <= config.max_swarm_size:
-        raise InvalidArgumentError(
-            f"swarm_size is {request.swarm_size}; use 1..{config.max_swarm_size}, "
-            "or 0 to size the swarm by task complexity"
-        )
-    blank = [i for i, test in enumerate(request.tests) if not test.strip()]
-    if blank:
-        raise InvalidArgumentError(f"tests{blank} are empty: attach assert statements, or leave tests out")
-    for index, test in enumerate(request.tests):
-        _check_text(f"tests[{index}]", test)
-    timeout = request.instance_timeout_seconds
-    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_INSTANCE_TIMEOUT_S:
-        raise InvalidArgumentError(
-            f"instance_timeout_seconds is {timeout}; use 0..{MAX_INSTANCE_TIMEOUT_S:.0f} (0 uses the server default)"
-        )
-    unknown = sorted({name for name in request.instances if name not in known})
-    if unknown:
-        shown = [name if len(name) <= 60 else f"{name[:60]}..." for name in unknown[:10]]
-        raise InvalidArgumentError(f"instances: unknown instance(s) {shown}; configured instances: {known}")
-    return list(dict.fromkeys(request.instances)) or list(known)
 
 
 def _check_run_id(run_id: str) -> None:
@@ -127,9 +87,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     """Accepts runs and streams their progress; runs outlive a disconnected client and are stored."""
 
     def __init__(
-        self, config: OrchestratorConfig, pool: InstancePool, pipeline: Pipeline, store: RunStore, queue: RunQueue
+        self,
+        config: OrchestratorConfig,
+        pool: InstancePool,
+        pipeline: Pipeline,
+        store: RunStore,
+        queue: RunQueue,
+        spending: Spending,
     ) -> None:
         self._config = config
+        self._spending = spending
         self._pool = pool
         self._pipeline = pipeline
         self._store = store
@@ -150,9 +117,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         principal = identity.current()
         tenant = principal.tenant
         allowed = validate(request, self._config, self._pool.names)
-        size = request.swarm_size or auto_swarm_size(request.task)
+        run_id = uuid.uuid4().hex[:16]
+        # Before anything is stored or called: refused (RESOURCE_EXHAUSTED) or shrunk to fit.
+        size = await self._spending.reserve(
+            run_id, principal, request, allowed, request.swarm_size or auto_swarm_size(request.task)
+        )
         run = pb.Run(
-            id=uuid.uuid4().hex[:16],
+            id=run_id,
             task=request.task,
             status=pb.RUN_STATUS_RUNNING,
             swarm_size=size,
@@ -171,6 +142,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             run.error = "cancelled by the client before the run started"
             run.finished_at.FromDatetime(dt.datetime.now(dt.UTC))
             await asyncio.shield(self._store.finish_run(run))
+            await asyncio.shield(self._spending.settle(run.id, 0.0))
+            raise
+        except BaseException:
+            await asyncio.shield(self._spending.settle(run.id, 0.0))  # nothing was called
             raise
         queue: asyncio.Queue[pb.RunSwarmResponse | None] = asyncio.Queue()
 
@@ -202,6 +177,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 return await self._pipeline.execute(run, options, emit)
             finally:
                 await self._queue.leave(run.id)
+                await self._spending.settle(run.id, run.usage.cost_usd)
                 queue.put_nowait(None)
 
         accepted = pb.Run()
@@ -218,6 +194,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         yield stamp(pb.RunSwarmResponse(done=final))
         if error is not None:
             raise error
+
+    async def EstimateRun(
+        self, request: pb.EstimateRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EstimateRunResponse:
+        allowed = validate(request, self._config, self._pool.names)
+        size = request.swarm_size or auto_swarm_size(request.task)
+        return await self._spending.estimate(identity.current(), request, allowed, size)
+
+    async def GetBudget(self, request: pb.GetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.GetBudgetResponse:
+        return pb.GetBudgetResponse(budgets=await self._spending.uses(identity.current()))
 
     async def GetRun(self, request: pb.GetRunRequest, context: grpc.aio.ServicerContext) -> pb.GetRunResponse:
         _check_run_id(request.run_id)

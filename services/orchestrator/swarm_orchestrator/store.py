@@ -34,6 +34,7 @@ from swarmlib import FailedPreconditionError, NotFoundError
 
 from . import store_approvals, store_leases, store_reports
 from .reputation import Event, Key, Snapshot, Tally
+from .store_budget import BudgetStore
 from .store_db import Database
 from .store_leases import LeaseTerms
 from .store_queue import QueueStore
@@ -77,6 +78,8 @@ class RunStore:
         self._lease = lease
         # The run queue at the door, in the same database (a queued run is stored as it joins).
         self.queue = QueueStore(db, self._run_row)
+        # The budget ledger, in the same database (docs/budgets.md).
+        self.budget = BudgetStore(db)
 
     @classmethod
     async def open(cls, url: str, *, lease: LeaseTerms | None = None, busy_timeout_s: float = 5.0) -> RunStore:
@@ -154,6 +157,28 @@ class RunStore:
         """End FAILED "interrupted" (from their rows) the RUNNING runs whose lease ran out, the
         oldest first, at most ``limit``; returns their ids."""
         return await store_leases.reclaim_expired(self._db, limit)
+
+    async def model_completion_tokens(self, limit: int = 500) -> dict[str, tuple[float, int]]:
+        """Mean completion tokens per model over the newest ``limit`` stored swarm answers, with how
+        many answers it is the mean of (the cost estimate's history)."""
+
+        async def work(session: AsyncSession) -> dict[str, tuple[float, int]]:
+            docs = await session.scalars(
+                select(CandidateRow.document)
+                .join(RunRow, RunRow.id == CandidateRow.run_id)
+                .order_by(RunRow.created_at.desc())
+                .limit(limit)
+            )
+            sums: dict[str, tuple[int, int]] = {}
+            for doc in docs:
+                candidate = parse_document(doc, pb.Candidate())
+                if candidate.origin != pb.CANDIDATE_ORIGIN_SWARM or candidate.usage.completion_tokens <= 0:
+                    continue
+                total, count = sums.get(candidate.model, (0, 0))
+                sums[candidate.model] = (total + candidate.usage.completion_tokens, count + 1)
+            return {model: (total / count, count) for model, (total, count) in sums.items()}
+
+        return await self._db.read(work)
 
     async def finish_run(self, run: pb.Run, events: list[Event] | None = None) -> bool:
         """Store the final document and every candidate with its final scores and rank, the run's

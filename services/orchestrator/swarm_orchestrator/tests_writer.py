@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 
+from swarm.v1 import common_pb2
 from swarmlib import ChatClient, ConfigError, LLMError, entry_points
 
 from .pool import InstancePool
@@ -48,8 +50,10 @@ async def write_tests(
     writers: int,
     timeout_s: float,
     max_tokens: int,
+    spent: Callable[[common_pb2.Usage], None] | None = None,
 ) -> list[str]:
-    """Raw assert lines from up to ``writers`` healthy instances; failures only cost the tests."""
+    """Raw assert lines from up to ``writers`` healthy instances; failures only cost the tests.
+    ``spent`` hears each answered call's tokens and cost (the run's usage counts test writing)."""
     functions = entry_points(task)
     if writers <= 0 or not functions:
         return []
@@ -71,6 +75,13 @@ async def write_tests(
         except (LLMError, ConfigError) as exc:
             log.info("run %s: %s wrote no tests: %s", run_id, name, exc)
             return []
+        if spent is not None:
+            prompt, completion = answer.prompt_tokens, answer.completion_tokens
+            spent(
+                common_pb2.Usage(
+                    prompt_tokens=prompt, completion_tokens=completion, cost_usd=spec.cost_usd(prompt, completion)
+                )
+            )
         return assert_lines(answer.text)
 
     batches = await asyncio.gather(*(ask(name) for name in chosen))

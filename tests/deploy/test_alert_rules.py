@@ -58,3 +58,23 @@ def test_every_alert_has_a_runbook_section(repo_root: Path) -> None:
             if "alert" in rule:
                 assert rule["alert"] in headings, f"docs/runbook.md has no section for {rule['alert']}"
                 assert rule["annotations"]["runbook"] == f"docs/runbook.md#{rule['alert'].lower()}"
+
+
+def test_the_generated_scrape_config_passes_promtool(tmp_path: Path) -> None:
+    """What ``swarm up --observe`` writes: one job per service, the rules, checked by promtool."""
+    from swarm_cli.main import build_parser
+    from swarm_cli.prometheus import RULES, scrape_config
+    from swarmlib import DEFAULT_METRICS_PORTS
+
+    args = build_parser().parse_args(["up", "--observe", "--prometheus-port", "9999"])
+    assert args.observe and args.prometheus_port == 9999
+    targets = {name: f"127.0.0.1:{port}" for name, port in DEFAULT_METRICS_PORTS.items()}
+    config = tmp_path / "prometheus.yml"
+    config.write_text(scrape_config(targets, 5.0, [RULES]))
+    parsed = yaml.safe_load(config.read_text())
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"] for job in parsed["scrape_configs"]}
+    assert jobs == {f"swarm-{name}": [address] for name, address in targets.items()}
+    assert parsed["global"]["scrape_interval"] == "5000ms"
+    result = promtool("check", "config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 11 rules found" in result.stdout

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AsyncExitStack
+
 import grpc
 import httpx
 import pytest
@@ -12,6 +15,7 @@ from swarm_bench.stack import Stages, orchestrator
 from swarmlib import ConfigError, MetricsConfig
 from tests.fakes.openai_server import Behaviour
 from tests.fakes.replies import FIB_REPLY, REFINED_FIB_REPLY
+from tests.orchestrator.test_run_queue import ONE_SLOT, Stream, eventually, held_instance, request
 from tests.orchestrator.test_swarm import FIB_TASK, collect, fakes, named, solve_or_refine
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -118,3 +122,33 @@ async def test_a_taken_metrics_port_fails_start_up(stages: Stages, sqlite_url: s
         with pytest.raises(OSError, match="SWARM_METRICS_ADDR"):
             async with orchestrator(stages, named(servers), sqlite_url, SWARM_METRICS_ADDR=taken):
                 pass
+
+
+async def test_every_replica_reports_the_whole_queue(stages: Stages, database_url: str) -> None:
+    """Two orchestrators on one database, every run sent to the first: the second, which drives
+    none, reports the same waiting and active runs, read from the store at scrape time."""
+    async with AsyncExitStack() as stack:
+        server, instances = await stack.enter_async_context(held_instance(slots=1))
+        first, second = [
+            await stack.enter_async_context(orchestrator(stages, instances, database_url, ONE_SLOT)) for _ in range(2)
+        ]
+        streams = [Stream(first, request(f"run-{i}")) for i in range(3)]
+        await asyncio.gather(*(s.until(lambda s: len(s.events) > 0) for s in streams))
+        await eventually(lambda: server.in_flight == 1)
+        pages = []
+        for replica in (first, second):
+            assert replica.server.metrics is not None and replica.server.metrics.port
+            pages.append(await scrape(replica.server.metrics.port))
+        for page in pages:
+            assert value(page, "swarm_queue_active_runs") == 1
+            assert value(page, "swarm_queue_waiting_runs") == 2
+            assert value(page, "swarm_instance_slots_in_use", instance="only") == 1
+            assert value(page, "swarm_queue_oldest_wait_seconds") >= 0
+        assert server.gate is not None
+        server.gate.set()
+        await asyncio.gather(*(s.task for s in streams))
+        assert second.server.metrics is not None and second.server.metrics.port
+        after = await scrape(second.server.metrics.port)
+        assert value(after, "swarm_queue_active_runs") == 0 and value(after, "swarm_queue_waiting_runs") == 0
+        assert first.server.metrics is not None and first.server.metrics.port
+        assert value(await scrape(first.server.metrics.port), "swarm_queue_wait_seconds_count") == 3

@@ -16,7 +16,7 @@ WSTAMP      := $(WORKER)/node_modules/.installed
 WGEN        := $(WORKER)/src/gen/swarm/v1/orchestrator_pb.ts
 WORKER_PORT ?= 8787
 
-.PHONY: install protos model sandbox browser lint test test-all run up clean screenshot \
+.PHONY: install protos model sandbox browser prometheus lint test test-all run up clean screenshot \
         worker-install worker-gen worker-lint worker-test worker-build worker-dev
 
 install: $(STAMP) $(GEN)
@@ -56,15 +56,22 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq chromium); } \
 	  || { echo "Chromium is required for the browser tests: sudo apt-get install chromium"; exit 1; }
 
+# The metrics tests scrape the stack with a real Prometheus and unit-test the alert rules with
+# promtool: Debian's `prometheus` package (2.42 on bookworm), installed where we can (root, Debian).
+prometheus:
+	@{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } \
+	  || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq prometheus); } \
+	  || { echo "Prometheus is required for the metrics tests: sudo apt-get install prometheus"; exit 1; }
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install model sandbox browser lint worker-lint worker-test
+test: install model sandbox browser prometheus lint worker-lint worker-test
 	$(BIN)/pytest
 
-test-all: install model sandbox browser worker-lint worker-test
+test-all: install model sandbox browser prometheus worker-lint worker-test
 	$(BIN)/pytest -m ""
 
 # Remake docs/web-swarm-run.png: the browser test of a finished swarm run takes it.

@@ -57,6 +57,7 @@ def service_env(service: str, port: int, tmp_path: Path, llm_url: str = "http://
     env["PYTHONUNBUFFERED"] = "1"
     env[f"SWARM_{service.upper()}_ADDR"] = f"127.0.0.1:{port}"
     env[f"SWARM_{service.upper()}_GRACE_S"] = str(GRACE_S)
+    env["SWARM_METRICS_ADDR"] = "127.0.0.1:0"  # not the fixed default: two replicas run at once
     if service == "orchestrator":
         instances = [{"name": "fake-1", "base_url": llm_url, "model": "qwen"}]
         keys_file = tmp_path / "api-keys.json"

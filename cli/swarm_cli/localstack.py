@@ -24,7 +24,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from swarmlib import ConfigError, TlsConfig, grpc_channel
+from swarmlib import DEFAULT_METRICS_PORTS, METRICS_ADDR_VAR, ConfigError, TlsConfig, grpc_channel
 from swarmlib.api_keys import KEYS_FILE_VAR, default_keys_file
 
 from .children import Child, spawn, stop as stop_children
@@ -33,6 +33,7 @@ from .gateway_config import GatewayConfigError, GatewaySettings, validate
 from .gateway_tls import UpstreamTls
 from .local_keys import CLI_KEY, WORKER_KEY, ensure_key, local_principal
 from .models import RECIPES, prepare_model
+from .prometheus import PrometheusError, prometheus_binary, start_prometheus
 from .worker_dev import LOCAL_USER, fresh_vars, missing_toolchain, page_url, start_worker
 
 SERVICE_PORTS = {"orchestrator": 50051, "collator": 50052, "assessor": 50053, "refiner": 50054}
@@ -64,6 +65,8 @@ class StackSettings:
     layout: str = "shared"
     host: str = "127.0.0.1"
     web: WebSettings | None = None
+    # ``--observe``: the port of a Prometheus scraping the services (None: no Prometheus).
+    observe_port: int | None = None
 
     @property
     def servers(self) -> int:
@@ -145,6 +148,7 @@ class LocalStack:
         self._logs = settings.home / "logs"
         self._tls = TlsConfig()
         self.web: WebEndpoints | None = None
+        self.prometheus_url: str | None = None
         # The local approver key the stack's clients send (``$SWARM_HOME/cli-key``), once started.
         self.cli_key = ""
 
@@ -193,6 +197,9 @@ class LocalStack:
         if settings.web is not None:
             validate(self._gateway_settings(settings.web, targets["orchestrator"]))
             envoy_binary()
+        if settings.observe_port is not None:
+            prometheus_binary()
+        metrics = {name: f"{settings.host}:{DEFAULT_METRICS_PORTS[name]}" for name in self._service_ports}
         recipe = RECIPES[settings.model]
         model_path = prepare_model(recipe, settings.home / "models")
         python = sys.executable
@@ -233,7 +240,11 @@ class LocalStack:
         }
         services = []
         for name in ("collator", "assessor", "refiner", "orchestrator"):
-            env_for = {**env, "OTEL_SERVICE_NAME": env.get("OTEL_SERVICE_NAME", f"swarm-{name}")}
+            env_for = {
+                **env,
+                "OTEL_SERVICE_NAME": env.get("OTEL_SERVICE_NAME", f"swarm-{name}"),
+                METRICS_ADDR_VAR: metrics[name],
+            }
             child = await self._spawn(name, [python, "-m", f"swarm_{name}"], env_for)
             services.append((child, targets[name]))
         for child, target in services:
@@ -243,6 +254,13 @@ class LocalStack:
             chat = (str(first["base_url"]), str(first["model"]))
             token = worker_key(settings.home, keys_file)
             self.web = await self._start_web(settings.web, targets["orchestrator"], chat, base_env, deadline, token)
+        if settings.observe_port is not None:
+            prometheus = await start_prometheus(
+                metrics, settings.home / "prometheus", host=settings.host, port=settings.observe_port,
+                log_dir=self._logs, timeout=max(1.0, deadline - time.monotonic()),
+            )  # fmt: skip
+            self._children.append(prometheus.child)
+            self.prometheus_url = prometheus.url
         return targets
 
     def _gateway_settings(self, web: WebSettings, orchestrator: str) -> GatewaySettings:
@@ -303,6 +321,9 @@ async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
                       flush=True)  # fmt: skip
             else:
                 print(f"no web page: {stack.web.skipped}", flush=True)
+        if stack.prometheus_url is not None:
+            print(f"Prometheus at {stack.prometheus_url} (scraping the four services; data in "
+                  f"{settings.home / 'prometheus'})", flush=True)  # fmt: skip
         print("ready", flush=True)
         while not stop.is_set():
             crashed = stack.crashed()
@@ -312,7 +333,7 @@ async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
         return 0
-    except (RuntimeError, GatewayConfigError, ConfigError) as exc:
+    except (RuntimeError, GatewayConfigError, ConfigError, PrometheusError) as exc:
         print(f"swarm up failed: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -231,6 +231,7 @@ def _up(args: argparse.Namespace) -> int:
         threads=args.threads or (os.cpu_count() or 1 if args.layout == "shared" else 1),
         layout=args.layout,
         web=web,
+        observe_port=args.prometheus_port if args.observe else None,
     )
     return asyncio.run(run_stack(settings, dict(os.environ)))
 
@@ -330,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
         "http://localhost:WEB_PORT)",
     )
     up.add_argument("--no-web", action="store_true", help="start neither the gateway nor the page")
+    up.add_argument(
+        "--observe",
+        action="store_true",
+        help="also start Prometheus (Debian's package) scraping the four services, with the alert rules",
+    )
+    up.add_argument("--prometheus-port", type=int, default=9090, help="port of Prometheus with --observe")
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)

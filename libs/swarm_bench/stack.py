@@ -15,7 +15,7 @@ import json
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -30,13 +30,16 @@ from swarm_orchestrator.config import OrchestratorConfig
 from swarm_orchestrator.server import create_server as create_orchestrator
 from swarm_refiner.config import RefinerConfig
 from swarm_refiner.server import create_server as create_refiner
-from swarmlib import SwarmServer, TlsConfig, bearer_interceptors, grpc_channel
+from swarmlib import METRICS_ADDR_VAR, SwarmServer, TlsConfig, bearer_interceptors, grpc_channel
 from swarmlib.api_keys import KEYS_FILE_VAR, add_key
 
 # A run with a hundred candidates (their code, tests and outputs) is over gRPC's 4 MB default.
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+# Every service serves /metrics on a free port (the fixed defaults would collide across servers).
+METRICS_DEFAULTS = {METRICS_ADDR_VAR: "127.0.0.1:0"}
 # Short deadlines suit instances on this machine (fakes, replay servers); override them for real models.
 ORCHESTRATOR_DEFAULTS = {
+    **METRICS_DEFAULTS,
     "SWARM_INSTANCE_TIMEOUT_S": "3",
     "SWARM_LLM_RETRY_BASE_DELAY_S": "0.01",
     "SWARM_STAGE_TIMEOUT_S": "60",
@@ -78,12 +81,14 @@ class Stages:
     assessor: str
     refiner: str
     tls: StackTls | None = None
+    # Each stage's bound /metrics port by service name (none when SWARM_METRICS_ADDR=off).
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
 
 @asynccontextmanager
 async def stage_servers(env: Mapping[str, str] | None = None, tls: StackTls | None = None) -> AsyncIterator[Stages]:
     """Collator, assessor and refiner on 127.0.0.1:0 (the collator loads the real embedding model)."""
-    env = {**transport_env(tls), **(env or {})}
+    env = {**METRICS_DEFAULTS, **transport_env(tls), **(env or {})}
     servers: list[SwarmServer] = []
     try:
         collator, c_port = await create_collator(CollatorConfig.from_env({**env, "SWARM_COLLATOR_ADDR": "127.0.0.1:0"}))
@@ -94,7 +99,12 @@ async def stage_servers(env: Mapping[str, str] | None = None, tls: StackTls | No
         servers.append(refiner)
         for server in servers:
             await server.start()
-        yield Stages(f"127.0.0.1:{c_port}", f"127.0.0.1:{a_port}", f"127.0.0.1:{r_port}", tls)
+        ports = {
+            name: server.metrics.port
+            for name, server in zip(("collator", "assessor", "refiner"), servers, strict=True)
+            if server.metrics is not None and server.metrics.port is not None
+        }
+        yield Stages(f"127.0.0.1:{c_port}", f"127.0.0.1:{a_port}", f"127.0.0.1:{r_port}", tls, ports)
     finally:
         for server in reversed(servers):
             await server.stop(0.5)

@@ -50,6 +50,7 @@ from ._llm import (
     list_models,
 )
 from ._main import run_service
+from ._metrics import DEFAULT_PORTS as DEFAULT_METRICS_PORTS, LATENCY_BUCKETS, METRICS_ADDR_VAR, Metrics, MetricsConfig
 from ._pyparse import compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
 from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, SandboxLimit, open_sandbox
@@ -73,6 +74,9 @@ from ._tls import TLS_VARIABLES, TlsConfig, Transport, grpc_channel, is_loopback
 __all__ = [
     "AUTHORIZATION",
     "BACKENDS",
+    "DEFAULT_METRICS_PORTS",
+    "LATENCY_BUCKETS",
+    "METRICS_ADDR_VAR",
     "PURPOSE_HEADER",
     "REPUTATION_PRIOR",
     "REPUTATION_SIGNAL_WEIGHTS",
@@ -94,6 +98,8 @@ __all__ = [
     "LLMHTTPError",
     "LLMMalformedError",
     "LLMTimeoutError",
+    "Metrics",
+    "MetricsConfig",
     "NotFoundError",
     "OnText",
     "PermissionDeniedError",

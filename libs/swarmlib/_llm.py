@@ -9,15 +9,12 @@ docs/live-output.md.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
-import json
 import random
-import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import httpx
 from opentelemetry import propagate, trace
@@ -30,6 +27,7 @@ from ._errors import (
     LLMMalformedError,
     LLMTimeoutError,
 )
+from ._llm_wire import StreamState, excerpt, parse_sse_line, parse_whole, sse_lines
 
 PURPOSE_HEADER = "X-Swarm-Purpose"
 RUN_HEADER = "X-Swarm-Run-Id"
@@ -85,16 +83,6 @@ class ChatResult:
     served_model: str = ""
 
 
-@dataclass
-class _StreamState:
-    parts: list[str] = field(default_factory=list)
-    finish_reason: str = ""
-    model: str = ""
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    done: bool = False
-
-
 class _Heard:
     """The text one HTTP attempt produced, passed on to the caller's ``on_text``.
 
@@ -112,14 +100,6 @@ class _Heard:
                 self.chars += len(part)
                 if self._on_text is not None:
                     await self._on_text(part)
-
-
-def _excerpt(endpoint: Endpoint, text: str, limit: int = 80) -> str:
-    """The start of what an instance sent, for an error message, without the key it was sent:
-    a gateway that echoes the request's headers must not put the key into runs, logs and spans."""
-    if endpoint.api_key:
-        text = text.replace(endpoint.api_key, "[redacted]")
-    return text[:limit]
 
 
 def _retryable_status(code: int) -> bool:
@@ -268,7 +248,7 @@ class ChatClient:
         headers: Mapping[str, str],
         timeout: float,
         heard: _Heard,
-    ) -> _StreamState:
+    ) -> StreamState:
         # The caller's deadline is the limit, not the shared client's default (httpx: 5 s), which
         # would cut a CPU model that needs longer than that to read a long prompt.
         try:
@@ -276,7 +256,7 @@ class ChatClient:
                 "POST", url, json=body, headers=headers, timeout=httpx.Timeout(timeout)
             ) as response:
                 if response.status_code != 200:
-                    detail = _excerpt(endpoint, (await response.aread()).decode("utf-8", "replace"), 300)
+                    detail = excerpt(endpoint, (await response.aread()).decode("utf-8", "replace"), 300)
                     raise LLMHTTPError(
                         f"{endpoint.name}: HTTP {response.status_code}: {detail.strip() or response.reason_phrase}",
                         response.status_code,
@@ -284,13 +264,13 @@ class ChatClient:
                     )
                 content_type = response.headers.get("content-type", "")
                 if "application/json" in content_type:
-                    whole = _parse_whole(endpoint, await response.aread())
+                    whole = parse_whole(endpoint, await response.aread())
                     await heard.text(whole.parts)
                     return whole
-                state = _StreamState()
-                async for line in _sse_lines(response):
+                state = StreamState()
+                async for line in sse_lines(response):
                     parsed = len(state.parts)
-                    _parse_sse_line(endpoint, line, state)
+                    parse_sse_line(endpoint, line, state)
                     await heard.text(state.parts[parsed:])
                     if state.done:
                         break
@@ -307,107 +287,6 @@ class ChatClient:
         if not state.done and not state.finish_reason:
             raise LLMMalformedError(f"{endpoint.name}: stream ended before [DONE] (truncated answer)")
         return state
-
-
-async def _sse_lines(response: httpx.Response) -> AsyncIterator[str]:
-    """The stream's lines, read as UTF-8 whatever charset the server names (an event stream is
-    always UTF-8), bad bytes replaced; a line ends at CRLF, LF or CR."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    async for raw in response.aiter_bytes():
-        *lines, pending = _LINE_END.split(pending + decoder.decode(raw))
-        for line in lines:
-            yield line
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        yield pending
-
-
-_LINE_END = re.compile(r"\r\n|\n|\r")
-
-
-def _parse_sse_line(endpoint: Endpoint, line: str, state: _StreamState) -> None:
-    line = line.strip()
-    if not line or line.startswith(":") or line.startswith(("event:", "id:", "retry:")):
-        return
-    if not line.startswith("data:"):
-        raise LLMMalformedError(f"{endpoint.name}: not an SSE line: {_excerpt(endpoint, line)!r}")
-    data = line[5:].strip()
-    if data == "[DONE]":
-        state.done = True
-        return
-    try:
-        chunk = json.loads(data)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can follow
-        raise LLMMalformedError(f"{endpoint.name}: invalid JSON in stream: {_excerpt(endpoint, data)!r}") from None
-    if not isinstance(chunk, dict):
-        raise LLMMalformedError(f"{endpoint.name}: stream chunk is not an object: {_excerpt(endpoint, data)!r}")
-    if "error" in chunk:
-        raise LLMMalformedError(f"{endpoint.name}: error in stream: {_excerpt(endpoint, str(chunk['error']), 200)}")
-    model = chunk.get("model")
-    if isinstance(model, str) and model and not state.model:
-        state.model = model[:200]
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        state.prompt_tokens = _int_or_none(usage.get("prompt_tokens"))
-        state.completion_tokens = _int_or_none(usage.get("completion_tokens"))
-    choices = chunk.get("choices")
-    if choices is None:
-        if usage is None:
-            raise LLMMalformedError(f"{endpoint.name}: stream chunk has no choices: {_excerpt(endpoint, data)!r}")
-        return
-    if not isinstance(choices, list):
-        raise LLMMalformedError(f"{endpoint.name}: choices is not a list")
-    for choice in choices:
-        if not isinstance(choice, dict):
-            raise LLMMalformedError(f"{endpoint.name}: choice is not an object")
-        delta = choice.get("delta") or {}
-        if not isinstance(delta, dict):
-            raise LLMMalformedError(f"{endpoint.name}: delta is not an object")
-        content = delta.get("content")
-        if content is not None and not isinstance(content, str):
-            raise LLMMalformedError(f"{endpoint.name}: delta content is not text")
-        if content:
-            state.parts.append(content)
-        if choice.get("finish_reason"):
-            state.finish_reason = str(choice["finish_reason"])
-
-
-def _parse_whole(endpoint: Endpoint, raw: bytes) -> _StreamState:
-    """Servers that ignore ``stream: true`` answer with one JSON body; accept that too."""
-    try:
-        body = json.loads(raw)
-        choice = body["choices"][0]
-        content = choice["message"]["content"] or ""
-    except (ValueError, KeyError, IndexError, TypeError, RecursionError):
-        raise LLMMalformedError(
-            f"{endpoint.name}: not a chat completion: {_excerpt(endpoint, raw.decode('utf-8', 'replace'))!r}"
-        ) from None
-    if not isinstance(body, dict) or not isinstance(choice, dict) or not isinstance(content, str):
-        excerpt = _excerpt(endpoint, raw.decode("utf-8", "replace"))
-        raise LLMMalformedError(f"{endpoint.name}: not a chat completion (content is not text): {excerpt!r}")
-    usage = body.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
-    model = body.get("model")
-    return _StreamState(
-        parts=[content],
-        finish_reason=str(choice.get("finish_reason") or "stop"),
-        prompt_tokens=_int_or_none(usage.get("prompt_tokens")),
-        completion_tokens=_int_or_none(usage.get("completion_tokens")),
-        done=True,
-        model=model[:200] if isinstance(model, str) else "",
-    )
-
-
-# A token count beyond this is a server's garbage; it would not fit Usage's int64 (or a float price).
-_MAX_TOKENS_REPORTED = 2**53
-
-
-def _int_or_none(value: object) -> int | None:
-    """A reported token count, or None (then it is estimated) when it is not a plausible one."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TOKENS_REPORTED:
-        return value
-    return None
 
 
 async def list_models(http: httpx.AsyncClient, endpoint: Endpoint, timeout: float = 3.0) -> list[str]:

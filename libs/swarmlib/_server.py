@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._errors import SwarmError, error_id, internal_error_message, status_for
 from ._health_port import health_only_server
+from ._metrics import Metrics
 from ._tls import Transport, bind
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,12 @@ class SwarmServer:
         server: grpc.aio.Server,
         health_servicer: health.aio.HealthServicer,
         health_port: tuple[grpc.aio.Server, int] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.grpc = server
         self.health = health_servicer
+        # Its registry and ``/metrics`` endpoint (``metrics.port``: bound, or None when off).
+        self.metrics = metrics
         # The plaintext health-only port (``SWARM_HEALTH_ADDR``) and its bound port, if any.
         self.health_port = health_port
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
@@ -199,6 +203,8 @@ class SwarmServer:
         await self.grpc.start()
         if self.health_port is not None:
             await self.health_port[0].start()
+        if self.metrics is not None:
+            await self.metrics.start()
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Refuse new calls, let running ones finish within ``grace`` seconds, then clean up."""
@@ -209,6 +215,8 @@ class SwarmServer:
         await self.grpc.stop(grace)
         if self.health_port is not None:  # kept up through the drain, so probes see NOT_SERVING
             await self.health_port[0].stop(None)
+        if self.metrics is not None:  # scraped through the drain too: the last counts are seen
+            await self.metrics.stop()
         for callback in reversed(self._on_stop):
             try:
                 await callback()
@@ -231,6 +239,7 @@ async def build_server(
     options: Sequence[tuple[str, Any]] = (),
     transport: Transport | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    metrics: Metrics | None = None,
 ) -> tuple[SwarmServer, int]:
     """Create a server with tracing and error mapping, health and reflection; bind ``address``
     with the TLS of ``transport`` (none: plaintext, loopback only) and its health-only port.
@@ -238,12 +247,16 @@ async def build_server(
     ``interceptors`` run inside the error mapping (what they raise reaches the caller as its
     status), e.g. the orchestrator's authentication.
 
+    ``metrics`` counts and times every RPC (outermost, so it sees the final status) and its
+    ``/metrics`` endpoint is bound here and served from ``start`` (docs/metrics.md).
+
     ``address`` like ``127.0.0.1:0`` binds an ephemeral port (tests); the bound port is returned.
     """
     transport = transport or Transport()
     logging.getLogger("opentelemetry.context").addFilter(_LEFT_STREAM_DETACH)  # once: the same filter
     server = grpc.aio.server(
         interceptors=[
+            *([metrics.interceptor()] if metrics is not None else []),
             # Health checks are not traced: probes would flood the traces, and the interceptor only
             # handles async-generator streams, not the coroutine-style Watch of the health servicer.
             aio_server_interceptor(  # type: ignore[no-untyped-call]
@@ -274,7 +287,9 @@ async def build_server(
     if transport.health_address:
         health_port = await health_only_server(health_servicer, transport.health_address)
         log.info("health checks only, plaintext, on %s", transport.health_address)
-    return SwarmServer(server, health_servicer, health_port), port
+    if metrics is not None and await metrics.bind() is not None:
+        log.info("metrics on http://%s/metrics (port %s)", metrics.config.address, metrics.port)
+    return SwarmServer(server, health_servicer, health_port, metrics), port
 
 
 async def serve_until_terminated(server: SwarmServer, grace: float) -> None:

@@ -65,6 +65,7 @@ def collator_config() -> CollatorConfig:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_")}
     env["SWARM_COLLATOR_ADDR"] = "127.0.0.1:0"
     env["OTEL_TRACES_EXPORTER"] = "none"
+    env["SWARM_METRICS_ADDR"] = "127.0.0.1:0"  # not the fixed default: a running `swarm up` holds it
     return CollatorConfig.from_env(env)
 
 

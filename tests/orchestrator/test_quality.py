@@ -34,7 +34,9 @@ GATES = json.dumps(
 @asynccontextmanager
 async def gated(stages: Stages, gates: str = GATES) -> AsyncIterator[Stages]:
     """The session's collator and refiner with an assessor of our own that applies ``gates``."""
-    config = AssessorConfig.from_env({"SWARM_ASSESSOR_ADDR": "127.0.0.1:0", "SWARM_GATES": gates})
+    config = AssessorConfig.from_env(
+        {"SWARM_ASSESSOR_ADDR": "127.0.0.1:0", "SWARM_METRICS_ADDR": "127.0.0.1:0", "SWARM_GATES": gates}
+    )
     server, port = await create_assessor(config)
     await server.start()
     try:

@@ -47,6 +47,7 @@ def configured_instances(llm: FakeLLMServer) -> str:
 async def stub(llm: FakeLLMServer) -> AsyncIterator[refiner_pb2_grpc.RefinerServiceStub]:
     env = {
         "SWARM_REFINER_ADDR": "127.0.0.1:0",
+        "SWARM_METRICS_ADDR": "127.0.0.1:0",
         "SWARM_REFINER_LLM_TIMEOUT_S": "5",
         "REFINER_TEST_KEY": "sk-refine",
         "SWARM_INSTANCES": configured_instances(llm),

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from swarmlib import SandboxConfig, Transport, env_float, env_int, env_str, require
+from swarmlib import MetricsConfig, SandboxConfig, Transport, env_float, env_int, env_str, require
 
 from .gates import DEFAULT_GATES, GateRule, load_gates
 
@@ -41,6 +41,8 @@ class AssessorConfig:
     gates: tuple[GateRule, ...] = DEFAULT_GATES
     grace_s: float = 5.0
     transport: Transport = field(default_factory=Transport)
+    # Where /metrics is served (SWARM_METRICS_ADDR; docs/metrics.md).
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     telemetry_env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,5 +95,6 @@ class AssessorConfig:
             gates=load_gates(env),
             grace_s=env_float(env, f"{_PREFIX}GRACE_S", cls.grace_s),
             transport=Transport.from_env(env, f"{_PREFIX}ADDR", address),
+            metrics=MetricsConfig.from_env(env, "assessor"),
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

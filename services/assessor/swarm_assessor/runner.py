@@ -14,6 +14,7 @@ functions directly and each of them adds exactly one frame.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -368,15 +369,9 @@ def main(started: float, spec: Spec, code: str, report: Reporter) -> None:
 
 
 def peak_rss_kb() -> int:
-    """This program's peak resident memory in KiB: ``VmHWM`` (the high-water mark of this process
-    image; ``ru_maxrss`` would also count what the process was before its ``exec``)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
+    """Peak resident KiB of this process image (``VmHWM``; ``ru_maxrss`` counts the pre-``exec`` one too)."""
+    with contextlib.suppress(OSError, ValueError, IndexError, StopIteration), open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 

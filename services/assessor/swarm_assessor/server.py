@@ -8,9 +8,10 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from swarm.v1 import assessor_pb2_grpc
-from swarmlib import SandboxUnavailableError, SwarmServer, build_server, configure_tracing, open_sandbox
+from swarmlib import Metrics, SandboxUnavailableError, SwarmServer, build_server, configure_tracing, open_sandbox
 
 from .config import AssessorConfig
+from .metrics import MeteredSandbox, SandboxMetrics
 from .service import AssessorServicer
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ async def create_server(config: AssessorConfig) -> tuple[SwarmServer, int]:
     Assess fails with FAILED_PRECONDITION naming the cause, which is easier to diagnose from a
     client than a service that never comes up.
     """
-    sandbox = open_sandbox(config.sandbox)
+    metrics = Metrics(config.metrics)
+    sandbox = MeteredSandbox(open_sandbox(config.sandbox), SandboxMetrics(metrics.registry))
     try:
         await sandbox.probe()
     except SandboxUnavailableError as exc:
@@ -41,6 +43,7 @@ async def create_server(config: AssessorConfig) -> tuple[SwarmServer, int]:
         address=config.address,
         tracer_provider=configure_tracing("swarm-assessor", config.telemetry_env),
         transport=config.transport,
+        metrics=metrics,
     )
     server.on_stop(sandbox.aclose)
     if sandbox.unavailable_reason is not None:

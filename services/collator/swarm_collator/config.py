@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmlib import ConfigError, Transport, env_float, env_int, env_str
+from swarmlib import ConfigError, MetricsConfig, Transport, env_float, env_int, env_str
 
 DEFAULT_ADDRESS = "127.0.0.1:50052"
 # Measured with all-MiniLM-L6-v2 on canonicalised Python (see ``normalise``): cosmetic variants of
@@ -53,6 +53,8 @@ class CollatorConfig:
     torch_threads: int = 1
     shutdown_grace_s: float = 5.0
     transport: Transport = field(default_factory=Transport)
+    # Where /metrics is served (SWARM_METRICS_ADDR; docs/metrics.md).
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -88,5 +90,6 @@ class CollatorConfig:
             torch_threads=env_int(env, "SWARM_COLLATOR_TORCH_THREADS", 1, minimum=1),
             shutdown_grace_s=env_float(env, "SWARM_COLLATOR_GRACE_S", 5.0, minimum=0.0),
             transport=transport,
+            metrics=MetricsConfig.from_env(env, "collator"),
             telemetry_env={k: v for k, v in env.items() if k.startswith("OTEL_")},
         )

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 
 from swarm.v1 import collator_pb2_grpc
-from swarmlib import SwarmServer, build_server, configure_tracing
+from swarmlib import Metrics, SwarmServer, build_server, configure_tracing
 
 from .config import CollatorConfig
 from .embedder import Embedder
@@ -36,4 +36,5 @@ async def create_server(config: CollatorConfig) -> tuple[SwarmServer, int]:
         address=config.address,
         tracer_provider=tracer_provider,
         transport=config.transport,
+        metrics=Metrics(config.metrics),
     )

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarmlib import ConfigError, InstanceSpec, Transport, env_bool, env_float, env_int, env_str
+from swarmlib import ConfigError, InstanceSpec, MetricsConfig, Transport, env_bool, env_float, env_int, env_str
 from swarmlib.api_keys import IDENTITY, default_keys_file
 
 from .budget_config import Budgets
@@ -86,6 +86,8 @@ class OrchestratorConfig:
     output_batch_ms: int = 100
     # TLS of its own port and, the same identity and CA, of its channels to the stages.
     transport: Transport = field(default_factory=Transport)
+    # Where /metrics is served (SWARM_METRICS_ADDR; docs/metrics.md).
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # A RUNNING run's lease: renewed every third of it; a run whose lease ran out is ended
     # FAILED "interrupted" by any replica's sweep (docs/reliability.md).
     run_lease_s: float = 30.0
@@ -163,6 +165,7 @@ class OrchestratorConfig:
             reputation=env_bool(env, "SWARM_REPUTATION", True),
             output_batch_ms=_output_batch_ms(env),
             transport=transport,
+            metrics=MetricsConfig.from_env(env, "orchestrator"),
             run_lease_s=env_float(env, "SWARM_RUN_LEASE_S", 30.0, minimum=0.5),
             store_busy_timeout_s=env_float(env, "SWARM_STORE_BUSY_TIMEOUT_S", 5.0, minimum=0.0),
             stage_retry_base_delay_s=retry_base,

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry
+
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarmlib import (
     ChatClient,
@@ -26,6 +28,7 @@ from swarmlib import (
 )
 
 from . import live_output
+from .metrics import OrchestratorMetrics
 from .pool import InstancePool
 from .prompts import solve_messages
 
@@ -111,13 +114,19 @@ class _Heard:
 class Fanout:
     """Runs the slots of one swarm run and reports each step through ``emit``."""
 
-    def __init__(self, pool: InstancePool, client: ChatClient) -> None:
+    def __init__(self, pool: InstancePool, client: ChatClient, metrics: OrchestratorMetrics | None = None) -> None:
         self._pool = pool
         self._client = client
+        self._metrics = metrics or OrchestratorMetrics(CollectorRegistry())
 
     @property
     def client(self) -> ChatClient:
         return self._client
+
+    @property
+    def metrics(self) -> OrchestratorMetrics:
+        """Where the run's metrics go (the server's registry; a private one when none was given)."""
+        return self._metrics
 
     async def run(self, settings: FanoutSettings, size: int, emit: Emit, arrivals: Arrivals) -> Gathered:
         """Every slot's answer or failures; ``arrivals`` hears of each as it comes."""
@@ -156,6 +165,7 @@ class Fanout:
             serving = instance
             self._pool.started(serving)
             heard = _Heard()
+            call = self._metrics.call(instance)
             try:
                 async with live_output.watch(emit, slot, instance, attempt, settings.output_batch_s) as on_text:
                     heard.forward = on_text
@@ -168,9 +178,10 @@ class Fanout:
                         max_tokens=settings.max_tokens,
                         purpose="solve",
                         run_id=settings.run_id,
-                        on_text=heard.text,
+                        on_text=call.on_text(heard.text),
                     )
             except (LLMError, ConfigError) as exc:
+                call.failed(failure_kind(exc))
                 self._pool.failed(instance, str(exc))
                 fallback = self._pool.fallback_for(instance, settings.allowed) if attempt == 1 else None
                 failure = pb.InstanceFailure(
@@ -196,6 +207,7 @@ class Fanout:
                 completion_tokens=answer.completion_tokens,
                 cost_usd=spec.cost_usd(answer.prompt_tokens, answer.completion_tokens),
             )
+            call.answered(answer, usage)
             candidate = pb.Candidate(
                 id=f"c{slot + 1}",
                 origin=pb.CANDIDATE_ORIGIN_SWARM,

@@ -143,6 +143,7 @@ class Pipeline:
         self._store = store
         self._refinement = Refinement(config, pool, calls)
         self._driving: set[str] = set()
+        self._metrics = fanout.metrics
 
     @property
     def pool(self) -> InstancePool:
@@ -178,11 +179,14 @@ class Pipeline:
             _write_failure(run, journal, _interrupted(run.id, exc))
             run.finished_at.FromDatetime(_now())
             await asyncio.shield(self._store.finish_run(run))
+            self._metrics.run_ended(run)
             raise
         else:
             _write_outcome(run, journal, outcome, gating.verdict(outcome.gate, _now()))
         run.finished_at.FromDatetime(_now())
-        if not await self._store.finish_run(run, assessment_events(run)):
+        stored = await self._store.finish_run(run, assessment_events(run))
+        self._metrics.run_ended(run)
+        if not stored:
             raise StoreUnavailableError(
                 f"run {run.id} was closed as interrupted before its end could be stored: this orchestrator "
                 "could not renew its lease in time (the store was unreachable, or the process stalled)"
@@ -195,16 +199,22 @@ class Pipeline:
             admitted = await options.admit(emit)
             run.queue_wait_ms = admitted.waited_ms
             options = dataclasses.replace(options, assignment=admitted.assignment, admit=None)
-        gathered, generated = await self._gather(run, options, emit, journal)
-        assessment, candidates = await self._assess(run, gathered, generated, options, emit)
+        stage = self._metrics.stage  # each stage's time (docs/metrics.md)
+        with stage("gather"):
+            gathered, generated = await self._gather(run, options, emit, journal)
+        with stage("assess"):
+            assessment, candidates = await self._assess(run, gathered, generated, options, emit)
         journal.assessment = assessment
-        collation, candidates = await self._collate(run, candidates, emit)
+        with stage("collate"):
+            collation, candidates = await self._collate(run, candidates, emit)
         journal.collation = collation
         ranking = rank(candidates, await self._reputations(candidates, options.tenant))
-        refinement = await self._refine(run, options, collation, ranking, emit, journal) if options.refine else None
+        with stage("refine"):
+            refinement = await self._refine(run, options, collation, ranking, emit, journal) if options.refine else None
         final, stored = _answer(ranking, refinement)
         consensus = consensus_for(collation.consensus, collation.clusters, final, ranking.best)
-        gate = await self._gate(run, final, [c for c in stored if c.id != final.id], consensus, emit)
+        with stage("gate"):
+            gate = await self._gate(run, final, [c for c in stored if c.id != final.id], consensus, emit)
         summary = refinement.summary if refinement is not None else None
         return Outcome(assessment, collation, stored, final, consensus, summary, gate)
 

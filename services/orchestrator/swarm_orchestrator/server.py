@@ -8,13 +8,23 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.sdk.trace import TracerProvider
 
 from swarm.v1 import orchestrator_pb2_grpc
-from swarmlib import ChatClient, RetryPolicy, SwarmServer, TlsConfig, build_server, configure_tracing, grpc_channel
+from swarmlib import (
+    ChatClient,
+    Metrics,
+    RetryPolicy,
+    SwarmServer,
+    TlsConfig,
+    build_server,
+    configure_tracing,
+    grpc_channel,
+)
 from swarmlib.api_keys import KeyFile
 
 from .config import OrchestratorConfig
 from .fanout import Fanout
 from .identity import AuthInterceptor
 from .lease import Leases
+from .metrics import OrchestratorMetrics, queue_refresh
 from .pipeline import Pipeline
 from .pool import InstancePool
 from .run_queue import RunQueue
@@ -41,6 +51,10 @@ def open_channel(target: str, tracer_provider: TracerProvider, tls: TlsConfig, v
             *STAGE_CHANNEL_OPTIONS,
         ],
     )
+
+
+async def _show_pool(recorded: OrchestratorMetrics, pool: InstancePool) -> None:
+    recorded.show_pool(pool)
 
 
 async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
@@ -72,13 +86,18 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     ]
     stage_retry = StageRetry(config.stage_retry_base_delay_s, config.stage_retry_max_delay_s)
     calls = StageCalls.over_channels(*channels).retrying(stage_retry)
-    pipeline = Pipeline(config, pool, Fanout(pool, client), calls, store)
+    metrics = Metrics(config.metrics)
+    recorded = OrchestratorMetrics(metrics.registry)
+    pipeline = Pipeline(config, pool, Fanout(pool, client, recorded), calls, store)
     # Runs left RUNNING by an orchestrator that is gone end before this one serves, and then on
     # every heartbeat of this one.
     queue = RunQueue(config, pool, store)
     leases = Leases(store, lambda: pipeline.driving)
     await leases.sweep()
     servicer = OrchestratorServicer(config, pool, pipeline, store, queue, Spending(config, pool, store, http))
+    # The queue gauges are read from the store at scrape time (docs/metrics.md), health from the pool.
+    metrics.on_scrape(queue_refresh(recorded, queue.state, lambda: (config.max_active_runs, queue.capacity().slots)))
+    metrics.on_scrape(lambda: _show_pool(recorded, pool))
     server, port = await build_server(
         service_names=[SERVICE_NAME],
         register=lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
@@ -86,6 +105,7 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
         tracer_provider=tracer_provider,
         transport=config.transport,
         interceptors=[AuthInterceptor(keys)],
+        metrics=metrics,
     )
     pool.start_checks(http, config.health_interval_s)
     leases.start()

@@ -10,6 +10,7 @@ from swarm.v1 import common_pb2
 from swarmlib import (
     ConfigError,
     InstanceSpec,
+    MetricsConfig,
     PermissionDeniedError,
     Transport,
     env_float,
@@ -40,6 +41,8 @@ class RefinerConfig:
     template: str = TEMPLATE_VERSION
     instances: Mapping[str, InstanceSpec] = field(default_factory=dict)
     transport: Transport = field(default_factory=Transport)
+    # Where /metrics is served (SWARM_METRICS_ADDR; docs/metrics.md).
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -60,6 +63,7 @@ class RefinerConfig:
             template=template,
             instances=types.MappingProxyType({spec.name: spec for spec in instances}),
             transport=Transport.from_env(env, "SWARM_REFINER_ADDR", address),
+            metrics=MetricsConfig.from_env(env, "refiner"),
             env=types.MappingProxyType(dict(env)),
         )
 

@@ -6,7 +6,7 @@ import grpc
 import httpx
 
 from swarm.v1 import refiner_pb2, refiner_pb2_grpc
-from swarmlib import ChatClient, RetryPolicy, SwarmServer, build_server, configure_tracing
+from swarmlib import ChatClient, Metrics, RetryPolicy, SwarmServer, build_server, configure_tracing
 
 from .config import RefinerConfig
 from .service import RefinerServicer
@@ -31,6 +31,7 @@ async def create_server(config: RefinerConfig) -> tuple[SwarmServer, int]:
             address=config.address,
             tracer_provider=provider,
             transport=config.transport,
+            metrics=Metrics(config.metrics),
         )
     except BaseException:
         await http.aclose()

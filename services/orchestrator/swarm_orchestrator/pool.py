@@ -41,10 +41,23 @@ class InstancePool:
         self._unhealthy_after = unhealthy_after
         self._checker: asyncio.Task[None] | None = None
         self._cursor = 0
+        self._parked: set[str] = set()  # out of service (the devbox scaler): no new slots, no retries
 
     @property
     def names(self) -> list[str]:
         return list(self._health)
+
+    @property
+    def serving(self) -> list[str]:
+        """The instances that may get new work: every one but those parked."""
+        return [name for name in self._health if name not in self._parked]
+
+    def park(self, name: str) -> None:
+        """Give ``name`` no new slot, test or retry (runs already on it go on); ``unpark`` undoes it."""
+        self._parked.add(name)
+
+    def unpark(self, name: str) -> None:
+        self._parked.discard(name)
 
     def states(self) -> list[InstanceHealth]:
         return list(self._health.values())
@@ -70,6 +83,7 @@ class InstancePool:
 
     def propose(self, size: int, allowed: Sequence[str], offset: int = 0) -> list[str]:
         """What ``assign`` would answer after ``offset`` more slots were assigned, changing nothing."""
+        allowed = [n for n in allowed if n not in self._parked] or list(allowed)
         healthy = [n for n in allowed if self._health[n].healthy]
         order = healthy or list(allowed)
         start = (self._cursor + offset) % len(order)
@@ -81,11 +95,11 @@ class InstancePool:
 
     def writers_for(self, allowed: Sequence[str], writers: int) -> list[str]:
         """The instances that write a run's tests: the first ``writers`` healthy ones it may use."""
-        return [n for n in allowed if self._health[n].healthy][:writers]
+        return [n for n in allowed if self._health[n].healthy and n not in self._parked][:writers]
 
     def fallback_for(self, failed: str, allowed: list[str]) -> str | None:
         """Another healthy instance for a retry, the least busy first; None when there is none."""
-        others = [n for n in allowed if n != failed and self._health[n].healthy]
+        others = [n for n in allowed if n != failed and self._health[n].healthy and n not in self._parked]
         if not others:
             return None
         return min(others, key=lambda n: (self._health[n].consecutive_failures, self._health[n].in_flight))

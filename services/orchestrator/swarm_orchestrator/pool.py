@@ -70,7 +70,8 @@ class InstancePool:
         return Endpoint(name=spec.name, base_url=spec.base_url, model=spec.model, api_key=spec.api_key(self._secrets))
 
     def is_healthy(self, name: str) -> bool:
-        return self._health[name].healthy
+        """Healthy and in service (a parked instance is offered no refinement either)."""
+        return self._health[name].healthy and name not in self._parked
 
     def assign(self, size: int, allowed: list[str]) -> list[str]:
         """Instance for each slot: healthy ones only (all of them if none is), round-robin.

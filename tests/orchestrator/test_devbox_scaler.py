@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import pytest
 
@@ -20,7 +21,7 @@ def seen(
     depth: int,
     serving: tuple[str, ...] = TWO,
     *,
-    idle_since: dict[str, float | None] | None = None,
+    idle_since: Mapping[str, float | None] | None = None,
     changing: bool = False,
 ) -> Seen:
     """What the scaler sees; a serving devbox not in ``idle_since`` is in use."""

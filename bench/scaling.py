@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -90,6 +91,19 @@ class Burst:
     ended_at: float = 0.0
     back_at: float | None = None
     shut_down: int = 0
+    created: int = 0
+    steps: list[tuple[float, str]] = field(default_factory=list)  # the scaler's log lines, timed
+
+
+class StepLog(logging.Handler):
+    """Times the scaler's own log lines (decided to grow, joined, drained) from the burst's start."""
+
+    def __init__(self, burst: Burst, started: float) -> None:
+        super().__init__(logging.INFO)
+        self._burst, self._started = burst, started
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._burst.steps.append((record.created - self._started, record.getMessage()))
 
 
 def devbox_env(fake: FakeRunloopAPI, args: argparse.Namespace, maximum: int) -> dict[str, str]:
@@ -166,6 +180,10 @@ async def run_burst(stages: Stages, url: str, args: argparse.Namespace, maximum:
             while await serving(orch) < args.start:  # noqa: ASYNC110 (polled over RPC, as a client would)
                 await asyncio.sleep(0.05)
             started = time.perf_counter()
+            steps = StepLog(burst, time.time())
+            scaler_log = logging.getLogger("swarm_orchestrator.devbox_scaling")
+            scaler_log.setLevel(logging.INFO)
+            scaler_log.addHandler(steps)
             watcher = asyncio.create_task(watch(orch, args.start, maximum, started, burst))
             await asyncio.gather(*(one_run(orch, started, burst) for _ in range(args.runs)))
             burst.ended_at = time.perf_counter() - started
@@ -176,13 +194,22 @@ async def run_burst(stages: Stages, url: str, args: argparse.Namespace, maximum:
                         await asyncio.sleep(0.05)
                 burst.back_at = time.perf_counter() - started
             watcher.cancel()
+            scaler_log.removeHandler(steps)
             burst.shut_down = sum(1 for status in fake.statuses().values() if status == "shutdown")
+            burst.created = len(fake.devboxes)
     return burst
 
 
 def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def rate(waits: Sequence[tuple[float, float]], start: float, end: float) -> float:
+    """Runs that left the queue in [start, end), per second."""
+    if end <= start or end == float("inf"):
+        return 0.0
+    return sum(1 for at, _ in waits if start <= at < end) / (end - start)
 
 
 def waits_line(label: str, waits: Sequence[float]) -> str:
@@ -201,19 +228,26 @@ def report(args: argparse.Namespace, scaled: Burst, fixed: Burst | None) -> None
     grew = f"{scaled.grew_at:.2f} s" if scaled.grew_at is not None else "never"
     full = f"{scaled.full_at:.2f} s" if scaled.full_at is not None else "never"
     print(f"pool first grew after {grew}, reached {args.max} devboxes after {full} (peak {scaled.peak_serving})")
+    for at, line in scaled.steps:
+        print(f"  {at:6.2f} s  {line}")
     print(f"burst answered in {scaled.ended_at:.2f} s, {len(scaled.waits)} answered, {scaled.failed} failed")
     cut = scaled.grew_at if scaled.grew_at is not None else float("inf")
     print("queue at the door, growing pool:")
     print(waits_line("started before the first growth", [w for at, w in scaled.waits if at < cut]))
     print(waits_line("started after it", [w for at, w in scaled.waits if at >= cut]))
     print(waits_line("whole burst", [w for _, w in scaled.waits]))
+    print(
+        f"  runs started per second: {rate(scaled.waits, 0.0, cut):.2f} before the first growth, "
+        f"{rate(scaled.waits, scaled.full_at or float('inf'), scaled.ended_at):.2f} at {args.max} devboxes"
+    )
     if fixed is not None:
         print(f"queue at the door, fixed pool of {args.start} (same burst): answered in {fixed.ended_at:.2f} s")
         print(waits_line("whole burst", [w for _, w in fixed.waits]))
     back = f"{scaled.back_at - scaled.ended_at:.2f} s" if scaled.back_at is not None else "never"
     print(
         f"after the burst: back to {args.start} devboxes {back} after the last run; "
-        f"{scaled.shut_down} devboxes shut down while serving (all of them on stop)"
+        f"{scaled.shut_down} of the {scaled.created} devboxes created were shut down by the scaler "
+        "(the rest when the orchestrator stopped)"
     )
 
 

@@ -75,10 +75,10 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     # Runs left RUNNING by an orchestrator that is gone end before this one serves, and then on
     # every heartbeat of this one.
     queue = RunQueue(config, pool, store)
-    if devboxes is not None:
-        devboxes.scale_on(queue)  # the devbox pool grows on this queue's depth (docs/queue.md)
     leases = Leases(store, lambda: pipeline.driving)
     await leases.sweep()
+    if devboxes is not None:
+        devboxes.scale_on(queue)  # the devbox pool grows on this queue's depth (docs/scaling.md)
     servicer = OrchestratorServicer(config, pool, pipeline, store, queue)
     server, port = await build_server(
         service_names=[SERVICE_NAME],

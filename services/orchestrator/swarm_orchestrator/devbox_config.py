@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from swarmlib import ConfigError, InstanceSpec, env_float, env_int, env_str, load_instances, require
 
+from .devbox_scaler import ScalePolicy
+
 MODES = ("warm", "per-run")
 NAME_PREFIX = "devbox-"
 MAX_DEVBOX_INSTANCES = 16
@@ -46,6 +48,8 @@ class DevboxInstancesConfig:
     api_key: str = field(default="", repr=False)
     base_url: str = ""
     max_retries: int = 3
+    # The pool's size limits (``minimum == maximum == 0``, the default here: ``count``, fixed).
+    scaling: ScalePolicy = field(default_factory=ScalePolicy)
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -75,6 +79,16 @@ class DevboxInstancesConfig:
                     "(bpt_… id or name) whose devboxes start the OpenAI-compatible server",
                 ),
             ]
+        if self.scaling.maximum:
+            low, high = self.scaling.minimum, self.scaling.maximum
+            checks += [
+                (self.count > 0, "SWARM_DEVBOX_MIN/SWARM_DEVBOX_MAX need SWARM_DEVBOX_INSTANCES (the starting size)"),
+                (
+                    1 <= low <= self.count <= high <= MAX_DEVBOX_INSTANCES,
+                    f"SWARM_DEVBOX_MIN={low}, SWARM_DEVBOX_INSTANCES={self.count}, SWARM_DEVBOX_MAX={high}: need "
+                    f"1 <= MIN <= INSTANCES <= MAX <= {MAX_DEVBOX_INSTANCES}",
+                ),
+            ]
         require(checks)
         _check_tunnel_url(self.tunnel_url)
 
@@ -84,8 +98,11 @@ class DevboxInstancesConfig:
 
     @property
     def names(self) -> list[str]:
-        """The instance names, ``devbox-1`` … ``devbox-N``, stable across devbox replacements."""
-        return [f"{NAME_PREFIX}{i}" for i in range(1, self.count + 1)]
+        """The instance names, ``devbox-1`` … ``devbox-MAX``, stable across devbox replacements.
+
+        The first ``count`` serve from the start; the scaler grows into the others and parks them again.
+        """
+        return [f"{NAME_PREFIX}{i}" for i in range(1, max(self.count, self.scaling.maximum) + 1)]
 
     def placeholder(self, name: str) -> InstanceSpec:
         """The spec of a slot without a devbox: a host that cannot resolve, so nothing reaches a stale tunnel."""
@@ -115,7 +132,8 @@ class DevboxInstancesConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DevboxInstancesConfig:
-        """Read ``SWARM_DEVBOX_*``, ``RUNLOOP_API_KEY``, ``RUNLOOP_BASE_URL`` and ``SWARM_RUNLOOP_MAX_RETRIES``."""
+        """Read ``SWARM_DEVBOX_*`` (the scaling limits too), ``RUNLOOP_API_KEY``, ``RUNLOOP_BASE_URL``
+        and ``SWARM_RUNLOOP_MAX_RETRIES``."""
         return cls(
             count=env_int(env, "SWARM_DEVBOX_INSTANCES", cls.count),
             blueprint=env_str(env, "SWARM_DEVBOX_BLUEPRINT", cls.blueprint),
@@ -131,6 +149,7 @@ class DevboxInstancesConfig:
             api_key=env.get("RUNLOOP_API_KEY", "").strip(),
             base_url=env_str(env, "RUNLOOP_BASE_URL", cls.base_url),
             max_retries=env_int(env, "SWARM_RUNLOOP_MAX_RETRIES", cls.max_retries),
+            scaling=ScalePolicy.from_env(env, env_int(env, "SWARM_DEVBOX_INSTANCES", cls.count)),
         )
 
 

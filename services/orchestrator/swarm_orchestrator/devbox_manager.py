@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 from opentelemetry import trace
@@ -53,6 +53,7 @@ from swarmlib._runloop import (
 )
 
 from .devbox_config import DevboxInstancesConfig
+from .devbox_listener import DevboxListener, NoListener
 from .devbox_ready import PROBE_TIMEOUT_S, until_serving
 
 log = logging.getLogger(__name__)
@@ -65,36 +66,6 @@ class SlotState(enum.Enum):
     DOWN = "down"  # no devbox: provisioned at the next use (or by maintain when wanted)
     STARTING = "starting"  # being created, booted, tunnelled, waited for
     READY = "ready"  # its model server answered through the tunnel
-
-
-class DevboxListener(Protocol):
-    """Told when a devbox instance's spec or availability changes (the orchestrator's pool)."""
-
-    def ready(self, spec: InstanceSpec) -> None:
-        """``spec`` (a live tunnel URL) answers: give it work."""
-
-    def unavailable(self, spec: InstanceSpec, reason: str) -> None:
-        """Its devbox is booting or gone: prefer other instances for now."""
-
-    def on_demand(self, spec: InstanceSpec) -> None:
-        """No devbox now, but one is provisioned when a call needs it: the instance may get work."""
-
-    def probe_failed(self, name: str, reason: str) -> None:
-        """A health check of a running devbox failed (counted like a failed answer)."""
-
-
-class _NoListener:
-    def ready(self, spec: InstanceSpec) -> None:
-        pass
-
-    def unavailable(self, spec: InstanceSpec, reason: str) -> None:
-        pass
-
-    def on_demand(self, spec: InstanceSpec) -> None:
-        pass
-
-    def probe_failed(self, name: str, reason: str) -> None:
-        pass
 
 
 @dataclass(eq=False)
@@ -110,6 +81,8 @@ class DevboxSlot:
     failures: int = 0
     # Provision again at the next maintain pass without waiting for a call (warm, or replaced).
     wanted: bool = False
+    # Out of the pool (the scaler shrank it, or never grew into it): no devbox, none provisioned.
+    parked: bool = False
     last_error: str = ""
     boot: asyncio.Task[InstanceSpec] | None = None
 
@@ -136,12 +109,15 @@ class DevboxInstances:
             raise ValueError("DevboxInstances needs SWARM_DEVBOX_INSTANCES >= 1")
         self._config = config
         self._http = http
-        self._listener: DevboxListener = listener or _NoListener()
+        self._listener: DevboxListener = listener or NoListener()
         self._clock = clock
         self._failures_to_replace = max(1, failures_to_replace)
         self._tracer = tracer or trace.get_tracer(__name__)
         self._client = client or open_client(config.api_key, config.base_url, config.max_retries)
-        self._slots = {name: DevboxSlot(name, config.placeholder(name)) for name in config.names}
+        self._slots = {
+            name: DevboxSlot(name, config.placeholder(name), parked=i >= config.count)
+            for i, name in enumerate(config.names)
+        }
         self._owned: set[str] = set()  # devboxes created and not yet shut down
         self._tasks = BackgroundTasks(log)  # boots are cancelled on close; creates and shutdowns awaited
         self._closed = False
@@ -175,8 +151,23 @@ class DevboxInstances:
         if not self._config.keep_warm:
             return
         for slot in self._slots.values():
-            slot.wanted = True
+            if not slot.parked:
+                slot.wanted = True
+                self._boot(slot)
+
+    def unpark(self, name: str) -> None:
+        """The scaler grew the pool into ``name``: provision its devbox now, whatever the mode."""
+        slot = self._slots[name]
+        slot.parked, slot.wanted = False, True
+        if not self._closed:
             self._boot(slot)
+
+    def park(self, name: str) -> None:
+        """The scaler shrank the pool (after draining ``name``): shut its devbox down, provision none."""
+        slot = self._slots[name]
+        slot.parked, slot.wanted = True, False
+        if slot.state is SlotState.READY and slot.in_flight == 0:
+            self._retire(slot, self._clock() - slot.idle_since)
 
     @contextlib.asynccontextmanager
     async def using(self, name: str) -> AsyncIterator[InstanceSpec]:
@@ -302,7 +293,10 @@ class DevboxInstances:
         now = self._clock()
         checks: list[Coroutine[Any, Any, None]] = []
         for slot in self._slots.values():
-            if slot.state is SlotState.READY:
+            if slot.parked:  # a boot that ended after the park: its devbox goes now
+                if slot.state is SlotState.READY and slot.in_flight == 0:
+                    self._retire(slot, now - slot.idle_since)
+            elif slot.state is SlotState.READY:
                 idle_for = now - slot.idle_since
                 if slot.in_flight == 0 and idle_for >= self._config.idle_shutdown_s:
                     self._retire(slot, idle_for)
@@ -321,7 +315,10 @@ class DevboxInstances:
         self._shutdown_later(slot.devbox_id, force=False)
         self._down(slot)
         slot.wanted = False
-        self._listener.on_demand(slot.spec)
+        if slot.parked:
+            self._listener.unavailable(slot.spec, "not in the pool now: the scaler shrank it")
+        else:
+            self._listener.on_demand(slot.spec)
 
     def _down(self, slot: DevboxSlot) -> None:
         slot.state = SlotState.DOWN

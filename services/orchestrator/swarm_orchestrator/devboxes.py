@@ -28,7 +28,10 @@ from swarmlib import ChatClient, Endpoint, InstanceSpec, ResolveEndpoint, RetryP
 
 from .config import OrchestratorConfig
 from .devbox_manager import DevboxInstances
+from .devbox_scaler import ScalePolicy
+from .devbox_scaling import DevboxScaler, MayGrow, always_grow
 from .pool import InstanceHealth, InstancePool
+from .run_queue import RunQueue
 
 
 class DevboxInstancePool(InstancePool):
@@ -40,6 +43,9 @@ class DevboxInstancePool(InstancePool):
         super().__init__(specs + devboxes.specs(), secrets, unhealthy_after)
         self._devboxes = devboxes
         devboxes.listen(self)
+        for name in devboxes.names:  # slots the scaler may grow into later
+            if devboxes.slot(name).parked:
+                self.park(name)
 
     # -- DevboxListener --------------------------------------------------------------------
 
@@ -92,16 +98,31 @@ def devbox_endpoints(devboxes: DevboxInstances) -> ResolveEndpoint:
 
 @dataclasses.dataclass
 class Devboxes:
-    """What the server wires: the pool and client to use instead of the plain ones, and the manager."""
+    """What the server wires: the pool and client to use instead of the plain ones, the manager,
+    and the scaler once ``scale_on`` gave it the queue (only when SWARM_DEVBOX_MAX > SWARM_DEVBOX_MIN).
+
+    ``may_grow`` is the budget's hook, asked before each growth; set it before ``scale_on``.
+    """
 
     instances: DevboxInstances
     pool: DevboxInstancePool
     client: ChatClient
+    policy: ScalePolicy = dataclasses.field(default_factory=ScalePolicy)
+    may_grow: MayGrow = always_grow
+    scaler: DevboxScaler | None = None
+
+    def scale_on(self, queue: RunQueue) -> None:
+        if self.policy.enabled:
+            self.scaler = DevboxScaler(self.policy, self.instances, self.pool, queue, may_grow=self.may_grow)
 
     def start(self) -> None:
         self.instances.start()
+        if self.scaler is not None:
+            self.scaler.start()
 
     async def aclose(self) -> None:
+        if self.scaler is not None:
+            await self.scaler.aclose()
         await self.instances.aclose()
 
 
@@ -109,4 +130,5 @@ def open_devboxes(config: OrchestratorConfig, http: httpx.AsyncClient, retry: Re
     """The devbox manager, the pool holding static and devbox instances, and the client that calls them."""
     instances = DevboxInstances(config.devboxes, http, failures_to_replace=config.unhealthy_after)
     pool = DevboxInstancePool(config.instances, dict(config.secrets), config.unhealthy_after, instances)
-    return Devboxes(instances, pool, ChatClient(http, retry, resolve=devbox_endpoints(instances)))
+    client = ChatClient(http, retry, resolve=devbox_endpoints(instances))
+    return Devboxes(instances, pool, client, config.devboxes.scaling)

@@ -41,10 +41,23 @@ class InstancePool:
         self._unhealthy_after = unhealthy_after
         self._checker: asyncio.Task[None] | None = None
         self._cursor = 0
+        self._parked: set[str] = set()  # out of service (the devbox scaler): no new slots, no retries
 
     @property
     def names(self) -> list[str]:
         return list(self._health)
+
+    @property
+    def serving(self) -> list[str]:
+        """The instances that may get new work: every one but those parked."""
+        return [name for name in self._health if name not in self._parked]
+
+    def park(self, name: str) -> None:
+        """Give ``name`` no new slot, test or retry (runs already on it go on); ``unpark`` undoes it."""
+        self._parked.add(name)
+
+    def unpark(self, name: str) -> None:
+        self._parked.discard(name)
 
     def states(self) -> list[InstanceHealth]:
         return list(self._health.values())
@@ -57,7 +70,8 @@ class InstancePool:
         return Endpoint(name=spec.name, base_url=spec.base_url, model=spec.model, api_key=spec.api_key(self._secrets))
 
     def is_healthy(self, name: str) -> bool:
-        return self._health[name].healthy
+        """Healthy and in service (a parked instance is offered no refinement either)."""
+        return self._health[name].healthy and name not in self._parked
 
     def assign(self, size: int, allowed: list[str]) -> list[str]:
         """Instance for each slot: healthy ones only (all of them if none is), round-robin.
@@ -70,6 +84,7 @@ class InstancePool:
 
     def propose(self, size: int, allowed: Sequence[str], offset: int = 0) -> list[str]:
         """What ``assign`` would answer after ``offset`` more slots were assigned, changing nothing."""
+        allowed = [n for n in allowed if n not in self._parked] or list(allowed)
         healthy = [n for n in allowed if self._health[n].healthy]
         order = healthy or list(allowed)
         start = (self._cursor + offset) % len(order)
@@ -81,13 +96,14 @@ class InstancePool:
 
     def writers_for(self, allowed: Sequence[str], writers: int) -> list[str]:
         """The instances that write a run's tests: the first ``writers`` healthy ones it may use."""
-        return [n for n in allowed if self._health[n].healthy][:writers]
+        return [n for n in allowed if self._health[n].healthy and n not in self._parked][:writers]
 
     def fallback_for(self, failed: str, allowed: list[str]) -> str | None:
         """Another instance for a retry: a healthy one, the least busy first; when every other is
         marked unhealthy, the one with the fewest failures in a row (a mark is a guess from recent
-        failures, while giving up costs the slot for sure); None when there is no other."""
-        others = [n for n in allowed if n != failed]
+        failures, while giving up costs the slot for sure); None when there is no other. A parked
+        (draining) devbox is never one."""
+        others = [n for n in allowed if n != failed and n not in self._parked]
         if not others:
             return None
         healthy = [n for n in others if self._health[n].healthy]

@@ -58,12 +58,14 @@ class RunQueue:
         return set(self._waiters)
 
     def capacity(self) -> Capacity:
-        slots = {s.name: s.slots or self._config.instance_slots for s in (self._pool.spec(n) for n in self._pool.names)}
+        specs = (self._pool.spec(n) for n in self._pool.serving)  # a parked instance has no room
+        slots = {s.name: s.slots or self._config.instance_slots for s in specs}
         return Capacity(slots, self._config.max_active_runs)
 
     def _room(self) -> QueueRoom:
         def propose(run: Waiting, offset: int) -> tuple[str, ...]:
-            known = [name for name in run.allowed if name in self._pool.names] or self._pool.names
+            serving = self._pool.serving
+            known = [name for name in run.allowed if name in serving] or serving
             answers = self._pool.propose(run.size, known, offset)
             return (*answers, *self._pool.writers_for(known, self._config.test_writers))
 

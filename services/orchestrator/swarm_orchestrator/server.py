@@ -94,6 +94,8 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     queue = RunQueue(config, pool, store)
     leases = Leases(store, lambda: pipeline.driving)
     await leases.sweep()
+    if devboxes is not None:
+        devboxes.scale_on(queue)  # the devbox pool grows on this queue's depth (docs/scaling.md)
     servicer = OrchestratorServicer(config, pool, pipeline, store, queue, Spending(config, pool, store, http))
     # The queue gauges are read from the store at scrape time (docs/metrics.md), health from the pool.
     metrics.on_scrape(queue_refresh(recorded, queue.state, lambda: (config.max_active_runs, queue.capacity().slots)))

@@ -72,6 +72,9 @@ async def test_a_run_shows_in_every_services_metrics(stages: Stages, sqlite_url:
     assert value(after, "swarm_instance_healthy", instance="fake-1") == 1
     assert value(after, "swarm_queue_waiting_runs") == 0 and value(after, "swarm_queue_active_runs") == 0
     assert value(after, "swarm_consensus_total", reached="true" if run.consensus.reached else "false") == 1
+    executed = [c for c in run.candidates if c.sandbox_cpu_ms > 0]
+    assert executed and value(after, "swarm_sandbox_cpu_seconds_count") == len(executed)
+    assert "swarm_budget_remaining_ratio" not in names(after)  # no budget configured: no scope to show
     run_swarm = "/swarm.v1.OrchestratorService/RunSwarm"
     assert value(after, "swarm_grpc_server_handled_total", method=run_swarm, code="OK") == 1
     # Bounded labels: no run id anywhere on the page.
@@ -152,3 +155,27 @@ async def test_every_replica_reports_the_whole_queue(stages: Stages, database_ur
         assert value(after, "swarm_queue_active_runs") == 0 and value(after, "swarm_queue_waiting_runs") == 0
         assert first.server.metrics is not None and first.server.metrics.port
         assert value(await scrape(first.server.metrics.port), "swarm_queue_wait_seconds_count") == 3
+
+
+async def test_the_budgets_gauge_shows_what_is_left(stages: Stages, sqlite_url: str) -> None:
+    priced = '[{"name": "p", "base_url": "URL", "model": "qwen", "price_input_per_mtok": 1000.0}]'
+    async with (
+        fakes((Behaviour.ANSWER, FIB_REPLY)) as servers,
+        orchestrator(
+            stages,
+            priced.replace("URL", servers[0].base_url),
+            sqlite_url,
+            SWARM_REFINE="false",
+            SWARM_TEST_WRITERS="0",
+            SWARM_BUDGET_DAILY_USD="100",
+        ) as orch,
+    ):
+        assert orch.server.metrics is not None
+        full = await scrape(orch.server.metrics.port)
+        events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
+        assert error is None
+        cost = events[-1].done.usage.cost_usd
+        after = await scrape(orch.server.metrics.port)
+    assert cost > 0
+    assert value(after, "swarm_budget_remaining_ratio", scope="caller_day") == pytest.approx(1 - cost / 100)
+    assert "swarm_budget_remaining_ratio" not in names(full)  # nobody has spent yet: no ledger to show

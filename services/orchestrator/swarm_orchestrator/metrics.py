@@ -25,6 +25,7 @@ from .store_queue import QueueState
 # Whole runs and their stages take seconds to minutes (a real model, refinement rounds).
 RUN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0)
 QUEUE_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+SANDBOX_CPU_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TOKENS_PER_S_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0)
 STAGES = ("gather", "assess", "collate", "refine", "gate")
 
@@ -147,6 +148,18 @@ class OrchestratorMetrics:
         self.refinements = Counter(
             "swarm_refinement_outcomes_total", "Refinement stages, by outcome.", ["outcome"], registry=r
         )
+        self.sandbox_cpu = Histogram(
+            "swarm_sandbox_cpu_seconds",
+            "CPU time of one candidate's sandboxed execution (those that reported it).",
+            registry=r,
+            buckets=SANDBOX_CPU_BUCKETS,
+        )
+        self.budget_left = Gauge(
+            "swarm_budget_remaining_ratio",
+            "Smallest share left of any caller's or tenant's budget, by scope (caller_day, tenant_month, ...).",
+            ["scope"],
+            registry=r,
+        )
         self.waiting = Gauge("swarm_queue_waiting_runs", "Runs waiting in the queue, all replicas.", registry=r)
         self.active = Gauge("swarm_queue_active_runs", "Runs holding slots now, all replicas.", registry=r)
         self.max_active = Gauge("swarm_queue_max_active_runs", "Runs that may be driven at once.", registry=r)
@@ -186,6 +199,9 @@ class OrchestratorMetrics:
             seconds = (run.finished_at.ToNanoseconds() - run.created_at.ToNanoseconds()) / 1e9
             self.run_seconds.labels(status=status).observe(max(0.0, seconds))
         self.queue_wait.observe(run.queue_wait_ms / 1000)
+        for candidate in run.candidates:
+            if candidate.sandbox_cpu_ms > 0:
+                self.sandbox_cpu.observe(candidate.sandbox_cpu_ms / 1000)
         if run.HasField("consensus") and run.consensus.cluster_count:
             self.consensus.labels(reached="true" if run.consensus.reached else "false").inc()
         if run.gate.outcome != common_pb2.GATE_OUTCOME_UNSPECIFIED:
@@ -195,6 +211,12 @@ class OrchestratorMetrics:
         if run.HasField("refinement") and run.refinement.outcome != pb.REFINEMENT_OUTCOME_UNSPECIFIED:
             outcome = pb.RefinementOutcome.Name(run.refinement.outcome).removeprefix("REFINEMENT_OUTCOME_").lower()
             self.refinements.labels(outcome=outcome).inc()
+
+    def show_budgets(self, ratios: Mapping[str, float]) -> None:
+        """The budgets' gauge (``Spending.remaining_ratios``); a scope with no limit is left out."""
+        self.budget_left.clear()
+        for scope, ratio in ratios.items():
+            self.budget_left.labels(scope=scope).set(ratio)
 
     def show_queue(self, state: QueueState, max_active: int, slots: Mapping[str, int], now_s: float) -> None:
         self.waiting.set(state.depth)

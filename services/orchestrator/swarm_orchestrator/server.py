@@ -57,6 +57,10 @@ async def _show_pool(recorded: OrchestratorMetrics, pool: InstancePool) -> None:
     recorded.show_pool(pool)
 
 
+async def _show_budgets(recorded: OrchestratorMetrics, spending: Spending) -> None:
+    recorded.show_budgets(await spending.remaining_ratios())
+
+
 async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     """Build the orchestrator bound to ``config.address`` (port 0 picks a free port)."""
     keys = KeyFile(config.api_keys_file)  # a malformed file fails start-up, naming the record
@@ -96,10 +100,12 @@ async def create_server(config: OrchestratorConfig) -> tuple[SwarmServer, int]:
     await leases.sweep()
     if devboxes is not None:
         devboxes.scale_on(queue)  # the devbox pool grows on this queue's depth (docs/scaling.md)
-    servicer = OrchestratorServicer(config, pool, pipeline, store, queue, Spending(config, pool, store, http))
+    spending = Spending(config, pool, store, http)
+    servicer = OrchestratorServicer(config, pool, pipeline, store, queue, spending)
     # The queue gauges are read from the store at scrape time (docs/metrics.md), health from the pool.
     metrics.on_scrape(queue_refresh(recorded, queue.state, lambda: (config.max_active_runs, queue.capacity().slots)))
     metrics.on_scrape(lambda: _show_pool(recorded, pool))
+    metrics.on_scrape(lambda: _show_budgets(recorded, spending))
     server, port = await build_server(
         service_names=[SERVICE_NAME],
         register=lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),

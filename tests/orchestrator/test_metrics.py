@@ -170,7 +170,7 @@ async def test_the_budgets_gauge_shows_what_is_left(stages: Stages, sqlite_url: 
             SWARM_BUDGET_DAILY_USD="100",
         ) as orch,
     ):
-        assert orch.server.metrics is not None
+        assert orch.server.metrics is not None and orch.server.metrics.port
         full = await scrape(orch.server.metrics.port)
         events, error = await collect(orch.stub, pb.RunSwarmRequest(task=FIB_TASK, swarm_size=1))
         assert error is None

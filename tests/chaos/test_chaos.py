@@ -90,12 +90,21 @@ async def chaos(swarm: Swarm, stream: RunStream, scenario: Scenario, killed: lis
     for after, name in scenario.kills:
         await stream.until(stream.reached(after))
         service = getattr(swarm, name)
-        # The orchestrator's kill must catch a run whose answer is stored and that is not finished
-        # yet; a stage's, a run about to call it.
-        ready = stream.in_flight_with_an_answer if name == "orchestrator" else stream.waiting_for(name)
-        assert await wait_for(ready, 60.0), f"no run in flight reached the {name} to kill it under"
-        in_flight = {a.run_id for a in stream.attempts if a.in_flight}
-        service.kill()
+        if name == "orchestrator":
+            # Its kill must catch a run whose answer is stored and that is not finished yet: with
+            # the assessor paused, a run that has answers waits for it (however slow the machine,
+            # the run cannot end between the check and the kill).
+            with swarm.assessor.paused():
+                ready = stream.waiting_for("assessor")
+                assert await wait_for(ready, 60.0), "no run with answers reached the assessor to kill under"
+                in_flight = {a.run_id for a in stream.attempts if a.in_flight}
+                service.kill()
+        else:  # a stage's kill: a run about to call it
+            assert await wait_for(stream.waiting_for(name), 60.0), (
+                f"no run in flight reached the {name} to kill it under"
+            )
+            in_flight = {a.run_id for a in stream.attempts if a.in_flight}
+            service.kill()
         killed.append((name, in_flight))
         await asyncio.sleep(0.5)
         await service.start()

@@ -179,10 +179,11 @@ async def test_rounds_go_on_while_the_gates_fail(stages: Stages, sqlite_url: str
 
 
 async def test_the_refinement_budget_bounds_rounds_and_each_call(stages: Stages, sqlite_url: str) -> None:
-    # A round of 0.6 s leaves less than a round's time of a 1 s budget: no second round.
+    # A round of 2 s leaves less than a round's time of a 3.5 s budget: no second round (and 1.5 s
+    # of margin for the first call, which a loaded machine needs).
     reply = by_round(WRONG_FIB_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY, NEGATIVE_REPLY)
     run, _, servers, _ = await swarm_run(
-        stages, sqlite_url, reply, size=1, think_refine_s=0.6, SWARM_REFINE_ROUNDS="3", SWARM_REFINE_BUDGET_S="1"
+        stages, sqlite_url, reply, size=1, think_refine_s=2.0, SWARM_REFINE_ROUNDS="3", SWARM_REFINE_BUDGET_S="3.5"
     )
     assert len(refine_prompts(servers)) == 1 and run.refinement.rounds == 1
     assert run.refinement.reason.startswith("dropped: assessed")

@@ -18,14 +18,13 @@ import json
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 
 from swarm.v1 import orchestrator_pb2 as pb
 from swarm_bench.replay import RUN_HEADER, ReplayRequest, ReplayServer
+from swarm_bench.runs import database
 from swarm_bench.stack import Orchestrator, orchestrator, stage_servers
 from swarm_orchestrator.cost import RunShape, upper_bound_usd
 from swarmlib import InstanceSpec
@@ -33,27 +32,7 @@ from swarmlib import InstanceSpec
 TASK = "Write a Python function add(a, b) that returns the sum of a and b.\n\n>>> add(2, 3)\n5\n"
 ANSWER = "```python\ndef add(a, b):\n    return a + b\n```\n"
 PRICE_IN, PRICE_OUT, MAX_TOKENS = 1000.0, 2000.0, 256
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ENV = {"SWARM_TEST_WRITERS": "0", "SWARM_REFINE": "false", "SWARM_MAX_TOKENS": str(MAX_TOKENS)}
-
-
-@asynccontextmanager
-async def database(kind: str, tmp: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp / f'budget-{uuid.uuid4().hex[:6]}.db'}"
-        return
-    import asyncpg  # only for --db postgres
-
-    name = f"swarm_budget_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def one_run(orch: Orchestrator) -> tuple[str, str]:
@@ -77,7 +56,11 @@ async def one_round(args: argparse.Namespace, tmp: Path, budget: float) -> tuple
         if request.purpose == "solve" and run_id:
             solve_runs.add(run_id)
 
-    async with ReplayServer(on_request=seen) as replay, stage_servers() as stages, database(args.db, tmp) as url:
+    async with (
+        ReplayServer(on_request=seen) as replay,
+        stage_servers() as stages,
+        database(args.db, tmp, prefix=f"swarm_budget_{uuid.uuid4().hex[:6]}") as url,
+    ):
         replay.register(TASK, [ANSWER], None)
         instances = [
             {

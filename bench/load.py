@@ -31,111 +31,19 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import grpc
 
 from swarm.v1 import orchestrator_pb2 as pb
 from swarm_bench.replay import ReplayServer
-from swarm_bench.stack import Orchestrator, instances_json, orchestrator, stage_servers
+from swarm_bench.runs import database, one_run, pct, stored_running
+from swarm_bench.stack import instances_json, orchestrator, stage_servers
 
 TASK = "Write a Python function add(a, b) that returns the sum of a and b.\n\n>>> add(2, 3)\n5\n"
 ANSWER = "```python\ndef add(a, b):\n    return a + b\n```\n"
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-ANSWERED = (pb.RUN_STATUS_SUCCEEDED, pb.RUN_STATUS_NEEDS_APPROVAL)
 
 
-@dataclass
-class Outcome:
-    """One call: how it ended, and its timings when it was answered."""
-
-    kind: str  # answered, refused, failed
-    detail: str
-    run_id: str = ""
-    wall_s: float = 0.0
-    overhead_s: float = 0.0
-    queue_wait_s: float = 0.0
-    deepest_queue: int = 0
-    events: list[str] = field(default_factory=list)
-
-
-def _overhead(events: list[tuple[float, pb.RunSwarmResponse]], started: float, ended: float, queued_s: float) -> float:
-    """Wall time minus the wait in the queue at the door, the slowest instance's generation and the
-    assessment stage."""
-    finished = [e.instance_finished.latency_ms / 1000.0 for _, e in events if e.HasField("instance_finished")]
-    last_answer = max((at for at, e in events if e.HasField("instance_finished")), default=started)
-    assessed = next((at for at, e in events if e.HasField("assessed")), last_answer)
-    generation = max(finished, default=0.0)
-    return max(0.0, (ended - started) - queued_s - generation - max(0.0, assessed - last_answer))
-
-
-async def one_run(orch: Orchestrator, size: int) -> Outcome:
-    request = pb.RunSwarmRequest(task=TASK, swarm_size=size, skip_refine=True)
-    started = time.perf_counter()
-    events: list[tuple[float, pb.RunSwarmResponse]] = []
-    try:
-        async for event in orch.stub.RunSwarm(request, timeout=600.0):
-            events.append((time.perf_counter(), event))
-    except grpc.aio.AioRpcError as exc:
-        accepted = any(e.HasField("accepted") for _, e in events)
-        code = exc.code().name
-        kind = "refused" if code == "RESOURCE_EXHAUSTED" and not accepted else "failed"
-        run_id = events[0][1].run_id if events else ""
-        return Outcome(kind, f"{code}{' after acceptance' if accepted else ''}", run_id)
-    ended = time.perf_counter()
-    done = events[-1][1].done if events and events[-1][1].HasField("done") else None
-    if done is None:
-        return Outcome("failed", "stream ended without done", events[0][1].run_id if events else "")
-    kind = "answered" if done.status in ANSWERED else "failed"
-    queued_s = done.queue_wait_ms / 1000.0
-    deepest = max((e.queued.depth for _, e in events if e.HasField("queued")), default=0)
-    overhead = _overhead(events, started, ended, queued_s)
-    return Outcome(kind, pb.RunStatus.Name(done.status), done.id, ended - started, overhead, queued_s, deepest)
-
-
-@asynccontextmanager
-async def database(kind: str, tmp: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp / 'load.db'}"
-        return
-    import asyncpg  # only for --db postgres
-
-    name = f"swarm_load_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-async def stored_running(orch: Orchestrator) -> tuple[int, int]:
-    """Stored runs still RUNNING, and all stored runs."""
-    running = total = 0
-    token = ""
-    while True:
-        page = await orch.stub.ListRuns(pb.ListRunsRequest(page_size=100, page_token=token))
-        total += len(page.runs)
-        running += sum(1 for run in page.runs if run.status == pb.RUN_STATUS_RUNNING)
-        token = page.next_page_token
-        if not token:
-            return running, total
+def request(size: int) -> pb.RunSwarmRequest:
+    return pb.RunSwarmRequest(task=TASK, swarm_size=size, skip_refine=True)
 
 
 async def main() -> int:
@@ -150,15 +58,15 @@ async def main() -> int:
         async with (
             ReplayServer() as replay,
             stage_servers(env) as stages,
-            database(args.db, Path(tmp)) as url,
+            database(args.db, Path(tmp), prefix="swarm_load") as url,
         ):
             replay.register(TASK, [ANSWER] * args.size, None)
             instances = instances_json([(f"replay-{k}", replay.base_url(k)) for k in range(args.size)])
             # Replay instances never get sick; a run refused by the swarm must not bench them.
             async with orchestrator(stages, instances, url, env, SWARM_UNHEALTHY_AFTER="1000000") as orch:
-                await one_run(orch, args.size)  # warm-up: imports, the embedding model, connections
+                await one_run(orch, request(args.size))  # warm-up: imports, the embedding model, connections
                 started = time.perf_counter()
-                outcomes = await asyncio.gather(*(one_run(orch, args.size) for _ in range(args.runs)))
+                outcomes = await asyncio.gather(*(one_run(orch, request(args.size)) for _ in range(args.runs)))
                 burst_s = time.perf_counter() - started
                 await asyncio.sleep(1.0)  # runs whose client failed finish in the background
                 running, stored = await stored_running(orch)
@@ -179,12 +87,12 @@ async def main() -> int:
         overheads = [o.overhead_s for o in answered]
         waits = [o.queue_wait_s for o in answered]
         print(
-            f"run wall time p50 {statistics.median(walls):.2f} s, p99 {_pct(walls, 0.99):.2f} s; swarm overhead "
-            f"p50 {statistics.median(overheads) * 1000:.0f} ms, p99 {_pct(overheads, 0.99) * 1000:.0f} ms"
+            f"run wall time p50 {statistics.median(walls):.2f} s, p99 {pct(walls, 0.99):.2f} s; swarm overhead "
+            f"p50 {statistics.median(overheads) * 1000:.0f} ms, p99 {pct(overheads, 0.99) * 1000:.0f} ms"
         )
         print(
             f"queue at the door: {sum(1 for w in waits if w > 0.01)} runs waited, wait p50 "
-            f"{statistics.median(waits):.2f} s, p99 {_pct(waits, 0.99):.2f} s; deepest queue seen "
+            f"{statistics.median(waits):.2f} s, p99 {pct(waits, 0.99):.2f} s; deepest queue seen "
             f"{max(o.deepest_queue for o in answered)}"
         )
     print(f"peak RSS of this process (all four services): {peak_mb:.0f} MB")

@@ -33,26 +33,25 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_bench.http1 import HttpRequest, HttpServer, send_json
 from swarm_bench.openai_wire import ChatReply, error_body, estimate_tokens, model_list, send_reply
+from swarm_bench.runs import database
 from swarm_cli.local_keys import ensure_key
 from swarmlib import bearer_interceptors
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "Write a Python function add(a, b) that returns the sum of a and b.\n\n>>> add(2, 3)\n5\n"
 ANSWER = "```python\ndef add(a, b):\n    return a + b\n```\n"
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 @dataclass
@@ -183,23 +182,6 @@ async def follow(
     return closed
 
 
-@asynccontextmanager
-async def database(kind: str, home: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{home / 'swarm.db'}"
-        return
-    name = f"swarm_bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin = await asyncpg.connect(PG_ADMIN_DSN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 def report(
     args: argparse.Namespace, serving_s: float, run_ids: list[str], closed: dict[str, tuple[float, pb.Run]]
 ) -> None:
@@ -229,7 +211,7 @@ async def main() -> int:
         parser.error("--mode replica needs --db postgres (replicas share a database server)")
     home = Path(tempfile.mkdtemp(prefix="swarm-restart-"))
     limit_s = args.lease * 4 / 3 + 30.0
-    async with Instances() as instances, database(args.db, home) as url:
+    async with Instances() as instances, database(args.db, home, prefix="swarm") as url:
         with orchestrator(home, "first", url, instances.port, args.lease) as first:
             await wait_serving(first)
             if args.mode == "replica":

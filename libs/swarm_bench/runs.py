@@ -36,14 +36,18 @@ class Outcome:
     wall_s: float = 0.0
     overhead_s: float = 0.0
     error: str = ""  # the run's stored error, when its stream ended with one
+    queue_wait_s: float = 0.0  # how long it waited in the queue at the door (Run.queue_wait_ms)
+    deepest_queue: int = 0  # the largest depth its queued events showed
 
 
-def _overhead(events: list[tuple[float, pb.RunSwarmResponse]], started: float, ended: float) -> float:
-    """Wall time minus the slowest instance's generation and minus the assessment stage."""
+def _overhead(events: list[tuple[float, pb.RunSwarmResponse]], started: float, ended: float, queued_s: float) -> float:
+    """Wall time minus the wait in the queue at the door, the slowest instance's generation and
+    the assessment stage."""
     finished = [e.instance_finished.latency_ms / 1000.0 for _, e in events if e.HasField("instance_finished")]
     last_answer = max((at for at, e in events if e.HasField("instance_finished")), default=started)
     assessed = next((at for at, e in events if e.HasField("assessed")), last_answer)
-    return max(0.0, (ended - started) - max(finished, default=0.0) - max(0.0, assessed - last_answer))
+    generation = max(finished, default=0.0)
+    return max(0.0, (ended - started) - queued_s - generation - max(0.0, assessed - last_answer))
 
 
 async def one_run(orch: Orchestrator, request: pb.RunSwarmRequest, timeout_s: float = 600.0) -> Outcome:
@@ -66,13 +70,16 @@ async def one_run(orch: Orchestrator, request: pb.RunSwarmRequest, timeout_s: fl
     if done is None:
         return Outcome("failed", "stream ended without done", events[0][1].run_id if events else "")
     kind = "answered" if done.status in ANSWERED else "failed"
+    queued_s = done.queue_wait_ms / 1000.0
     return Outcome(
         kind,
         pb.RunStatus.Name(done.status),
         done.id,
         ended - started,
-        _overhead(events, started, ended),
+        _overhead(events, started, ended, queued_s),
         error=done.error,
+        queue_wait_s=queued_s,
+        deepest_queue=max((e.queued.depth for _, e in events if e.HasField("queued")), default=0),
     )
 
 

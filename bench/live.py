@@ -1,6 +1,6 @@
 """The live gain over one Qwen: HumanEval with the real local Qwen2.5-Coder-0.5B, greedy against the swarm.
 
-Usage: .venv/bin/python bench/live.py [--arms greedy,swarm3] [--out /tmp/swarm-bench/live.jsonl]
+Usage: .venv/bin/python bench/live.py [--arms greedy,swarm3] [--refine on|off] [--out /tmp/swarm-bench/live.jsonl]
        [--budget-min 600] [--start K] [--limit N] [--threads 0] [--summary]
 
 Starts ``swarm up``'s stack (one llama.cpp server with the GGUF from .swarm/models, the four
@@ -11,13 +11,14 @@ services as child processes) with five instances as ``swarm up`` makes them (tem
   (``prompts.solve_messages``) and extraction (``swarmlib.extract_code``): the user asking one
   Qwen directly;
 * ``swarm3`` / ``swarm5``: one ``RunSwarm`` of size 3 (instances qwen-1..3) or 5 with the
-  product's defaults, refinement on. One run gives both the selection before refinement and the
-  final answer, so each swarm arm reports "without refinement" and "with refinement". Every
-  answer of the swarm of 3 is scored too: their mean is the pass rate of **one sampled
-  instance** (the swarm's own temperatures).
+  product's defaults, refinement on or off (``--refine``). A run with refinement on gives both its
+  selection before refinement and its final answer; one with it off, the selection alone (a
+  refinement round costs one to two more generations, so ``--refine off`` covers more problems in
+  the same time). Every answer of the swarm of 3 is scored too: their mean is the pass rate of
+  **one sampled instance** (the swarm's own temperatures).
 
 Only the prompt is sent; the hidden test (``test`` + ``check(entry_point)``) is run by this bench
-alone, after the run, in the project's sandbox. One JSON line per (arm, problem) goes to ``--out``;
+alone, after the run, in the project's sandbox. One JSON line per (arm, refinement, problem) goes to ``--out``;
 a second start with the same ``--out`` skips what is there, so an interrupted bench resumes
 (``--summary`` only prints the figures of the file). Progress, with an estimate of the time left,
 goes to stderr. A new problem starts only while the time used plus the mean time of a problem
@@ -41,7 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,6 +71,7 @@ class Line:
 
     arm: str
     task_id: str
+    refined: bool = False  # refinement was on for this run (a swarm arm)
     passed: bool = False  # the answer the user gets (for a swarm arm: after refinement)
     unrefined_passed: bool = False  # a swarm arm's selection before refinement (greedy: = passed)
     swarm_passed: list[bool] = field(default_factory=list)  # a swarm arm's answers, in rank order
@@ -79,6 +81,11 @@ class Line:
     completion_tokens: int = 0
     run_id: str = ""
     error: str = ""
+
+    @property
+    def key(self) -> tuple[str, bool, str]:
+        """What a resumed bench skips: this arm, with refinement on or off, on this problem."""
+        return self.arm, self.refined, self.task_id
 
 
 # -- the arms ------------------------------------------------------------------------------------
@@ -104,12 +111,12 @@ async def greedy(client: ChatClient, endpoint: Endpoint, scorer: Scorer, problem
 
 
 async def swarm(
-    stub: orchestrator_pb2_grpc.OrchestratorServiceStub, scorer: Scorer, problem: Problem, size: int
+    stub: orchestrator_pb2_grpc.OrchestratorServiceStub, scorer: Scorer, problem: Problem, size: int, refine: bool
 ) -> Line:
-    """One RunSwarm of ``size`` with refinement on; both its selections scored with the hidden test."""
-    line = Line(f"swarm{size}", problem.task_id)
+    """One RunSwarm of ``size``; its selection before refinement and its final answer scored with the hidden test."""
+    line = Line(f"swarm{size}", problem.task_id, refined=refine)
     request = pb.RunSwarmRequest(
-        task=problem.prompt, swarm_size=size, instances=[f"qwen-{i + 1}" for i in range(size)], skip_refine=False
+        task=problem.prompt, swarm_size=size, instances=[f"qwen-{i + 1}" for i in range(size)], skip_refine=not refine
     )
     run: pb.Run | None = None
     started = time.perf_counter()
@@ -165,43 +172,62 @@ def rate(passed: Iterable[bool]) -> str:
 
 
 def summary_lines(lines: Sequence[Line]) -> list[str]:
-    """Pass rate per arm, the gain over greedy on the problems both answered, time per problem."""
-    by_arm: dict[str, dict[str, Line]] = {}
+    """Pass rate per arm, the gain over greedy on the problems both answered, time per problem.
+
+    A swarm arm's "without refinement" is every run's selection before refinement (a run with
+    refinement off, else the first one with it on); "with refinement" counts the runs that had it on.
+    """
+    plain: dict[str, dict[str, Line]] = {}
+    refined: dict[str, dict[str, Line]] = {}
     for line in lines:
-        by_arm.setdefault(line.arm, {})[line.task_id] = line
-    greedy_lines = by_arm.get("greedy", {})
+        plain.setdefault(line.arm, {}).setdefault(line.task_id, line)
+        if line.refined:
+            refined.setdefault(line.arm, {})[line.task_id] = line
+    greedy_lines = plain.get("greedy", {})
     out = [f"HumanEval, {MODEL} (local llama.cpp, Q4_K_M); hidden tests scored by the bench only"]
     for arm in ARMS:
-        done = by_arm.get(arm, {})
+        done = plain.get(arm, {})
         if not done:
             continue
-        walls = [line.wall_s for line in done.values()]
-        timing = f"time per problem median {statistics.median(walls):.1f}s, mean {statistics.mean(walls):.1f}s"
-        errors = sum(1 for line in done.values() if line.error)
         if arm == "greedy":
-            out.append(f"greedy (1 instance, temperature 0): {rate(x.passed for x in done.values())}; {timing}")
+            out.append(f"greedy (1 instance, temperature 0): {rate(x.passed for x in done.values())}; {timing(done)}")
             continue
-        answers = [p for line in done.values() for p in line.swarm_passed]
+        errors = sum(1 for line in done.values() if line.error)
         out.append(
-            f"{arm}: without refinement {rate(x.unrefined_passed for x in done.values())}, "
-            f"with refinement {rate(x.passed for x in done.values())}; {timing}; runs without an answer {errors}"
+            f"{arm} without refinement: {rate(x.unrefined_passed for x in done.values())}; {timing(done)}; "
+            f"runs without an answer {errors}"
         )
-        kept = sum(1 for x in done.values() if x.refinement == "kept")
-        dropped = sum(1 for x in done.values() if x.refinement == "dropped")
-        out.append(f"  refinement kept {kept}, dropped {dropped}, skipped {len(done) - kept - dropped}")
         if arm == "swarm3":
+            answers = [p for line in done.values() for p in line.swarm_passed]
             out.append(f"  one sampled instance (each answer of the swarm of 3): {rate(answers)}")
-        both = sorted(set(done) & set(greedy_lines))
-        if both:
-            base = sum(greedy_lines[t].passed for t in both)
-            for label, pick in (("without", "unrefined_passed"), ("with", "passed")):
-                wins = sum(getattr(done[t], pick) for t in both)
-                gain = f"{wins / base:.2f} x greedy" if base else "n/a (greedy passed none)"
-                out.append(
-                    f"  gain {label} refinement on the {len(both)} problems both answered: "
-                    f"{wins} against greedy's {base} = {gain} (target >= 1.25)"
-                )
+        out += gain_lines(done, greedy_lines, "unrefined_passed")
+        with_refinement = refined.get(arm, {})
+        if with_refinement:
+            kept = sum(1 for x in with_refinement.values() if x.refinement == "kept")
+            dropped = sum(1 for x in with_refinement.values() if x.refinement == "dropped")
+            out.append(
+                f"{arm} with refinement: before {rate(x.unrefined_passed for x in with_refinement.values())}, "
+                f"after {rate(x.passed for x in with_refinement.values())}; {timing(with_refinement)}; "
+                f"kept {kept}, dropped {dropped}, skipped {len(with_refinement) - kept - dropped}"
+            )
+            out += gain_lines(with_refinement, greedy_lines, "passed")
     return out
+
+
+def timing(done: Mapping[str, Line]) -> str:
+    walls = [line.wall_s for line in done.values()]
+    return f"time per problem median {statistics.median(walls):.1f}s, mean {statistics.mean(walls):.1f}s"
+
+
+def gain_lines(done: Mapping[str, Line], greedy_lines: Mapping[str, Line], pick: str) -> list[str]:
+    """The arm's passes against greedy's on the problems both answered."""
+    both = sorted(set(done) & set(greedy_lines))
+    if not both:
+        return []
+    base = sum(greedy_lines[t].passed for t in both)
+    wins = sum(bool(getattr(done[t], pick)) for t in both)
+    gain = f"{wins / base:.2f} x greedy" if base else "n/a (greedy passed none)"
+    return [f"  gain on the {len(both)} problems both answered: {wins} against greedy's {base} = {gain} (target 1.25)"]
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -233,8 +259,10 @@ async def run_arms(
 ) -> None:
     """Start the stack, then every (problem, arm) not yet in the file, in task order."""
     started = time.perf_counter()
-    done = {(line.arm, line.task_id) for line in read_lines(args.out)}
-    todo = [(p, arm) for p in problems for arm in args.arms if (arm, p.task_id) not in done]
+    done = {line.key for line in read_lines(args.out)}
+    todo = [
+        (p, arm) for p in problems for arm in args.arms if (arm, args.refine and arm != "greedy", p.task_id) not in done
+    ]
     if not todo:
         return
     scorer = await Scorer.create()
@@ -261,7 +289,7 @@ async def run_arms(
                 if arm == "greedy":
                     line = await greedy(client, endpoint, scorer, problem)
                 else:
-                    line = await swarm(stub, scorer, problem, int(arm.removeprefix("swarm")))
+                    line = await swarm(stub, scorer, problem, int(arm.removeprefix("swarm")), args.refine)
                 handle.write(json.dumps(asdict(line)) + "\n")
                 handle.flush()
                 print(progress.line(line), file=sys.stderr, flush=True)
@@ -283,6 +311,7 @@ def stack_env(settings: StackSettings) -> dict[str, str]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", default="greedy,swarm3", help=f"comma-separated, of {', '.join(ARMS)}")
+    parser.add_argument("--refine", choices=("on", "off"), default="on", help="refinement in the swarm arms (on)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/swarm-bench/live.jsonl"), help="results, resumable")
     parser.add_argument("--budget-min", type=float, default=600.0, help="time budget in minutes (default 600)")
     parser.add_argument("--start", type=int, default=0, help="first problem's index, 0-163 (default 0)")
@@ -291,6 +320,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--summary", action="store_true", help="only print the summary of --out")
     args = parser.parse_args()
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    args.refine = args.refine == "on"
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown or not args.arms:
         parser.error(f"--arms: unknown {', '.join(unknown) or '(none given)'}; use some of {', '.join(ARMS)}")

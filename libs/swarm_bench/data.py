@@ -1,7 +1,8 @@
 """Bench data files: tasks with recorded model outputs (``../shared/bench-data/README.md``).
 
 A file is JSONL, optionally gzipped, one task a line: its prompt, the recorded candidates with
-their sources, optionally the generated tests recorded with them and the hidden reference test.
+their sources, optionally the generated tests recorded with them, the visible tests the user
+states beside the task (sent to the swarm as attached tests) and the hidden reference test.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class Record:
     candidates: tuple[Candidate, ...]
     generated_tests: tuple[str, ...] | None = None
     reference_test: str | None = None
+    visible_tests: tuple[str, ...] = ()  # the user's own tests: the swarm may see and run them
+
+
+def model_of(source: str) -> str:
+    """The model part of a recorded source ("gpt-4/t0.2#3" -> "gpt-4/t0.2"): what an API would report."""
+    return source.split("#", 1)[0] or "replay"
 
 
 class DataError(ValueError):
@@ -63,6 +70,9 @@ def _record(row: Mapping[str, Any]) -> Record:
         raise ValueError(f"{row['task_id']}: no candidates")
     tests = row.get("generated_tests")
     reference = row.get("reference_test")
+    visible = row.get("visible_tests") or []
+    if not isinstance(visible, list):
+        raise ValueError(f"{row['task_id']}: visible_tests must be a list of assert strings")
     return Record(
         task_id=str(row["task_id"]),
         prompt=str(row["prompt"]),
@@ -71,4 +81,5 @@ def _record(row: Mapping[str, Any]) -> Record:
         candidates=candidates,
         generated_tests=tuple(str(t) for t in tests) if isinstance(tests, list) else None,
         reference_test=str(reference) if reference else None,
+        visible_tests=tuple(str(t) for t in visible if str(t).strip()),
     )

@@ -33,7 +33,7 @@ import grpc
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarmlib import extract_code
 
-from .data import DataError, Record, load_records
+from .data import DataError, Record, load_records, model_of
 from .quality_options import BenchOptions, options_from_args
 from .quality_scoring import Scorer, codet_choice, draw
 from .quality_summary import RunOutcome, Summary, report, summarise
@@ -125,16 +125,31 @@ async def bench_stack(
 
 
 async def run_once(
-    stack: BenchStack, record: Record, picks: Sequence[int], repeat: int, refine: bool, timeout_s: float
+    stack: BenchStack,
+    record: Record,
+    picks: Sequence[int],
+    repeat: int,
+    refine: bool,
+    timeout_s: float,
+    visible_tests: bool = True,
 ) -> tuple[RunOutcome, pb.Run | None]:
-    """Register the draw, run the swarm once, and say which recorded candidate it selected."""
+    """Register the draw, run the swarm once, and say which recorded candidate it selected.
+
+    The record's visible tests go with the run as attached tests (``RunSwarmRequest.tests``),
+    as a user's own would, unless ``visible_tests`` is off; the reference test never does."""
     texts = [record.candidates[i].text for i in picks]
     sources = [record.candidates[i].source for i in picks]
     stack.replay.register(record.prompt, texts, record.generated_tests, [model_of(source) for source in sources])
     outcome = RunOutcome(record.task_id, repeat, "", False, 0.0, "", drawn=sources)
     # Instance k serves pick k: a smaller draw than the stack's size uses only its first instances.
     allowed = [f"replay-{k}" for k in range(len(picks))] if len(picks) < stack.size else []
-    request = pb.RunSwarmRequest(task=record.prompt, swarm_size=len(picks), skip_refine=not refine, instances=allowed)
+    request = pb.RunSwarmRequest(
+        task=record.prompt,
+        swarm_size=len(picks),
+        skip_refine=not refine,
+        instances=allowed,
+        tests=list(record.visible_tests) if visible_tests else [],
+    )
     events: list[pb.RunSwarmResponse] = []
     run: pb.Run | None = None
     started = time.perf_counter()
@@ -163,11 +178,6 @@ async def run_once(
     if chosen is not None:
         outcome.codet_source = _source_of(run, chosen.id, sources)
     return outcome, run
-
-
-def model_of(source: str) -> str:
-    """The model part of a recorded source ("gpt-4/t0.2#3" -> "gpt-4/t0.2"): what an API would report."""
-    return source.split("#", 1)[0] or "replay"
 
 
 def _source_of(run: pb.Run, candidate_id: str, sources: Sequence[str]) -> str:
@@ -224,7 +234,9 @@ async def run_bench(
             for record in records:
                 for repeat in range(options.repeats):
                     picks = draw(record, options.per_task, options.seed, repeat)
-                    outcome, _run = await run_once(stack, record, picks, repeat, options.refine, options.run_timeout_s)
+                    outcome, _run = await run_once(
+                        stack, record, picks, repeat, options.refine, options.run_timeout_s, options.visible_tests
+                    )
                     if scorer is not None and record.reference_test is not None:
                         await _score(scorer, record, picks, outcome, _run)
                     outcomes.append(outcome)

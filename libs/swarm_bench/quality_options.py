@@ -25,6 +25,7 @@ class BenchOptions:
     tasks: tuple[str, ...] = ()
     run_timeout_s: float = 900.0
     db: Path | None = None  # None: a temporary SQLite file, deleted at the end
+    visible_tests: bool = True  # send a task's visible_tests as the run's attached tests
 
 
 def _per_task(value: str) -> int | None:
@@ -56,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     refine.add_argument("--refine", dest="refine", action="store_true", help="run the refinement stage")
     refine.add_argument("--no-refine", dest="refine", action="store_false", help="skip refinement (the default)")
     parser.set_defaults(refine=False)
+    parser.add_argument(
+        "--visible-tests",
+        choices=["on", "off"],
+        default="on",
+        help="send each task's visible_tests (if the data has them) as the run's attached tests, as a user "
+        "would; off measures the same set without them (default on)",
+    )
     parser.add_argument("--limit", type=_positive, help="only the first N tasks")
     parser.add_argument("--tasks", default="", help="comma-separated task ids, e.g. HumanEval/0,HumanEval/3")
     parser.add_argument(
@@ -77,4 +85,5 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         limit=args.limit,
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         db=args.db,
+        visible_tests=args.visible_tests == "on",
     )

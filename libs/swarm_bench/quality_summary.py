@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from .data import model_of
 from .quality_options import BenchOptions
 
 
@@ -72,6 +73,11 @@ class Summary:
     median_stage_s: float | None = None
     median_run_s: float | None = None
     total_s: float = 0.0
+    # Per recorded source label (``model_of``): mean reference-test pass over its drawn candidates.
+    by_source: dict[str, float] = field(default_factory=dict)
+    by_source_candidates: dict[str, int] = field(default_factory=dict)
+    best_source: str | None = None
+    best_source_rate: float | None = None
     outcomes: list[RunOutcome] = field(default_factory=list)
 
 
@@ -94,11 +100,26 @@ def summarise(outcomes: Sequence[RunOutcome]) -> Summary:
         summary.swarm_on_codet_runs = _mean([float(bool(o.passed)) for o in with_codet])
         claiming = [o for o in scored if o.consensus]
         summary.consensus_precision = _mean([float(bool(o.passed)) for o in claiming])
+        _by_source(summary, scored)
     summary.consensus_coverage = _mean([float(o.consensus) for o in outcomes]) or 0.0
     stages = [o.stage_s for o in outcomes if o.stage_s is not None]
     summary.median_stage_s = statistics.median(stages) if stages else None
     summary.median_run_s = statistics.median([o.wall_s for o in outcomes]) if outcomes else None
     return summary
+
+
+def _by_source(summary: Summary, scored: Sequence[RunOutcome]) -> None:
+    """Each source's pass rate over the candidates drawn of it, and the best of them: what always
+    asking that one model (with those settings) would have scored on these tasks."""
+    passes: dict[str, list[bool]] = {}
+    for outcome in scored:
+        for source, passed in zip(outcome.drawn, outcome.drawn_passed or [], strict=False):
+            passes.setdefault(model_of(source), []).append(passed)
+    summary.by_source = {label: sum(p) / len(p) for label, p in sorted(passes.items())}
+    summary.by_source_candidates = {label: len(p) for label, p in sorted(passes.items())}
+    if summary.by_source:
+        best = max(summary.by_source, key=lambda label: (summary.by_source[label], label))
+        summary.best_source, summary.best_source_rate = best, summary.by_source[best]
 
 
 def report(summary: Summary, options: BenchOptions, stream: TextIO) -> None:
@@ -108,7 +129,8 @@ def report(summary: Summary, options: BenchOptions, stream: TextIO) -> None:
     k = "all" if options.per_task is None else str(options.per_task)
     print(
         f"data {options.data.name}: {summary.runs} runs ({summary.failed_runs} without an answer), "
-        f"K={k}, repeats={options.repeats}, seed={options.seed}, refine={'on' if options.refine else 'off'}",
+        f"K={k}, repeats={options.repeats}, seed={options.seed}, refine={'on' if options.refine else 'off'}, "
+        f"visible tests={'on' if options.visible_tests else 'off'}",
         file=stream,
     )
     if summary.scored_runs:
@@ -121,6 +143,15 @@ def report(summary: Summary, options: BenchOptions, stream: TextIO) -> None:
         codet_note += ")"
         print(f"  codet         {pct(summary.codet)}   {codet_note}", file=stream)
         print(f"  oracle        {pct(summary.oracle)}   (any drawn candidate passes)", file=stream)
+        if summary.best_source is not None:
+            n = summary.by_source_candidates[summary.best_source]
+            print(
+                f"  best source   {pct(summary.best_source_rate)}   ({summary.best_source}, over its {n} drawn "
+                f"candidates; {len(summary.by_source)} sources)",
+                file=stream,
+            )
+            shown = ", ".join(f"{label} {rate:.3f}" for label, rate in summary.by_source.items())
+            print(f"  per source    {shown}", file=stream)
         print(
             f"consensus precision {pct(summary.consensus_precision)}  (runs claiming consensus that pass)", file=stream
         )

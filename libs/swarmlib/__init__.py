@@ -51,7 +51,7 @@ from ._llm import (
 )
 from ._main import run_service
 from ._metrics import DEFAULT_PORTS as DEFAULT_METRICS_PORTS, LATENCY_BUCKETS, METRICS_ADDR_VAR, Metrics, MetricsConfig
-from ._pyparse import compile_error, parse_python, unparse_python
+from ._pyparse import attached_test_error, compile_error, parse_python, unparse_python
 from ._runloop_config import RunloopConfig
 from ._sandbox import BACKENDS, ExecResult, Sandbox, SandboxConfig, SandboxLimit, open_sandbox
 from ._scoring import (
@@ -122,6 +122,7 @@ __all__ = [
     "Transport",
     "UnauthenticatedError",
     "assessment_score",
+    "attached_test_error",
     "bearer_interceptors",
     "build_server",
     "check_candidate_ids",

@@ -45,3 +45,19 @@ def compile_error(code: str, filename: str = "<string>") -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+def attached_test_error(test: str) -> str | None:
+    """Why ``test`` cannot be one of the user's attached tests, or None when it can.
+
+    An attached test is Python that compiles and holds at least one ``assert`` (setup lines
+    before it are fine): anything else could judge no candidate, so the CLI and the
+    orchestrator refuse it up front rather than let the assessor skip it unseen.
+    """
+    problem = compile_error(test.strip())
+    if problem is not None:
+        return f"is not valid Python: {problem}"
+    tree = parse_python(test.strip())
+    if tree is None or not any(isinstance(node, ast.Assert) for node in ast.walk(tree)):
+        return "holds no assert statement (write it as `assert f(1) == 2`)"
+    return None

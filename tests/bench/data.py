@@ -24,7 +24,11 @@ EVEN_REFERENCE = (
 )
 
 
-def records(with_reference: bool) -> list[dict[str, Any]]:
+# A visible test (the user's, shown to the swarm), with its own marker: it must arrive.
+ADD_VISIBLE = "assert add(10, 5) == 15  # VISIBLE-3e1d"
+
+
+def records(with_reference: bool, with_visible: bool = False) -> list[dict[str, Any]]:
     add: dict[str, Any] = {
         "task_id": "Tiny/0",
         "prompt": ADD_PROMPT,
@@ -48,6 +52,8 @@ def records(with_reference: bool) -> list[dict[str, Any]]:
             {"source": "chat/t0.2#3", "text": "```python\ndef is_even(n: int) -> bool:\n    return not n % 2\n```"},
         ],
     }
+    if with_visible:
+        add["visible_tests"] = [ADD_VISIBLE]
     if with_reference:
         add["reference_test"] = ADD_REFERENCE
         even["reference_test"] = EVEN_REFERENCE

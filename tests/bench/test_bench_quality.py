@@ -15,7 +15,7 @@ from swarm_bench.data import DataError, load_records
 from swarm_bench.quality import run_bench, stage_seconds
 from swarm_bench.quality_options import BenchOptions, options_from_args
 from swarm_bench.quality_scoring import codet_choice, draw, scoring_program
-from swarm_bench.quality_summary import report
+from swarm_bench.quality_summary import RunOutcome, report, summarise, summary_dict
 from swarm_cli.main import build_parser
 from swarm_orchestrator.store import RunStore
 from tests.bench import data
@@ -79,7 +79,41 @@ def test_cli_options() -> None:
     assert options.per_task is None and options.tasks == ("A/1", "A/2") and not options.refine
     assert options.repeats == 1 and options.limit is None and options.db is None
     args = build_parser().parse_args(["bench", "quality", "--data", "d.gz", "--out", "o.jsonl", "--db", "runs.db"])
-    assert options_from_args(args).db == Path("runs.db")
+    assert options_from_args(args).db == Path("runs.db") and options_from_args(args).visible_tests
+    args = build_parser().parse_args(["bench", "quality", "--data", "d", "--out", "o", "--visible-tests", "off"])
+    assert not options_from_args(args).visible_tests
+
+
+def test_visible_tests_are_read_from_the_data(tmp_path: Path) -> None:
+    rows = data.records(with_reference=False, with_visible=True)
+    records = load_records(data.write(tmp_path / "d.jsonl.gz", rows))
+    assert records[0].visible_tests == (data.ADD_VISIBLE,) and records[1].visible_tests == ()
+    rows[0]["visible_tests"] = "assert add(1, 1) == 2"
+    with pytest.raises(DataError, match="visible_tests must be a list"):
+        load_records(data.write(tmp_path / "bad.jsonl.gz", rows))
+
+
+def _outcome(task: str, drawn: list[str], passed: list[bool], swarm: bool) -> RunOutcome:
+    return RunOutcome(task, 0, "code", False, 0.0, drawn[0], drawn=drawn, passed=swarm, drawn_passed=passed)
+
+
+def test_the_summary_names_the_best_single_source(tmp_path: Path) -> None:
+    outcomes = [
+        _outcome("T/0", ["a/Direct#0", "b/CoT#0", "b/CoT#1"], [True, True, False], True),
+        _outcome("T/1", ["a/Direct#0", "b/CoT#0"], [False, True], True),
+        _outcome("T/2", ["a/Direct#3", "b/CoT#0"], [True, False], False),
+    ]
+    summary = summarise(outcomes)
+    # Over its drawn candidates: a/Direct 2 of 3, b/CoT 2 of 4.
+    assert summary.by_source == {"a/Direct": 2 / 3, "b/CoT": 0.5}
+    assert summary.by_source_candidates == {"a/Direct": 3, "b/CoT": 4}
+    assert summary.best_source == "a/Direct" and summary.best_source_rate == 2 / 3
+    assert summary_dict(summary)["best_source"] == "a/Direct"
+    printed = io.StringIO()
+    report(summary, BenchOptions(data=Path("d.jsonl"), out=Path("o.jsonl")), printed)
+    assert "best source   0.667   (a/Direct, over its 3 drawn candidates; 2 sources)" in printed.getvalue()
+    assert "per source    a/Direct 0.667, b/CoT 0.500" in printed.getvalue()
+    assert summarise([]).best_source is None
 
 
 async def test_bench_without_reference_tests_writes_selections(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 The bench runs on two tasks with K=3 while every replay request (its raw body) and every gRPC
 request to every service started in the process (orchestrator, collator, assessor, refiner; seen
 by a server interceptor added to each server) is recorded; no recorded text may contain the
-reference test or any of its lines.
+reference test or any of its lines. A task's visible tests, by contrast, are the user's and must
+arrive: in the run request as attached tests, and at the assessor that runs them (unless the
+bench is told ``visible_tests=False``).
 """
 
 from __future__ import annotations
@@ -87,9 +89,8 @@ def needles(reference: str) -> list[str]:
     return [reference.strip(), *(line for line in lines if len(line) > 12 and line != "def check(candidate):")]
 
 
-async def test_reference_tests_never_reach_instances_or_services(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def recording(monkeypatch: pytest.MonkeyPatch) -> RecordingInterceptor:
+    """Every gRPC server started from now on records the requests it handles."""
     recorder = RecordingInterceptor()
     real_server = grpc.aio.server
 
@@ -97,8 +98,19 @@ async def test_reference_tests_never_reach_instances_or_services(
         return real_server(*args, interceptors=[recorder, *interceptors], **kwargs)
 
     monkeypatch.setattr(grpc.aio, "server", recording_server)
+    return recorder
+
+
+def sent(recorder: RecordingInterceptor, method: str) -> list[Message]:
+    return [request for name, request in recorder.calls if name.rsplit("/", 1)[-1] == method]
+
+
+async def test_reference_tests_never_reach_instances_or_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = recording(monkeypatch)
     replayed: list[ReplayRequest] = []
-    rows = data.records(with_reference=True)
+    rows = data.records(with_reference=True, with_visible=True)
     path = data.write(tmp_path / "tiny.jsonl.gz", rows)
     # Refinement on, so the refiner (and the refine request to an instance) is covered too.
     options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, repeats=1, seed=1, refine=True)
@@ -124,6 +136,10 @@ async def test_reference_tests_never_reach_instances_or_services(
     first_line = data.ADD_PROMPT.splitlines()[0]
     assert any(first_line in body for body in bodies)
     assert any(first_line in text for _, text in services)
+    # The visible test does arrive, as the run's attached test and at the assessor that runs it.
+    runs = sent(recorder, "RunSwarm")
+    assert [list(r.tests) for r in runs] == [[data.ADD_VISIBLE], []]  # type: ignore[attr-defined]
+    assert any(data.ADD_VISIBLE in r.attached_tests for r in sent(recorder, "Assess"))  # type: ignore[attr-defined]
 
     for reference in (data.ADD_REFERENCE, data.EVEN_REFERENCE):
         for needle in needles(reference):
@@ -133,3 +149,18 @@ async def test_reference_tests_never_reach_instances_or_services(
     for marker in ("REFERENCE-ONLY", "candidate("):
         assert not any(marker in body for body in bodies)
         assert not any(marker in text for _, text in services)
+
+
+async def test_visible_tests_off_sends_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = recording(monkeypatch)
+    path = data.write(tmp_path / "tiny.jsonl.gz", data.records(with_reference=True, with_visible=True))
+    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=2, limit=1, visible_tests=False)
+    summary = await run_bench(options, log=None)
+    assert summary.runs == 1 and summary.scored_runs == 1
+    runs = sent(recorder, "RunSwarm")
+    assert len(runs) == 1 and not list(runs[0].tests)  # type: ignore[attr-defined]
+    assert not any("VISIBLE-3e1d" in text for _, r in recorder.calls for text in strings(_as_json(r)))
+
+
+def _as_json(message: Message) -> object:
+    return json.loads(json_format.MessageToJson(message))

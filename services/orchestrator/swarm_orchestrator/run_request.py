@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from swarm.v1 import orchestrator_pb2 as pb
-from swarmlib import InvalidArgumentError
+from swarmlib import InvalidArgumentError, attached_test_error
 
 from .config import OrchestratorConfig
 
@@ -45,6 +45,10 @@ def validate(
         raise InvalidArgumentError(f"tests{blank} are empty: attach assert statements, or leave tests out")
     for index, test in enumerate(request.tests):
         check_text(f"tests[{index}]", test)
+        problem = attached_test_error(test)
+        if problem is not None:
+            # The index, not the text: the test is the user's and error details reach logs.
+            raise InvalidArgumentError(f"tests[{index}] {problem}: fix or remove that test")
     if not math.isfinite(request.max_cost_usd) or request.max_cost_usd < 0:
         raise InvalidArgumentError(
             f"max_cost_usd is {request.max_cost_usd}; use a cost in USD >= 0 (0: no per-run limit)"

@@ -67,11 +67,18 @@ def test_agreement_counts_a_strict_majority_and_never_the_chosen_answer() -> Non
     assert by_signal(assessment_events(run_of(*alone)), "agreement") == {}
 
 
+def test_a_run_teaches_only_where_its_answers_differ() -> None:
+    same = [candidate("c1", visible=(2, 2), generated=(1, 2)), candidate("c2", visible=(2, 2), generated=(1, 2))]
+    assert assessment_events(run_of(*same)) == []  # all did equally well: nothing to tell apart
+    unanimous = [candidate(f"c{i}", behaviour="A") for i in (1, 2, 3)]
+    assert assessment_events(run_of(*unanimous)) == []
+
+
 def test_only_swarm_answers_of_a_run_with_an_answer_teach() -> None:
-    refined = candidate("c9", visible=(2, 2), origin=pb.CANDIDATE_ORIGIN_REFINED)
-    events = assessment_events(run_of(candidate("c1", visible=(2, 2)), refined))
-    assert [e.instance for e in events] == ["i-c1"]
-    assert assessment_events(pb.Run(candidates=[candidate("c1", visible=(2, 2))])) == []
+    refined = candidate("c9", visible=(0, 2), origin=pb.CANDIDATE_ORIGIN_REFINED)
+    events = assessment_events(run_of(candidate("c1", visible=(2, 2)), candidate("c2", visible=(1, 2)), refined))
+    assert [e.instance for e in events] == ["i-c1", "i-c2"]
+    assert assessment_events(pb.Run(candidates=[candidate("c1", visible=(2, 2)), candidate("c2")])) == []
 
 
 def test_an_instance_is_stable_while_its_history_names_only_the_answering_model() -> None:
@@ -111,8 +118,8 @@ async def store(tmp_path: Path) -> AsyncIterator[RunStore]:
 
 
 async def test_the_store_names_the_models_each_instance_answered_with(store: RunStore) -> None:
-    for run_id, model, good in (("r1", "m", 1.0), ("r2", "n", 0.0)):
-        run = run_of(candidate("c1", model=model, visible=(int(good), 1)))
+    for run_id, model, good in (("r1", "m", 1), ("r2", "n", 0)):
+        run = run_of(candidate("c1", model=model, visible=(good, 1)), candidate("c2", model="o", visible=(1 - good, 1)))
         run.id = run_id
         run.status = pb.RUN_STATUS_RUNNING
         run.created_at.FromDatetime(dt.datetime.now(dt.UTC))
@@ -122,4 +129,5 @@ async def test_the_store_names_the_models_each_instance_answered_with(store: Run
     snapshot = await store.reputation(None)
     assert snapshot[(INSTANCE, "i-c1")] == Tally(1.0, 1.0, 2, ("m", "n"))
     assert snapshot[(MODEL, "m")] == Tally(1.0, 0.0, 1) and snapshot[(MODEL, "n")] == Tally(0.0, 1.0, 1)
+    assert snapshot[(INSTANCE, "i-c2")] == Tally(1.0, 1.0, 2, ("o",)) and snapshot[(MODEL, "o")] == Tally(1.0, 1.0, 2)
     assert multiplier_for(snapshot, "i-c1", "m") == snapshot[(MODEL, "m")].multiplier

@@ -59,28 +59,26 @@ def selection(candidate: pb.Candidate, share: float) -> float:
     return selection_score(s.tests_passed, s.tests_total, s.correctness >= 1.0, evidence)
 
 
-def _order(candidates: Sequence[pb.Candidate]) -> list[pb.Candidate]:
-    """Best first: by score, then visible tests passed, then the faster answer; answers that behave
-    alike and pass the same visible tests then move up to their best member's place, together,
-    the most reputable source first (else in that order).
+def _order(candidates: Sequence[pb.Candidate], clusters: Sequence[int]) -> list[pb.Candidate]:
+    """Best first: by score, then visible tests passed, then the faster answer; answers of one
+    cluster (``cluster_keys``) that pass the same visible tests then move up to their best
+    member's place, together, the most reputable source first (else in that order).
 
     Such answers differ only where no probe looked, so what tells them apart is how often their
     source was right before, not how much their text resembles the others' (centrality).
     """
+    cluster_of = {c.id: key for c, key in zip(candidates, clusters, strict=True)}
     ordered = sorted(candidates, key=lambda c: (-c.scores.overall, -c.scores.tests_passed, c.latency_ms))
-    groups: dict[tuple[str, int], list[pb.Candidate]] = {}
+    groups: dict[tuple[int, int], list[pb.Candidate]] = {}
     for c in ordered:
-        if c.behaviour:
-            groups.setdefault((c.behaviour, c.scores.tests_passed), []).append(c)
+        groups.setdefault((cluster_of[c.id], c.scores.tests_passed), []).append(c)
     result: list[pb.Candidate] = []
     placed: set[str] = set()
     for c in ordered:
-        if c.id in placed:
-            continue
-        group = groups.get((c.behaviour, c.scores.tests_passed), [c]) if c.behaviour else [c]
-        members = sorted(group, key=lambda m: -m.reputation)  # stable: score order among equals
-        result += members
-        placed.update(m.id for m in members)
+        if c.id not in placed:
+            members = sorted(groups[(cluster_of[c.id], c.scores.tests_passed)], key=lambda m: -m.reputation)
+            result += members  # sorted() is stable: score order among equal reputations
+            placed.update(m.id for m in members)
     return result
 
 
@@ -105,7 +103,7 @@ def rank(candidates: Sequence[pb.Candidate], reputations: Sequence[float] | None
         candidate.scores.behaviour_cluster_size = sizes[key]
         candidate.scores.overall = selection(candidate, share)
     by_id = {c.id: share for c, share in zip(ranked, shares, strict=True)}
-    return Ranking(tuple(_order(ranked)), by_id)
+    return Ranking(tuple(_order(ranked, clusters)), by_id)
 
 
 def _copy(candidate: pb.Candidate) -> pb.Candidate:

@@ -100,8 +100,8 @@ def _clusters(swarm: Sequence[pb.Candidate]) -> list[str]:
 
 
 def _majority_events(swarm: Sequence[pb.Candidate]) -> list[Event]:
-    """``agreement``: in a run of three answers or more where a strict majority behaves alike, each
-    answer is a success if it is in that majority and a failure if not; otherwise nothing.
+    """``agreement``: in a run of three answers or more where a strict majority, not all, behaves
+    alike, each answer is a success if it is in that majority and a failure if not.
 
     Agreement is counted by answers, not by reputation-weighted votes, and never from the answer
     the run chose, so the prior cannot feed itself: what the swarm chose because of a reputation
@@ -111,29 +111,40 @@ def _majority_events(swarm: Sequence[pb.Candidate]) -> list[Event]:
         return []
     keys = _clusters(swarm)
     top, size = Counter(keys).most_common(1)[0]
-    if 2 * size <= len(swarm):
+    if 2 * size <= len(swarm) or size == len(swarm):
         return []
     return [_event(c, "agreement", float(key == top)) for c, key in zip(swarm, keys, strict=True)]
+
+
+def _telling(events: list[Event]) -> list[Event]:
+    """The events of one signal if they tell sources apart, else none.
+
+    A reputation only ever compares the sources of one run (vote weights are ratios), so a run in
+    which every answer did equally well or equally badly says nothing it can use; counting it
+    would only pull every source's mean towards the same value and blur the differences.
+    """
+    return events if len({e.successes for e in events}) > 1 else []
 
 
 def assessment_events(run: pb.Run) -> list[Event]:
     """What a ranked run's executed evidence says about each swarm candidate's source (empty for a
     run without an answer): the visible tests it passed, the generated tests it passed, and whether
-    it is in a strict majority. Never the answer the run chose (``_majority_events``)."""
+    it is in a strict majority; each only where the run's answers differ in it (``_telling``), and
+    never the answer the run chose (``_majority_events``)."""
     if not run.HasField("final"):
         return []
     swarm = [c for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_SWARM and c.instance]
-    events = [
+    visible = [
         _event(c, "visible_tests", float(c.scores.tests_passed == c.scores.tests_total))
         for c in swarm
         if c.scores.tests_total
     ]
-    events += [
+    generated = [
         _event(c, "generated_tests", c.scores.generated_passed / c.scores.generated_total)
         for c in swarm
         if c.scores.generated_total
     ]
-    return events + _majority_events(swarm)
+    return _telling(visible) + _telling(generated) + _majority_events(swarm)
 
 
 def _final(run: pb.Run) -> pb.Candidate | None:

@@ -123,17 +123,3 @@ def test_behaviour_signatures_decide_clusters_and_the_collators_only_without_any
     assert cluster_keys(with_signatures) == [0, 0, 1]
     semantic = [candidate("c1", cluster_id=0), candidate("c2", cluster_id=0), candidate("c3", cluster_id=-1)]
     assert cluster_keys(semantic) == [0, 0, 1]
-
-
-def test_among_answers_that_behave_alike_the_more_reputable_source_leads() -> None:
-    central = candidate("c1", visible=(2, 2), behaviour="A", centrality=0.9)
-    trusted = candidate("c2", visible=(2, 2), behaviour="A", centrality=0.5)
-    other = candidate("c3", visible=(2, 2), behaviour="B", centrality=0.7)
-    assert ids(rank([central, trusted, other]).candidates) == ["c1", "c2", "c3"]
-    assert ids(rank([central, trusted, other], [0.8, 1.2, 1.0]).candidates) == ["c2", "c1", "c3"]
-    # Without signatures, the collator's clusters are the groups.
-    alike = [candidate("c1", cluster_id=0, centrality=0.9), candidate("c2", cluster_id=0, centrality=0.5)]
-    assert ids(rank(alike, [0.8, 1.2]).candidates) == ["c2", "c1"]
-    # Not across behaviours, nor across visible tests passed: there the evidence decides.
-    failing = candidate("c4", visible=(1, 2), behaviour="A")
-    assert rank([failing, central], [1.49, 0.51]).best.id == "c1"

@@ -59,36 +59,16 @@ def selection(candidate: pb.Candidate, share: float) -> float:
     return selection_score(s.tests_passed, s.tests_total, s.correctness >= 1.0, evidence)
 
 
-def _order(candidates: Sequence[pb.Candidate], clusters: Sequence[int]) -> list[pb.Candidate]:
-    """Best first: by score, then visible tests passed, then the faster answer; answers of one
-    cluster (``cluster_keys``) that pass the same visible tests then move up to their best
-    member's place, together, the most reputable source first (else in that order).
-
-    Such answers differ only where no probe looked, so what tells them apart is how often their
-    source was right before, not how much their text resembles the others' (centrality).
-    """
-    cluster_of = {c.id: key for c, key in zip(candidates, clusters, strict=True)}
-    ordered = sorted(candidates, key=lambda c: (-c.scores.overall, -c.scores.tests_passed, c.latency_ms))
-    groups: dict[tuple[int, int], list[pb.Candidate]] = {}
-    for c in ordered:
-        groups.setdefault((cluster_of[c.id], c.scores.tests_passed), []).append(c)
-    result: list[pb.Candidate] = []
-    placed: set[str] = set()
-    for c in ordered:
-        if c.id not in placed:
-            members = sorted(groups[(cluster_of[c.id], c.scores.tests_passed)], key=lambda m: -m.reputation)
-            result += members  # sorted() is stable: score order among equal reputations
-            placed.update(m.id for m in members)
-    return result
+def _order(candidate: pb.Candidate) -> tuple[float, int, float]:
+    return (-candidate.scores.overall, -candidate.scores.tests_passed, candidate.latency_ms)
 
 
 def rank(candidates: Sequence[pb.Candidate], reputations: Sequence[float] | None = None) -> Ranking:
     """Score copies of ``candidates`` (assessed and collated) and sort them best first.
 
     ``reputations`` are the candidates' vote multipliers from their sources' history (1.0 each
-    when absent): they weigh agreement, never the visible tests, and choose among answers that
-    behave alike (``_order``). Ties go to more visible tests passed, then to the faster answer;
-    otherwise the input order stands.
+    when absent): they weigh agreement, never the visible tests. Ties go to more visible tests
+    passed, then to the faster answer; otherwise the input order stands.
     """
     ranked = [_copy(c) for c in candidates]
     for candidate, multiplier in zip(ranked, reputations or [1.0] * len(ranked), strict=True):
@@ -103,7 +83,8 @@ def rank(candidates: Sequence[pb.Candidate], reputations: Sequence[float] | None
         candidate.scores.behaviour_cluster_size = sizes[key]
         candidate.scores.overall = selection(candidate, share)
     by_id = {c.id: share for c, share in zip(ranked, shares, strict=True)}
-    return Ranking(tuple(_order(ranked, clusters)), by_id)
+    ranked.sort(key=_order)
+    return Ranking(tuple(ranked), by_id)
 
 
 def _copy(candidate: pb.Candidate) -> pb.Candidate:

@@ -10,7 +10,7 @@ import pytest
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 from swarm_orchestrator.config import OrchestratorConfig
-from swarm_orchestrator.reputation import INSTANCE, MODEL, Event, Tally, assessment_events, multiplier_for, stable
+from swarm_orchestrator.reputation import INSTANCE, MODEL, Event, Key, Tally, assessment_events, multiplier_for, stable
 from swarm_orchestrator.store import RunStore
 from swarmlib import ConfigError, reputation_multiplier
 
@@ -90,12 +90,12 @@ def test_an_instance_is_stable_while_its_history_names_only_the_answering_model(
 
 def test_the_multiplier_comes_from_a_stable_instance_else_the_model() -> None:
     good, bad = Tally(6, 0, 6, ("m",)), Tally(0, 6, 6)
-    snapshot = {(INSTANCE, "i1"): good, (MODEL, "m"): bad, (MODEL, "n"): Tally(3, 3, 6)}
+    snapshot: dict[Key, Tally] = {(INSTANCE, "i1"): good, (MODEL, "m"): bad, (MODEL, "n"): Tally(3, 3, 6)}
     assert multiplier_for(snapshot, "i1", "m") == good.multiplier > 1.0
     assert multiplier_for(snapshot, "i1", "m", "model") == bad.multiplier < 1.0
     # The same endpoint answering with another model (a gateway, a replay instance): the model's.
     assert multiplier_for(snapshot, "i1", "n") == reputation_multiplier(3, 3) == 1.0
-    mixed = {(INSTANCE, "i1"): Tally(6, 0, 6, ("m", "n")), (MODEL, "m"): bad}
+    mixed: dict[Key, Tally] = {(INSTANCE, "i1"): Tally(6, 0, 6, ("m", "n")), (MODEL, "m"): bad}
     assert multiplier_for(mixed, "i1", "m") == bad.multiplier
     assert multiplier_for(snapshot, "new", "unknown") == 1.0
 

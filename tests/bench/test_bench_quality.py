@@ -112,7 +112,8 @@ async def test_bench_without_reference_tests_writes_selections(tmp_path: Path) -
 async def test_runs_are_kept_in_the_db_file_when_asked(tmp_path: Path) -> None:
     path = data.write(tmp_path / "tiny.jsonl.gz", data.records(with_reference=False))
     db = tmp_path / "kept" / "runs.db"
-    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, repeats=2, db=db)
+    # Two draws of the add task, one after the other: as many runs as the two tasks once.
+    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, repeats=2, tasks=("Tiny/0",), db=db)
     await run_bench(options, log=None)
     lines = [json.loads(line) for line in options.out.read_text().splitlines()]
     store = await RunStore.open(f"sqlite+aiosqlite:///{db}")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from swarm.v1 import orchestrator_pb2 as pb
 from swarmlib import REPUTATION_SIGNAL_WEIGHTS, reputation_mean, reputation_multiplier
 
+from .ranking import cluster_keys
+
 INSTANCE = pb.REPUTATION_SCOPE_INSTANCE
 MODEL = pb.REPUTATION_SCOPE_MODEL
 
@@ -84,21 +86,6 @@ def _event(candidate: pb.Candidate, signal: str, good: float) -> Event:
     return Event(candidate.instance, candidate.model, signal, weight * good, weight * (1.0 - good))
 
 
-def _clusters(swarm: Sequence[pb.Candidate]) -> list[str]:
-    """Each candidate's behaviour: its probe signature if any candidate has one, else the collator's
-    cluster (a candidate with neither stands alone)."""
-    signatures = any(c.behaviour for c in swarm)
-    keys = []
-    for index, candidate in enumerate(swarm):
-        if candidate.behaviour:
-            keys.append(f"b:{candidate.behaviour}")
-        elif not signatures and candidate.cluster_id >= 0:
-            keys.append(f"s:{candidate.cluster_id}")
-        else:
-            keys.append(f"alone:{index}")
-    return keys
-
-
 def _majority_events(swarm: Sequence[pb.Candidate]) -> list[Event]:
     """``agreement``: in a run of three answers or more where a strict majority, not all, behaves
     alike, each answer is a success if it is in that majority and a failure if not.
@@ -109,7 +96,7 @@ def _majority_events(swarm: Sequence[pb.Candidate]) -> list[Event]:
     """
     if len(swarm) < 3:
         return []
-    keys = _clusters(swarm)
+    keys = cluster_keys(swarm)  # behaviour signatures, else the collator's clusters
     top, size = Counter(keys).most_common(1)[0]
     if 2 * size <= len(swarm) or size == len(swarm):
         return []

@@ -75,10 +75,15 @@ def _passthrough_env() -> dict[str, str]:
 
 @asynccontextmanager
 async def bench_stack(
-    size: int, refine: bool, database: Path, on_request: Callable[[ReplayRequest], None] | None = None
+    size: int,
+    refine: bool,
+    database: Path,
+    on_request: Callable[[ReplayRequest], None] | None = None,
+    reputation: bool = False,
 ) -> AsyncIterator[BenchStack]:
     """The replay server and the in-process stack (``swarm_bench.stack``) on its instances; the
-    runs are stored in the SQLite file ``database``."""
+    runs are stored in the SQLite file ``database``, and with ``reputation`` they teach the runs
+    after them (per model only: see below)."""
     async with ReplayServer(on_request=on_request) as replay:
         instances = json.dumps(
             [
@@ -109,9 +114,12 @@ async def bench_stack(
             # A replay instance never gets sick; a refused duplicate (HTTP 409) must not bench it.
             "SWARM_UNHEALTHY_AFTER": "1000000",
             "SWARM_HEALTH_INTERVAL_S": "3600",
-            # Each draw is independent and replay instances serve arbitrary recorded sources, so a
-            # reputation learned over the bench's own runs would be noise; selection is measured alone.
-            "SWARM_REPUTATION": "false",
+            # The runs go one after another in task order, so each learns from the assessed runs
+            # before it (never from a hidden test: the reference test reaches no service). Per model
+            # only: replay instance k serves a different recorded source on every task, so what it
+            # would learn as an instance is noise.
+            "SWARM_REPUTATION": "true" if reputation else "false",
+            "SWARM_REPUTATION_SCOPE": "model",
         }
         database_url = f"sqlite+aiosqlite:///{database}"
         async with (
@@ -219,6 +227,8 @@ async def run_bench(
     started = time.perf_counter()
     if options.db is not None and options.db.is_dir():
         raise DataError(f"--db {options.db} is a directory: give the path of a SQLite file to keep the runs in")
+    if options.db is not None and options.reputation and options.db.exists():
+        raise DataError(f"--db {options.db} exists: its runs would seed the reputation; remove it or --reputation off")
     records = select_records(load_records(options.data), options)
     if not records:
         raise DataError(f"no tasks selected from {options.data}")
@@ -230,7 +240,7 @@ async def run_bench(
     with tempfile.TemporaryDirectory(prefix="swarm-bench-") as tmp, options.out.open("w", encoding="utf-8") as out:
         database = options.db or Path(tmp) / "bench.db"
         database.parent.mkdir(parents=True, exist_ok=True)
-        async with bench_stack(size, options.refine, database, on_request) as stack:
+        async with bench_stack(size, options.refine, database, on_request, options.reputation) as stack:
             for record in records:
                 for repeat in range(options.repeats):
                     picks = draw(record, options.per_task, options.seed, repeat)

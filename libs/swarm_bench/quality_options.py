@@ -26,6 +26,7 @@ class BenchOptions:
     run_timeout_s: float = 900.0
     db: Path | None = None  # None: a temporary SQLite file, deleted at the end
     visible_tests: bool = True  # send a task's visible_tests as the run's attached tests
+    reputation: bool = True  # each run learns per model from the assessed runs before it
 
 
 def _per_task(value: str) -> int | None:
@@ -67,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=_positive, help="only the first N tasks")
     parser.add_argument("--tasks", default="", help="comma-separated task ids, e.g. HumanEval/0,HumanEval/3")
     parser.add_argument(
+        "--reputation",
+        choices=("on", "off"),
+        default="on",
+        help="on (the default): each run's votes are weighed by what the runs before it (in task order, one "
+        "store) learned of each model from visible tests, generated tests and agreement; off: every run alone",
+    )
+    parser.add_argument(
         "--db",
         type=Path,
         help="keep every run (candidates, scores, tests, clusters) in this SQLite file, to read with "
@@ -86,4 +94,5 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()),
         db=args.db,
         visible_tests=args.visible_tests == "on",
+        reputation=args.reputation == "on",
     )

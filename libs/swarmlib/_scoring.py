@@ -48,14 +48,16 @@ REPUTATION_PRIOR = 2.0
 
 REPUTATION_SIGNAL_WEIGHTS = {
     "visible_tests": 1.0,
-    "selected_cluster": 1.0,
+    "generated_tests": 0.5,
+    "agreement": 1.0,
     "preferred": 2.0,
     "rating": 2.0,
     "approval": 2.0,
 }
 """How much one observation of each kind counts. What a person says of an answer (a preference,
 a rating, an approval) counts double what the machine infers, because it is rarer and it is
-the judgement the swarm tries to predict."""
+the judgement the swarm tries to predict. The swarm's own generated tests count half: they share
+the swarm's mistakes."""
 
 
 def reputation_mean(successes: float, failures: float) -> float:

@@ -3,6 +3,7 @@ tests, and runs kept for inspection."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from pathlib import Path
@@ -17,6 +18,7 @@ from swarm_bench.quality_options import BenchOptions, options_from_args
 from swarm_bench.quality_scoring import codet_choice, draw, scoring_program
 from swarm_bench.quality_summary import RunOutcome, report, summarise, summary_dict
 from swarm_cli.main import build_parser
+from swarm_orchestrator.reputation import MODEL
 from swarm_orchestrator.store import RunStore
 from tests.bench import data
 
@@ -78,10 +80,13 @@ def test_cli_options() -> None:
     options = options_from_args(args)
     assert options.per_task is None and options.tasks == ("A/1", "A/2") and not options.refine
     assert options.repeats == 1 and options.limit is None and options.db is None
+    assert options.reputation
     args = build_parser().parse_args(["bench", "quality", "--data", "d.gz", "--out", "o.jsonl", "--db", "runs.db"])
     assert options_from_args(args).db == Path("runs.db") and options_from_args(args).visible_tests
     args = build_parser().parse_args(["bench", "quality", "--data", "d", "--out", "o", "--visible-tests", "off"])
     assert not options_from_args(args).visible_tests
+    args = build_parser().parse_args(["bench", "quality", "--data", "d.gz", "--out", "o.jsonl", "--reputation", "off"])
+    assert not options_from_args(args).reputation
 
 
 def test_visible_tests_are_read_from_the_data(tmp_path: Path) -> None:
@@ -141,16 +146,27 @@ async def test_bench_without_reference_tests_writes_selections(tmp_path: Path) -
 async def test_runs_are_kept_in_the_db_file_when_asked(tmp_path: Path) -> None:
     path = data.write(tmp_path / "tiny.jsonl.gz", data.records(with_reference=False))
     db = tmp_path / "kept" / "runs.db"
-    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, db=db)
+    # Two draws of the add task, one after the other: as many runs as the two tasks once.
+    options = BenchOptions(data=path, out=tmp_path / "out.jsonl", per_task=3, repeats=2, tasks=("Tiny/0",), db=db)
     await run_bench(options, log=None)
     lines = [json.loads(line) for line in options.out.read_text().splitlines()]
     store = await RunStore.open(f"sqlite+aiosqlite:///{db}")
     try:
-        for line in lines:
-            run = await store.get_run(line["run_id"])
+        runs = [await store.get_run(line["run_id"]) for line in lines]
+        for run, line in zip(runs, lines, strict=True):
             assert len([c for c in run.candidates if c.rank]) == 3 and run.final.code == line["code"]
+        # In task order, per model (the one the replay server names): the first run knows nothing,
+        # the second weighs its votes by what the first one's visible test said of model m/t0.8.
+        assert {c.reputation for c in runs[0].candidates if c.rank} == {1.0}
+        before = await store.reputation(None, runs[1].created_at.ToDatetime(tzinfo=dt.UTC))
+        learned = before[(MODEL, "m/t0.8")]  # the add task: one answer fails the visible example
+        assert learned.observations > 0 and learned.multiplier > 1.0
+        assert [c.reputation for c in runs[1].candidates if c.rank] == [pytest.approx(learned.multiplier)] * 3
     finally:
         await store.close()
+
+    with pytest.raises(DataError, match="exists: its runs would seed the reputation"):
+        await run_bench(BenchOptions(data=path, out=tmp_path / "again.jsonl", db=db), log=None)
 
     with pytest.raises(DataError, match="is a directory"):
         await run_bench(BenchOptions(data=path, out=tmp_path / "again.jsonl", db=tmp_path), log=None)

@@ -53,6 +53,19 @@ def _output_batch_ms(env: Mapping[str, str]) -> int:
     return batch_ms
 
 
+REPUTATION_SCOPES = ("instance", "model")
+
+
+def _reputation_scope(env: Mapping[str, str]) -> str:
+    """``SWARM_REPUTATION_SCOPE``: "instance" (the default) weighs a vote by its instance's history
+    when that history is about the answering model, else by the model's; "model" only ever by the
+    model's, for instances that are interchangeable (docs/selection.md, "Reputation")."""
+    scope = env_str(env, "SWARM_REPUTATION_SCOPE", "instance").strip().lower()
+    if scope not in REPUTATION_SCOPES:
+        raise ConfigError(f"SWARM_REPUTATION_SCOPE={scope!r} must be one of {', '.join(REPUTATION_SCOPES)}")
+    return scope
+
+
 @dataclass(frozen=True)
 class OrchestratorConfig:
     """Everything the orchestrator needs; passed down, never read from globals."""
@@ -83,6 +96,8 @@ class OrchestratorConfig:
     # The API keys of the callers (docs/identity.md); re-read when it changes.
     api_keys_file: Path = Path(".swarm/api-keys.json")
     reputation: bool = True
+    # Whose history weighs a vote: "instance" (a stable instance's, else its model's) or "model".
+    reputation_scope: str = "instance"
     output_batch_ms: int = 100
     # TLS of its own port and, the same identity and CA, of its channels to the stages.
     transport: Transport = field(default_factory=Transport)
@@ -163,6 +178,7 @@ class OrchestratorConfig:
             test_writers=env_int(env, "SWARM_TEST_WRITERS", 1, minimum=0),
             api_keys_file=default_keys_file(env),
             reputation=env_bool(env, "SWARM_REPUTATION", True),
+            reputation_scope=_reputation_scope(env),
             output_batch_ms=_output_batch_ms(env),
             transport=transport,
             metrics=MetricsConfig.from_env(env, "orchestrator"),

@@ -313,11 +313,12 @@ class Pipeline:
 
     async def _reputations(self, candidates: Sequence[pb.Candidate], tenant: str) -> list[float]:
         """Each candidate's vote multiplier from its instance's (else model's) history in the run's
-        tenant; all 1.0 when SWARM_REPUTATION is off or nothing is known yet."""
+        tenant (SWARM_REPUTATION_SCOPE); all 1.0 when SWARM_REPUTATION is off or nothing is known yet."""
         if not self._config.reputation:
             return [1.0] * len(candidates)
         snapshot = await self._store.reputation(tenant)
-        return [multiplier_for(snapshot, c.instance, c.model) for c in candidates]
+        scope = self._config.reputation_scope
+        return [multiplier_for(snapshot, c.instance, c.model, scope) for c in candidates]
 
 
 def _answer(ranking: Ranking, refinement: RefinementResult | None) -> tuple[pb.Candidate, list[pb.Candidate]]:

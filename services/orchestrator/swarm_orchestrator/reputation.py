@@ -10,11 +10,14 @@ say how a reputation moved since a date. The signals and their weights: docs/sel
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from swarm.v1 import orchestrator_pb2 as pb
 from swarmlib import REPUTATION_SIGNAL_WEIGHTS, reputation_mean, reputation_multiplier
+
+from .ranking import cluster_keys
 
 INSTANCE = pb.REPUTATION_SCOPE_INSTANCE
 MODEL = pb.REPUTATION_SCOPE_MODEL
@@ -33,11 +36,12 @@ class Event:
 
 @dataclass(frozen=True)
 class Tally:
-    """A source's summed events."""
+    """A source's summed events; for an instance, also the models its events name."""
 
     successes: float = 0.0
     failures: float = 0.0
     observations: int = 0
+    models: tuple[str, ...] = ()
 
     @property
     def multiplier(self) -> float:
@@ -52,17 +56,28 @@ Key = tuple[int, str]
 Snapshot = Mapping[Key, Tally]
 
 
-def multiplier_for(snapshot: Snapshot, instance: str, model: str) -> float:
-    """The instance's multiplier if it has history, else its model's, else exactly 1.0.
+def stable(tally: Tally, model: str) -> bool:
+    """Whether an instance's history is about ``model``: every event it has names that model.
+
+    An instance behind a gateway, or one that serves different sources from one endpoint (as the
+    bench's replay instances do), answers with several models; its history then mixes them and
+    says nothing about the model answering now, so the model's own history is used instead.
+    """
+    return not model or tally.models in ((), (model,))
+
+
+def multiplier_for(snapshot: Snapshot, instance: str, model: str, scope: str = "instance") -> float:
+    """The instance's multiplier if it has a stable history (``stable``), else its model's, else 1.0.
 
     An instance is a model at one temperature and seed behind one endpoint, the most specific
     thing the swarm can learn about; a new instance of a known model starts from the model's.
+    With ``scope`` "model" only the model's history counts (instances are interchangeable).
     """
-    for key in ((INSTANCE, instance), (MODEL, model)):
-        tally = snapshot.get(key)
-        if key[1] and tally is not None and tally.observations:
-            return tally.multiplier
-    return 1.0
+    instance_tally = snapshot.get((INSTANCE, instance)) if instance and scope == "instance" else None
+    if instance_tally is not None and instance_tally.observations and stable(instance_tally, model):
+        return instance_tally.multiplier
+    tally = snapshot.get((MODEL, model)) if model else None
+    return tally.multiplier if tally is not None and tally.observations else 1.0
 
 
 def _event(candidate: pb.Candidate, signal: str, good: float) -> Event:
@@ -71,36 +86,52 @@ def _event(candidate: pb.Candidate, signal: str, good: float) -> Event:
     return Event(candidate.instance, candidate.model, signal, weight * good, weight * (1.0 - good))
 
 
-def _selected(run: pb.Run) -> pb.Candidate | None:
-    """The swarm candidate the run chose: the final answer, or the one a kept refinement improved."""
-    swarm = [c for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_SWARM and c.rank > 0]
-    chosen = next((c for c in swarm if c.id == run.final.candidate_id), None)
-    return chosen or min(swarm, key=lambda c: c.rank, default=None)
+def _majority_events(swarm: Sequence[pb.Candidate]) -> list[Event]:
+    """``agreement``: in a run of three answers or more where a strict majority, not all, behaves
+    alike, each answer is a success if it is in that majority and a failure if not.
+
+    Agreement is counted by answers, not by reputation-weighted votes, and never from the answer
+    the run chose, so the prior cannot feed itself: what the swarm chose because of a reputation
+    is not evidence for that reputation.
+    """
+    if len(swarm) < 3:
+        return []
+    keys = cluster_keys(swarm)  # behaviour signatures, else the collator's clusters
+    top, size = Counter(keys).most_common(1)[0]
+    if 2 * size <= len(swarm) or size == len(swarm):
+        return []
+    return [_event(c, "agreement", float(key == top)) for c, key in zip(swarm, keys, strict=True)]
 
 
-def _same_behaviour(a: pb.Candidate, b: pb.Candidate, any_behaviour: bool) -> bool:
-    if a.id == b.id:
-        return True
-    if a.behaviour and b.behaviour:
-        return a.behaviour == b.behaviour
-    return not any_behaviour and a.cluster_id >= 0 and a.cluster_id == b.cluster_id
+def _telling(events: list[Event]) -> list[Event]:
+    """The events of one signal if they tell sources apart, else none.
+
+    A reputation only ever compares the sources of one run (vote weights are ratios), so a run in
+    which every answer did equally well or equally badly says nothing it can use; counting it
+    would only pull every source's mean towards the same value and blur the differences.
+    """
+    return events if len({e.successes for e in events}) > 1 else []
 
 
 def assessment_events(run: pb.Run) -> list[Event]:
-    """What a ranked run says about each swarm candidate's source (empty for a run without an answer)."""
+    """What a ranked run's executed evidence says about each swarm candidate's source (empty for a
+    run without an answer): the visible tests it passed, the generated tests it passed, and whether
+    it is in a strict majority; each only where the run's answers differ in it (``_telling``), and
+    never the answer the run chose (``_majority_events``)."""
     if not run.HasField("final"):
         return []
     swarm = [c for c in run.candidates if c.origin == pb.CANDIDATE_ORIGIN_SWARM and c.instance]
-    events = [
+    visible = [
         _event(c, "visible_tests", float(c.scores.tests_passed == c.scores.tests_total))
         for c in swarm
         if c.scores.tests_total
     ]
-    selected = _selected(run)
-    if selected is not None and len(swarm) >= 2:
-        any_behaviour = any(c.behaviour for c in swarm)
-        events += [_event(c, "selected_cluster", float(_same_behaviour(c, selected, any_behaviour))) for c in swarm]
-    return events
+    generated = [
+        _event(c, "generated_tests", c.scores.generated_passed / c.scores.generated_total)
+        for c in swarm
+        if c.scores.generated_total
+    ]
+    return _telling(visible) + _telling(generated) + _majority_events(swarm)
 
 
 def _final(run: pb.Run) -> pb.Candidate | None:

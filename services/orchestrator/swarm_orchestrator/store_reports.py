@@ -30,23 +30,35 @@ from .store_rows import (
 
 async def tally(session: AsyncSession, tenant: str | None, before: dt.datetime | None) -> dict[Key, Tally]:
     """Every instance's and model's summed events in ``tenant`` (None: all), optionally only those
-    before a time."""
+    before a time; an instance's tally also names the models its events are about
+    (``reputation.stable``)."""
+    query = select(
+        ReputationEventRow.instance,
+        ReputationEventRow.model,
+        func.sum(ReputationEventRow.successes),
+        func.sum(ReputationEventRow.failures),
+        func.count(ReputationEventRow.id),
+    ).group_by(ReputationEventRow.instance, ReputationEventRow.model)
+    if tenant is not None:
+        query = query.join(RunRow, RunRow.id == ReputationEventRow.run_id).where(RunRow.tenant == tenant)
+    if before is not None:
+        query = query.where(ReputationEventRow.at < before)
     tallies: dict[Key, Tally] = {}
-    for scope, column in ((INSTANCE, ReputationEventRow.instance), (MODEL, ReputationEventRow.model)):
-        query = select(
-            column,
-            func.sum(ReputationEventRow.successes),
-            func.sum(ReputationEventRow.failures),
-            func.count(ReputationEventRow.id),
-        ).group_by(column)
-        if tenant is not None:
-            query = query.join(RunRow, RunRow.id == ReputationEventRow.run_id).where(RunRow.tenant == tenant)
-        if before is not None:
-            query = query.where(ReputationEventRow.at < before)
-        for name, successes, failures, count in await session.execute(query):
-            if name:
-                tallies[(scope, name)] = Tally(float(successes or 0.0), float(failures or 0.0), int(count))
+    for instance, model, successes, failures, count in await session.execute(query):
+        part = Tally(float(successes or 0.0), float(failures or 0.0), int(count))
+        if instance:
+            _add(tallies, (INSTANCE, instance), part, model)
+        if model:
+            _add(tallies, (MODEL, model), part, "")
     return tallies
+
+
+def _add(tallies: dict[Key, Tally], key: Key, part: Tally, model: str) -> None:
+    now = tallies.get(key, Tally())
+    models = tuple(sorted({*now.models, model})) if model else now.models
+    tallies[key] = Tally(
+        now.successes + part.successes, now.failures + part.failures, now.observations + part.observations, models
+    )
 
 
 async def runs_between(

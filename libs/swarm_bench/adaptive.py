@@ -18,6 +18,7 @@ calls (``tests``) apart. The answer is scored with the hidden reference test aft
 the whole ``RunSwarm`` (an adaptive run's rounds included).
 
 Usage: python -m swarm_bench.adaptive --data FILE [--limit N] [--sizings fixed3,fixed5,...] [--out F]
+       python -m swarm_bench.adaptive --summary-of F   # the summary of a rows file, finished or not
 """
 
 from __future__ import annotations
@@ -163,9 +164,20 @@ def summary_line(sizing: str, rows: Sequence[Row]) -> str:
     )
 
 
+def summarise(path: Path) -> list[str]:
+    """The summary lines of a rows file (``--out`` of an earlier run, finished or not), by sizing."""
+    by_sizing: dict[str, list[Row]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = Row(**json.loads(line))
+            by_sizing.setdefault(row.sizing, []).append(row)
+    return [summary_line(sizing, rows) for sizing, rows in by_sizing.items()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swarm_bench.adaptive", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--summary-of", type=Path, help="only print the summary of this rows file")
+    parser.add_argument("--data", type=Path)
     parser.add_argument("--limit", type=int, help="only the first N tasks")
     parser.add_argument("--draw", type=int, default=7, help="candidates drawn per task (default 7)")
     parser.add_argument("--seed", type=int, default=0)
@@ -173,6 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-visible-tests", action="store_true", help="do not attach the data's visible_tests")
     parser.add_argument("--out", type=Path, default=Path("adaptive-rows.jsonl"), help="one JSON line per run")
     args = parser.parse_args(argv)
+    if args.summary_of is not None:
+        print("\n".join(summarise(args.summary_of)))
+        return 0
+    if args.data is None:
+        parser.error("--data is required")
     records = load_records(args.data)[: args.limit]
     tests = {} if args.no_visible_tests else visible_tests(args.data)
     sizings = [s.strip() for s in args.sizings.split(",") if s.strip()]

@@ -3,11 +3,13 @@ scripted answers (slot k is served by replay-k), and the bench's request for eac
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from swarm_bench.adaptive import request_for
+from swarm_bench.adaptive import Row, request_for, summarise
 from swarm_bench.data import Candidate, Record
 from swarm_bench.quality import bench_stack
 from swarm_bench.replay import ReplayRequest
@@ -64,3 +66,23 @@ def test_the_bench_asks_each_sizing_as_documented() -> None:
     assert auto.swarm_size == 0 and not auto.instances and not auto.adaptive
     adaptive = request_for("adaptive", record, 7)
     assert adaptive.adaptive and adaptive.swarm_size == 7 and not adaptive.instances
+
+
+def test_a_rows_file_is_summarised_by_sizing(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        "\n".join(
+            json.dumps(asdict(Row(sizing, f"T/{k}", passed, calls, 1, rounds, False, 1.0)))
+            for sizing, k, passed, calls, rounds in [
+                ("fixed7", 0, True, 7, 1),
+                ("fixed7", 1, False, 7, 1),
+                ("adaptive", 0, True, 3, 1),
+                ("adaptive", 1, False, 7, 3),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    fixed, adaptive = summarise(rows)
+    assert fixed.startswith("fixed7    n=2    pass 0.500 (1/2)  answer calls/task 7.00  test-writer calls/task 1.00")
+    assert "answer calls/task 5.00" in adaptive and "rounds 2.00" in adaptive

@@ -1,6 +1,7 @@
 """One swarm run from acceptance to answer, as its stages in order; the only code that writes the Run.
 
-gather (fan-out and test writing) -> assess -> collate -> rank (``ranking.rank``) -> refine
+gather (fan-out and test writing) -> assess -> collate -> rank (``ranking.rank``; an adaptive run
+gathers more and judges all its answers again while they are not settled, ``growth``) -> refine
 (``refinement``, each attempt kept or dropped by ``refinement.keep_or_drop``) -> settle the
 consensus (``consensus.consensus_for``) -> gate (``gating``: used, held or failed) -> store.
 Each stage returns a value; what arrives on the way (answers, failures, tokens spent, refinement

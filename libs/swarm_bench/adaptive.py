@@ -18,7 +18,7 @@ calls (``tests``) apart. The answer is scored with the hidden reference test aft
 the whole ``RunSwarm`` (an adaptive run's rounds included).
 
 Usage: python -m swarm_bench.adaptive --data FILE [--limit N] [--sizings fixed3,fixed5,...] [--out F]
-       python -m swarm_bench.adaptive --summary-of F   # the summary of a rows file, finished or not
+       python -m swarm_bench.adaptive --summary-of F [F ...]   # summary of rows files, on their common tasks
 """
 
 from __future__ import annotations
@@ -164,19 +164,24 @@ def summary_line(sizing: str, rows: Sequence[Row]) -> str:
     )
 
 
-def summarise(path: Path) -> list[str]:
-    """The summary lines of a rows file (``--out`` of an earlier run, finished or not), by sizing."""
+def summarise(*paths: Path) -> list[str]:
+    """The summary lines of rows files (``--out`` of earlier runs, finished or not), by sizing, over
+    the tasks every sizing has a row for (so that an unfinished sizing is compared on the same tasks)."""
     by_sizing: dict[str, list[Row]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = Row(**json.loads(line))
-            by_sizing.setdefault(row.sizing, []).append(row)
-    return [summary_line(sizing, rows) for sizing, rows in by_sizing.items()]
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = Row(**json.loads(line))
+                by_sizing.setdefault(row.sizing, []).append(row)
+    common = set.intersection(*({r.task_id for r in rows} for rows in by_sizing.values())) if by_sizing else set()
+    return [summary_line(sizing, [r for r in rows if r.task_id in common]) for sizing, rows in by_sizing.items()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m swarm_bench.adaptive", description=__doc__.splitlines()[0])
-    parser.add_argument("--summary-of", type=Path, help="only print the summary of this rows file")
+    parser.add_argument(
+        "--summary-of", type=Path, nargs="+", help="only print the summary of these rows files, on their common tasks"
+    )
     parser.add_argument("--data", type=Path)
     parser.add_argument("--limit", type=int, help="only the first N tasks")
     parser.add_argument("--draw", type=int, default=7, help="candidates drawn per task (default 7)")
@@ -186,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("adaptive-rows.jsonl"), help="one JSON line per run")
     args = parser.parse_args(argv)
     if args.summary_of is not None:
-        print("\n".join(summarise(args.summary_of)))
+        print("\n".join(summarise(*args.summary_of)))
         return 0
     if args.data is None:
         parser.error("--data is required")

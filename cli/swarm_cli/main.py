@@ -72,6 +72,7 @@ async def _run(args: argparse.Namespace) -> int:
         max_cost_usd=args.max_cost,
         allow_shrink=args.allow_shrink,
         tests=args.tests,
+        adaptive=args.adaptive,
     )
     if args.estimate:
         return await _estimate(args, request)
@@ -252,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-cost", type=float, default=0.0, help="refuse the run if it may cost more (USD)")
     run.add_argument("--allow-shrink", action="store_true", help="run with fewer instances rather than be refused")
     attached_tests.add_arguments(run)
+    run.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="start with 3 instances and add 2 a round while the answer is not settled, up to --size (default 7)",
+    )
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the final run as JSON (no progress)")
     shown.add_argument(

@@ -49,6 +49,9 @@ def progress_line(event: pb.RunSwarmResponse) -> str | None:
     if which == "assessed":
         a = event.assessed
         return f"assessed: {a.tests_found} test(s) found in the task; best {a.best_candidate_id} ({a.best_overall:.3f})"
+    if which == "grown":
+        g = event.grown
+        return f"round {g.round}: +{g.added} instances ({g.size} in all), not settled: {g.reason}"
     if which == "refined":
         return f"refined: {event.refined.reason}"
     if which == "gated":

@@ -69,7 +69,7 @@ class BenchStack:
 
 def _passthrough_env() -> dict[str, str]:
     """Settings from the caller's environment that still apply (sandbox, model path, telemetry)."""
-    keep = ("SWARM_ASSESSOR_", "SWARM_SANDBOX", "SWARM_COLLATOR_", "SWARM_EMBEDDING_", "OTEL_")
+    keep = ("SWARM_ASSESSOR_", "SWARM_SANDBOX", "SWARM_COLLATOR_", "SWARM_EMBEDDING_", "SWARM_ADAPTIVE_", "OTEL_")
     return {k: v for k, v in os.environ.items() if k.startswith(keep)}
 
 

@@ -21,6 +21,7 @@ import httpx
 from swarm.v1 import assessor_pb2, collator_pb2, common_pb2, orchestrator_pb2 as pb, refiner_pb2
 from swarm_orchestrator.config import OrchestratorConfig
 from swarm_orchestrator.fanout import Fanout
+from swarm_orchestrator.growth import Growth
 from swarm_orchestrator.pipeline import Pipeline, RunOptions
 from swarm_orchestrator.pool import InstancePool
 from swarm_orchestrator.stages import StageCalls, StageRetry
@@ -191,9 +192,10 @@ class Offline:
     events: list[pb.RunSwarmResponse] = field(default_factory=list)
 
     async def run(
-        self, size: int | None = None, *, refine: bool = True, task: str = TASK
+        self, size: int | None = None, *, refine: bool = True, task: str = TASK, growth: Growth | None = None
     ) -> tuple[pb.Run, SwarmError | None]:
-        """One run of ``size`` slots (one per instance by default), stored first as the service does."""
+        """One run of ``size`` slots (one per instance by default), stored first as the service does;
+        with ``growth``, an adaptive run that may grow to them."""
         size = size or len(self.instances)
         run = pb.Run(id=uuid.uuid4().hex[:16], task=task, status=pb.RUN_STATUS_RUNNING, swarm_size=size, quorum=1)
         run.created_at.GetCurrentTime()
@@ -203,7 +205,7 @@ class Offline:
         async def emit(event: pb.RunSwarmResponse) -> None:
             self.events.append(event)
 
-        options = RunOptions(allowed=list(self.instances), refine=refine, timeout_s=5.0)
+        options = RunOptions(allowed=list(self.instances), refine=refine, timeout_s=5.0, growth=growth)
         return await self.pipeline.execute(run, options, emit)
 
     def streamed(self, kind: str) -> list[pb.RunSwarmResponse]:

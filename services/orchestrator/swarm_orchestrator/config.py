@@ -93,6 +93,9 @@ class OrchestratorConfig:
     grace_s: float = 10.0
     max_swarm_size: int = MAX_SWARM_SIZE
     test_writers: int = 1
+    # An adaptive run's first round and its growth per round (docs/adaptive.md).
+    adaptive_start: int = 3
+    adaptive_step: int = 2
     # The API keys of the callers (docs/identity.md); re-read when it changes.
     api_keys_file: Path = Path(".swarm/api-keys.json")
     reputation: bool = True
@@ -176,6 +179,8 @@ class OrchestratorConfig:
             grace_s=env_float(env, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0),
             max_swarm_size=env_int(env, "SWARM_MAX_SWARM_SIZE", MAX_SWARM_SIZE, minimum=1),
             test_writers=env_int(env, "SWARM_TEST_WRITERS", 1, minimum=0),
+            adaptive_start=env_int(env, "SWARM_ADAPTIVE_START", 3, minimum=1),
+            adaptive_step=env_int(env, "SWARM_ADAPTIVE_STEP", 2, minimum=1),
             api_keys_file=default_keys_file(env),
             reputation=env_bool(env, "SWARM_REPUTATION", True),
             reputation_scope=_reputation_scope(env),

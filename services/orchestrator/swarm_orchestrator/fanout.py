@@ -128,9 +128,12 @@ class Fanout:
         """Where the run's metrics go (the server's registry; a private one when none was given)."""
         return self._metrics
 
-    async def run(self, settings: FanoutSettings, size: int, emit: Emit, arrivals: Arrivals) -> Gathered:
-        """Every slot's answer or failures; ``arrivals`` hears of each as it comes."""
-        assignment = list(settings.assignment) or self._pool.assign(size, settings.allowed)
+    async def run(
+        self, settings: FanoutSettings, size: int, emit: Emit, arrivals: Arrivals, first: int = 0
+    ) -> Gathered:
+        """Every slot's answer or failures; ``arrivals`` hears of each as it comes. Slots are
+        ``first`` to ``first + size - 1`` (an adaptive run's later rounds go on from the earlier)."""
+        assignment = list(settings.assignment)[first : first + size] or self._pool.assign(size, settings.allowed)
         messages = solve_messages(settings.task)
         failures: list[pb.InstanceFailure] = []
 
@@ -141,7 +144,7 @@ class Fanout:
         async with asyncio.TaskGroup() as group:
             slots = [
                 group.create_task(self._slot(slot, instance, settings, messages, emit, arrivals.answered, failed))
-                for slot, instance in enumerate(assignment)
+                for slot, instance in enumerate(assignment, start=first)
             ]
         answers = [answer for task in slots if (answer := task.result()) is not None]
         return Gathered(in_slot_order(answers), failures)

@@ -1,6 +1,7 @@
 """One swarm run from acceptance to answer, as its stages in order; the only code that writes the Run.
 
-gather (fan-out and test writing) -> assess -> collate -> rank (``ranking.rank``) -> refine
+gather (fan-out and test writing) -> assess -> collate -> rank (``ranking.rank``; an adaptive run
+gathers more and judges all its answers again while they are not settled, ``growth``) -> refine
 (``refinement``, each attempt kept or dropped by ``refinement.keep_or_drop``) -> settle the
 consensus (``consensus.consensus_for``) -> gate (``gating``: used, held or failed) -> store.
 Each stage returns a value; what arrives on the way (answers, failures, tokens spent, refinement
@@ -33,6 +34,8 @@ from .admission import Admitted
 from .config import OrchestratorConfig
 from .consensus import consensus_for
 from .fanout import Fanout, FanoutSettings, Gathered, in_slot_order
+from .growth import Growth, Judged, grow
+from .journal import Journal
 from .pool import InstancePool
 from .ranking import Ranking, rank
 from .refinement import Refinement, RefinementResult, RunContext
@@ -64,57 +67,12 @@ class RunOptions:
     assignment: tuple[str, ...] = ()
     # Waits in the run queue at the door until the run may start (None: it starts at once).
     admit: Admit | None = None
+    # An adaptive run's rounds (``growth``; None: all of the swarm at once).
+    growth: Growth | None = None
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _add_usage(total: common_pb2.Usage, usage: common_pb2.Usage) -> None:
-    total.prompt_tokens += usage.prompt_tokens
-    total.completion_tokens += usage.completion_tokens
-    total.cost_usd += usage.cost_usd
-
-
-class Journal:
-    """What a run has received so far: answers and failures (stored as they arrive), tokens spent,
-    refinement attempts (stored once assessed) and the stages' findings. A run that fails or is
-    interrupted keeps all of it, and so does one whose orchestrator dies: a sweep closes it from
-    what was stored. A write that fails here only costs that insurance: the run goes on, and its
-    end writes everything again."""
-
-    def __init__(self, store: RunStore, run_id: str) -> None:
-        self._store = store
-        self._run_id = run_id
-        self.answers: list[pb.Candidate] = []
-        self.failures: list[pb.InstanceFailure] = []
-        self.usage = common_pb2.Usage()
-        self.assessment: assessor_pb2.AssessResponse | None = None
-        self.collation: Collation | None = None
-
-    async def answered(self, candidate: pb.Candidate) -> None:
-        self.answers.append(candidate)
-        self.spent(candidate.usage)
-        await self._keep(self._store.add_candidate(self._run_id, candidate), f"answer {candidate.id}")
-
-    async def failed(self, failure: pb.InstanceFailure) -> None:
-        self.failures.append(failure)
-        self.spent(failure.usage)  # what an attempt streamed before it failed (zero if nothing)
-        await self._keep(self._store.add_failure(self._run_id, failure), f"a failure of slot {failure.slot}")
-
-    def spent(self, usage: common_pb2.Usage) -> None:
-        _add_usage(self.usage, usage)
-
-    async def assessed(self, attempt: pb.Candidate) -> None:
-        await self._keep(self._store.add_candidate(self._run_id, attempt), f"attempt {attempt.id}")
-
-    async def _keep(self, write: Awaitable[None], what: str) -> None:
-        try:
-            await write
-        except StoreUnavailableError as exc:
-            log.warning(
-                "run %s: could not store %s as it arrived (%s); the run's end stores it", self._run_id, what, exc
-            )
 
 
 @dataclass(frozen=True)
@@ -199,16 +157,26 @@ class Pipeline:
             admitted = await options.admit(emit)
             run.queue_wait_ms = admitted.waited_ms
             options = dataclasses.replace(options, assignment=admitted.assignment, admit=None)
+        if options.growth is not None and not options.assignment:
+            assignment = tuple(self._pool.assign(run.swarm_size, options.allowed))
+            options = dataclasses.replace(options, assignment=assignment)
         stage = self._metrics.stage  # each stage's time (docs/metrics.md)
         with stage("gather"):
             gathered, generated = await self._gather(run, options, emit, journal)
-        with stage("assess"):
-            assessment, candidates = await self._assess(run, gathered, generated, options, emit)
-        journal.assessment = assessment
-        with stage("collate"):
-            collation, candidates = await self._collate(run, candidates, emit)
-        journal.collation = collation
-        ranking = rank(candidates, await self._reputations(candidates, options.tenant))
+
+        async def judge(answers: list[pb.Candidate]) -> Judged:
+            return await self._judge(run, answers, generated, options, emit, journal)
+
+        judged = await judge(gathered.candidates)
+        if options.growth is not None:
+
+            async def more(first: int, count: int) -> list[pb.Candidate]:
+                with stage("gather"):
+                    settings = self._settings(run, options)
+                    return (await self._fanout.run(settings, count, emit, journal, first)).candidates
+
+            judged = await grow(options.growth, gathered.candidates, judged, more, judge, emit)
+        assessment, collation, ranking = judged.assessment, judged.collation, judged.ranking
         with stage("refine"):
             refinement = await self._refine(run, options, collation, ranking, emit, journal) if options.refine else None
         final, stored = _answer(ranking, refinement)
@@ -221,17 +189,10 @@ class Pipeline:
     async def _gather(
         self, run: pb.Run, options: RunOptions, emit: Emit, journal: Journal
     ) -> tuple[Gathered, list[str]]:
-        """The swarm's answers and, at the same time, the tests its instances write; every answer is
-        stored, and the run goes on only with a quorum of them."""
-        settings = FanoutSettings(
-            run_id=run.id,
-            task=run.task,
-            timeout_s=options.timeout_s,
-            max_tokens=self._config.max_tokens,
-            allowed=options.allowed,
-            output_batch_s=self._config.output_batch_ms / 1000 if options.stream_output else None,
-            assignment=options.assignment,
-        )
+        """The swarm's answers (an adaptive run's first round) and, at the same time, the tests its
+        instances write; every answer is stored, and the run goes on only with a quorum of them."""
+        settings = self._settings(run, options)
+        size = options.growth.start if options.growth is not None else run.swarm_size
         async with asyncio.TaskGroup() as group:
             tests = group.create_task(
                 write_tests(
@@ -246,24 +207,54 @@ class Pipeline:
                     spent=journal.spent,
                 )
             )
-            answers = group.create_task(self._fanout.run(settings, run.swarm_size, emit, journal))
+            answers = group.create_task(self._fanout.run(settings, size, emit, journal))
         gathered = answers.result()
         if len(gathered.candidates) < run.quorum:
             failed = sorted({f.instance for f in gathered.failures})
             raise QuorumNotReachedError(
-                f"quorum not reached: {len(gathered.candidates)} of {run.swarm_size} responses arrived, "
+                f"quorum not reached: {len(gathered.candidates)} of {size} responses arrived, "
                 f"{run.quorum} needed; failing instances: {', '.join(failed) or 'none'} "
                 f"(see the failures of run {run.id})"
             )
         return gathered, tests.result()
 
+    def _settings(self, run: pb.Run, options: RunOptions) -> FanoutSettings:
+        return FanoutSettings(
+            run_id=run.id,
+            task=run.task,
+            timeout_s=options.timeout_s,
+            max_tokens=self._config.max_tokens,
+            allowed=options.allowed,
+            output_batch_s=self._config.output_batch_ms / 1000 if options.stream_output else None,
+            assignment=options.assignment,
+        )
+
+    async def _judge(
+        self,
+        run: pb.Run,
+        answers: list[pb.Candidate],
+        generated: list[str],
+        options: RunOptions,
+        emit: Emit,
+        journal: Journal,
+    ) -> Judged:
+        """Assess, collate and rank ``answers`` together (an adaptive run: all of its rounds')."""
+        stage = self._metrics.stage
+        with stage("assess"):
+            assessment, candidates = await self._assess(run, answers, generated, options, emit)
+        journal.assessment = assessment
+        with stage("collate"):
+            collation, candidates = await self._collate(run, candidates, emit)
+        journal.collation = collation
+        return Judged(assessment, collation, rank(candidates, await self._reputations(candidates, options.tenant)))
+
     async def _assess(
-        self, run: pb.Run, gathered: Gathered, generated: list[str], options: RunOptions, emit: Emit
+        self, run: pb.Run, answers: list[pb.Candidate], generated: list[str], options: RunOptions, emit: Emit
     ) -> tuple[assessor_pb2.AssessResponse, list[pb.Candidate]]:
-        request = assess_request(run.id, run.task, gathered.candidates, generated, options.attached_tests)
+        request = assess_request(run.id, run.task, answers, generated, options.attached_tests)
         assessment = await assess(self._calls, request, self._config.stage_timeout_s)
         by_id = {a.candidate_id: a for a in assessment.assessments}
-        candidates = [assessed(c, by_id[c.id], assessment.probes > 0) for c in gathered.candidates]
+        candidates = [assessed(c, by_id[c.id], assessment.probes > 0) for c in answers]
         best = max(candidates, key=lambda c: (c.scores.overall, c.scores.tests_passed))
         event = pb.Assessed(
             tests_found=assessment.tests_found, best_candidate_id=best.id, best_overall=best.scores.overall

@@ -29,6 +29,7 @@ from swarmlib import InvalidArgumentError, PermissionDeniedError, SwarmError
 from . import identity, quality_report, report
 from .admission import Admitted
 from .config import OrchestratorConfig
+from .growth import Growth, limited, plan
 from .pipeline import Emit, Pipeline, RunOptions
 from .pool import InstancePool
 from .reputation import Event, Tally, approval_events, entry, feedback_events, touched
@@ -118,16 +119,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         tenant = principal.tenant
         allowed = validate(request, self._config, self._pool.names)
         run_id = uuid.uuid4().hex[:16]
+        # An adaptive run holds and reserves the most it may grow to (docs/adaptive.md).
+        growth = self._growth(request)
+        wanted = growth.limit if growth is not None else request.swarm_size or auto_swarm_size(request.task)
         # Before anything is stored or called: refused (RESOURCE_EXHAUSTED) or shrunk to fit.
-        size = await self._spending.reserve(
-            run_id, principal, request, allowed, request.swarm_size or auto_swarm_size(request.task)
-        )
+        size = await self._spending.reserve(run_id, principal, request, allowed, wanted)
+        growth = limited(growth, size) if growth is not None else None
         run = pb.Run(
             id=run_id,
             task=request.task,
             status=pb.RUN_STATUS_RUNNING,
             swarm_size=size,
-            quorum=quorum_for(size, self._config.quorum_fraction),
+            quorum=quorum_for(growth.start if growth is not None else size, self._config.quorum_fraction),
             usage=common_pb2.Usage(),
         )
         run.created_at.FromDatetime(dt.datetime.now(dt.UTC))
@@ -173,6 +176,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     stream_output=request.stream_output,
                     tenant=tenant,
                     admit=admit,
+                    growth=growth,
                 )
                 return await self._pipeline.execute(run, options, emit)
             finally:
@@ -194,6 +198,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         yield stamp(pb.RunSwarmResponse(done=final))
         if error is not None:
             raise error
+
+    def _growth(self, request: pb.RunSwarmRequest) -> Growth | None:
+        if not request.adaptive:
+            return None
+        config = self._config
+        return plan(request.swarm_size, config.max_swarm_size, config.adaptive_start, config.adaptive_step)
 
     async def EstimateRun(
         self, request: pb.EstimateRunRequest, context: grpc.aio.ServicerContext

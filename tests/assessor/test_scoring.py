@@ -67,3 +67,26 @@ def test_config_from_env_defaults_and_overrides() -> None:
 def test_config_rejects_bad_values(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=r"SWARM_(ASSESSOR|SANDBOX)"):
         AssessorConfig.from_env(env)
+
+
+def test_a_docstring_copied_from_the_task_does_not_count() -> None:
+    task = 'def area(w: float, h: float) -> float:\n    """\n\tArea of a\n\trectangle.\n\t"""\n'
+    copied = 'def area(width, height):\n    """Area of a rectangle."""\n    return width * height\n'
+    own = 'def area(width, height):\n    """Width times height: the rectangle\'s area."""\n    return width * height\n'
+    bare = "def area(width, height):\n    return width * height\n"
+    assert scoring.style(copied, task) == scoring.style(bare, task) < 1.0
+    assert scoring.style(own, task) == 1.0
+    assert scoring.style(copied) == 1.0  # without the task, a docstring is the program's own
+
+
+def test_stubs_are_recognised() -> None:
+    for stub in (
+        TASK + "    pass\n",
+        'def area(w, h):\n    """Area."""\n    ...\n',
+        "def area(w, h):\n    raise NotImplementedError('later')\n",
+    ):
+        assert scoring.is_stub(stub, TASK), stub
+    assert not scoring.is_stub("def area(w, h):\n    return w * h  # TODO: validate\n", TASK)
+    assert not scoring.is_stub("def helper():\n    pass\n\ndef area(w, h):\n    return w * h\n", TASK)
+    assert scoring.is_stub("def anything():\n    pass\n", "Write a program.")
+    assert not scoring.is_stub("def (", TASK)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # ``typing`` is not loaded in the sandbox, and importing it c
         probe_budget: float
         deadline: float
         alias: str
+        report_observations: bool  # send each probe's observation back, not only the digest
 
 
 INPUT_FILE = "input.json"  # {"marker": str, "code": str, "spec": Spec}
@@ -214,9 +215,17 @@ class Observations:
         return value
 
     def digest(self) -> str:
-        """The behaviour digest: the first 16 hex digits of the SHA-256 of the observations as JSON."""
-        text = json.dumps(self.values, ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        """The behaviour digest of every observation (``digest``)."""
+        return digest(self.values)
+
+
+def digest(values: list[str | None]) -> str:
+    """A behaviour digest: the first 16 hex digits of the SHA-256 of the observations as JSON.
+
+    The assessor calls it too, on the observations of the probes that count (``typed_inputs.informative``).
+    """
+    text = json.dumps(values, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def capture(run: Callable[[], object]) -> tuple[object, str]:
@@ -365,7 +374,10 @@ def main(started: float, spec: Spec, code: str, report: Reporter) -> None:
                 observations.values[index] = run_probe(source, ns, budget) if left > 0 else TIMEOUT_OBSERVATION
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    report.emit({"kind": "done", "behaviour": observations.digest(), "skipped": skipped})
+    record = {"kind": "done", "behaviour": observations.digest(), "skipped": skipped}
+    if spec.get("report_observations"):
+        record["observations"] = observations.values
+    report.emit(record)
 
 
 def peak_rss_kb() -> int:

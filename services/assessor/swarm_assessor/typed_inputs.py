@@ -171,8 +171,9 @@ def signature_calls(task: str, entry: str, limit: int) -> list[str]:
     """Up to ``limit`` calls of ``entry`` built from its signature in the task (``[]`` if unknown).
 
     The first call takes every parameter's first (most typical) sample; call ``i`` then takes
-    sample ``i + p`` of parameter ``p`` (cycling), so calls differ in every parameter. A parameter with no usable hint or default
-    makes the signature unusable: a guessed value would make most calls invalid.
+    sample ``i + p`` of parameter ``p`` (cycling), so calls differ in every parameter. A parameter
+    with no usable hint or default makes the signature unusable: a guessed value would make most
+    calls invalid.
     """
     function = _entry_function(task, entry)
     if function is None or limit <= 0:

@@ -62,7 +62,7 @@ def test_signature_calls_vary_every_parameter() -> None:
 
 
 def test_signature_calls_use_docstring_literals_and_defaults() -> None:
-    task = "def g(word: str, k: int = 2) -> int:\n    \"\"\"Count 'ab' in word, e.g. for 7 letters.\"\"\"\n"
+    task = 'def g(word: str, k: int = 2) -> int:\n    """Count \'ab\' in word, e.g. for 7 letters."""\n'
     calls = signature_calls(task, "g", 4)
     assert calls[0] == "g('ab', 7)"  # the docstring's literals come first among their type's samples
     untyped = 'def h(x, k=3):\n    """No hints."""\n'
@@ -100,9 +100,7 @@ def test_untested_inputs_own_calls_first_then_signature_then_neighbours() -> Non
 
 
 def test_untested_inputs_target_the_function_to_write() -> None:
-    task = (
-        'def helper(x: int) -> int:\n    return x + 1\n\n\ndef main(s: str) -> str:\n    """Do it."""\n'
-    )
+    task = 'def helper(x: int) -> int:\n    return x + 1\n\n\ndef main(s: str) -> str:\n    """Do it."""\n'
     assert all(c.startswith("main(") for c in untested_inputs(task, [], ["helper", "main"], 5))
 
 

@@ -54,6 +54,7 @@ if TYPE_CHECKING:  # ``typing`` is not loaded in the sandbox, and importing it c
         deadline: float
         alias: str
         report_observations: bool  # send each probe's observation back, not only the digest
+        untested_from: int  # probes from here on have no test behind them (typed_inputs)
 
 
 INPUT_FILE = "input.json"  # {"marker": str, "code": str, "spec": Spec}
@@ -367,11 +368,17 @@ def main(started: float, spec: Spec, code: str, report: Reporter) -> None:
             budget = min(test["budget"], left)
             problem, error, limit = run_test(test, ns, budget, cap)
             report.test(index, problem is None, (problem or "")[: test["cap"]], error, limit)
+        untested_from = spec.get("untested_from", len(spec["probes"]))
+        stalled = False  # an untested input timed out: the rest of them are not worth a budget each
         for index, source in enumerate(spec["probes"]):
             if observations.values[index] is None:
                 left = deadline - time.monotonic()
                 budget = min(spec["probe_budget"], left)
-                observations.values[index] = run_probe(source, ns, budget) if left > 0 else TIMEOUT_OBSERVATION
+                if left <= 0 or (stalled and index >= untested_from):
+                    observations.values[index] = TIMEOUT_OBSERVATION
+                    continue
+                observations.values[index] = run_probe(source, ns, budget)
+                stalled = stalled or (index >= untested_from and observations.values[index] == TIMEOUT_OBSERVATION)
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     record = {"kind": "done", "behaviour": observations.digest(), "skipped": skipped}

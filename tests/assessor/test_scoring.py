@@ -69,16 +69,6 @@ def test_config_rejects_bad_values(env: dict[str, str]) -> None:
         AssessorConfig.from_env(env)
 
 
-def test_a_docstring_copied_from_the_task_does_not_count() -> None:
-    task = 'def area(w: float, h: float) -> float:\n    """\n\tArea of a\n\trectangle.\n\t"""\n'
-    copied = 'def area(width, height):\n    """Area of a rectangle."""\n    return width * height\n'
-    own = 'def area(width, height):\n    """Width times height: the rectangle\'s area."""\n    return width * height\n'
-    bare = "def area(width, height):\n    return width * height\n"
-    assert scoring.style(copied, task) == scoring.style(bare, task) < 1.0
-    assert scoring.style(own, task) == 1.0
-    assert scoring.style(copied) == 1.0  # without the task, a docstring is the program's own
-
-
 def test_stubs_are_recognised() -> None:
     for stub in (
         TASK + "    pass\n",

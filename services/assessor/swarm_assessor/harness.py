@@ -115,7 +115,6 @@ def build_spec(plan: Plan) -> str:
         "probe_budget": plan.probe_budget_s,
         "deadline": plan.deadline_s,
         "alias": plan.alias,
-        "report_observations": plan.has_untested,
         "untested_from": len(plan.probes) if plan.untested_from is None else plan.untested_from,
     }
     return json.dumps(spec)

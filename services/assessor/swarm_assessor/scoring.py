@@ -122,46 +122,17 @@ def _prints_in_functions(tree: ast.Module) -> bool:
     return False
 
 
-def _words(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _task_docstrings(task: str) -> set[str]:
-    """The docstrings the task itself holds (whitespace-normalised), to tell a copy from one's own."""
-    tree = parse(task) if task else None
-    if tree is None:
-        return {_words(task)} if task.strip() else set()
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            text = ast.get_docstring(node)
-            if text:
-                found.add(_words(text))
-    return found
-
-
-def _own_docstring(fn: ast.FunctionDef | ast.AsyncFunctionDef, copied: set[str]) -> bool:
-    text = ast.get_docstring(fn)
-    return text is not None and _words(text) not in copied and _words(text) != ""
-
-
-def style(code: str, task: str = "") -> float:
-    """Mean of six readability checks, each in [0, 1]; 0 for code that does not parse.
-
-    A docstring counts only when the program wrote it: one copied from ``task`` (the prompt's own,
-    whitespace aside) says nothing about the program, and rewarding it favoured answers that
-    repeat the prompt over answers that are right (docs/selection.md, "Evidence without tests").
-    """
+def style(code: str) -> float:
+    """Mean of six readability checks, each in [0, 1]; 0 for code that does not parse."""
     tree = parse(code)
     if tree is None or not code.strip():
         return 0.0
-    copied = _task_docstrings(task)
     lines = [line for line in code.splitlines() if line.strip()]
     functions = _functions(tree)
     names = _bound_names(tree)
     checks = [
         _share(len(line) <= MAX_LINE for line in lines),
-        _share(_own_docstring(fn, copied) for fn in functions),
+        _share(ast.get_docstring(fn) is not None for fn in functions),
         0.0 if any(isinstance(n, ast.ExceptHandler) and n.type is None for n in ast.walk(tree)) else 1.0,
         _share(bool(_SNAKE.match(n) or _CONSTANT.match(n)) for n in names),
         0.0

@@ -35,7 +35,7 @@ from .generated_tests import attached_tests, clean_generated, name_generated, ru
 from .harness import Plan, Report, TestOutcome, build_execution, build_spec, parse_report
 from .limits import to_proto
 from .probes import collect_probes, mutate_probes
-from .runner import DEADLINE, digest
+from .runner import DEADLINE, Observations
 from .tests_from_task import TaskTest, call_the_entry_point, tests_from_task
 from .typed_inputs import code_blocks, informative, untested_inputs
 
@@ -141,7 +141,9 @@ def _informative_behaviour(verdicts: list[_Verdict], untested_from: int) -> None
     keep = informative(rows, untested_from)
     for verdict in verdicts:
         if verdict.observations and len(verdict.observations) == len(keep):
-            verdict.behaviour = digest([o for o, k in zip(verdict.observations, keep, strict=True) if k])
+            counted = Observations(0)  # the runner's own digest, over the probes that count
+            counted.values = [o for o, k in zip(verdict.observations, keep, strict=True) if k]
+            verdict.behaviour = counted.digest()
 
 
 async def _all_or_nothing(jobs: Iterable[Coroutine[Any, Any, _Verdict]]) -> list[_Verdict]:
@@ -327,7 +329,7 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             ran = verdict.ran_cleanly and not scoring.is_stub(code, task)
             correct = scoring.correctness(passed, len(visible), ran)
             complete = scoring.completeness(code, task)
-            styled = scoring.style(code, task)
+            styled = scoring.style(code)
             scores = common_pb2.Scores(
                 completeness=complete,
                 correctness=correct,

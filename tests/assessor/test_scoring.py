@@ -67,3 +67,16 @@ def test_config_from_env_defaults_and_overrides() -> None:
 def test_config_rejects_bad_values(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=r"SWARM_(ASSESSOR|SANDBOX)"):
         AssessorConfig.from_env(env)
+
+
+def test_stubs_are_recognised() -> None:
+    for stub in (
+        TASK + "    pass\n",
+        'def area(w, h):\n    """Area."""\n    ...\n',
+        "def area(w, h):\n    raise NotImplementedError('later')\n",
+    ):
+        assert scoring.is_stub(stub, TASK), stub
+    assert not scoring.is_stub("def area(w, h):\n    return w * h  # TODO: validate\n", TASK)
+    assert not scoring.is_stub("def helper():\n    pass\n\ndef area(w, h):\n    return w * h\n", TASK)
+    assert scoring.is_stub("def anything():\n    pass\n", "Write a program.")
+    assert not scoring.is_stub("def (", TASK)

@@ -32,6 +32,8 @@ class AssessorConfig:
     probe_timeout_s: float = 0.5
     max_generated_tests: int = 128
     mutated_probes: int = 24
+    # Inputs without expected outputs when no test gives a probe (typed_inputs); 0 turns them off.
+    untested_probes: int = 16
     max_concurrency: int = field(default_factory=_default_concurrency)
     max_candidates: int = 32
     max_queued: int = 64
@@ -55,6 +57,7 @@ class AssessorConfig:
             ),
             (self.test_timeout_s > 0, f"SWARM_ASSESSOR_TEST_TIMEOUT_S={self.test_timeout_s} must be > 0"),
             (self.mutated_probes >= 0, f"SWARM_ASSESSOR_MUTATED_PROBES={self.mutated_probes} must be >= 0"),
+            (self.untested_probes >= 0, f"SWARM_ASSESSOR_UNTESTED_PROBES={self.untested_probes} must be >= 0"),
             (self.probe_timeout_s > 0, f"SWARM_ASSESSOR_PROBE_TIMEOUT_S={self.probe_timeout_s} must be > 0"),
             (
                 self.max_generated_tests >= 0,
@@ -86,6 +89,7 @@ class AssessorConfig:
             probe_timeout_s=env_float(env, f"{_PREFIX}PROBE_TIMEOUT_S", cls.probe_timeout_s),
             max_generated_tests=env_int(env, f"{_PREFIX}MAX_GENERATED_TESTS", cls.max_generated_tests),
             mutated_probes=env_int(env, f"{_PREFIX}MUTATED_PROBES", cls.mutated_probes),
+            untested_probes=env_int(env, f"{_PREFIX}UNTESTED_PROBES", cls.untested_probes),
             max_concurrency=env_int(env, f"{_PREFIX}MAX_CONCURRENCY", _default_concurrency()),
             max_candidates=env_int(env, f"{_PREFIX}MAX_CANDIDATES", cls.max_candidates),
             max_queued=env_int(env, f"{_PREFIX}MAX_QUEUED", cls.max_queued),

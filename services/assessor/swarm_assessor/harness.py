@@ -57,6 +57,7 @@ class Report:
     # What the execution used, as the runner measured it at its end (0: it never got there).
     cpu_ms: float = 0.0
     peak_rss_kb: int = 0
+    observations: tuple[str | None, ...] = ()  # each probe's, when the spec asked for them
 
 
 def _left_side(statement: str) -> str:
@@ -80,6 +81,13 @@ class Plan:
     generated_budget_s: float
     probe_budget_s: float
     deadline_s: float
+    # Probes from this index on are inputs no test stands behind (``typed_inputs``): the runner
+    # reports their observations, and the service keeps only the informative ones.
+    untested_from: int | None = None
+
+    @property
+    def has_untested(self) -> bool:
+        return self.untested_from is not None and self.untested_from < len(self.probes)
 
 
 def _test_specs(plan: Plan) -> list[TestSpec]:
@@ -107,6 +115,7 @@ def build_spec(plan: Plan) -> str:
         "probe_budget": plan.probe_budget_s,
         "deadline": plan.deadline_s,
         "alias": plan.alias,
+        "untested_from": len(plan.probes) if plan.untested_from is None else plan.untested_from,
     }
     return json.dumps(spec)
 
@@ -143,6 +152,7 @@ def parse_report(stdout: str, marker: str) -> Report:
     outcomes: dict[int, TestOutcome] = {}
     finished = False
     behaviour = ""
+    observations: tuple[str | None, ...] = ()
     skipped = 0
     cpu_ms, peak_rss_kb = 0.0, 0
     for line in stdout.splitlines():
@@ -171,8 +181,13 @@ def parse_report(stdout: str, marker: str) -> Report:
             finished = True
             behaviour = str(record.get("behaviour", ""))
             skipped = record.get("skipped", 0) if isinstance(record.get("skipped"), int) else 0
+            seen = record.get("observations")
+            if isinstance(seen, list):
+                observations = tuple(v if isinstance(v, str) else None for v in seen)
         elif kind == "usage":
             cpu, rss = record.get("cpu_ms"), record.get("peak_rss_kb")
             cpu_ms = float(cpu) if isinstance(cpu, int | float) and cpu >= 0 else 0.0
             peak_rss_kb = rss if isinstance(rss, int) and rss >= 0 else 0
-    return Report(loaded, load_error, outcomes, finished, behaviour, skipped, load_limit, cpu_ms, peak_rss_kb)
+    return Report(
+        loaded, load_error, outcomes, finished, behaviour, skipped, load_limit, cpu_ms, peak_rss_kb, observations
+    )

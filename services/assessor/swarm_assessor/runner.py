@@ -1,15 +1,13 @@
 """The program the sandbox runs for one candidate: load it, run each test on its own, report.
 
-The assessor ships this file's source as the sandbox's ``main.py`` and its input as one JSON file
-beside it (``INPUT_FILE``; see ``harness``). Inside the sandbox nothing of
-the project is importable (``python -I -S``), so this module uses the standard library only (and
-not ``typing`` at run time, whose import alone costs milliseconds per execution). What it promises
-(the candidate as a module, isolated tests with time budgets, the soft deadline, probes and
-canonical observations, the report lines) is described in docs/assessment.md.
-
-The call depth from the top level down to the candidate's code is part of the behaviour (a deeply
-recursive candidate meets the recursion limit at a given depth), so ``main`` calls the per-test
-functions directly and each of them adds exactly one frame.
+The assessor ships this file's source as the sandbox's ``main.py`` and its input as one JSON file beside it
+(``INPUT_FILE``; see ``harness``). Inside the sandbox nothing of the project is importable (``python -I -S``),
+so this module uses the standard library only (and not ``typing`` at run time, whose import alone costs
+milliseconds per execution). What it promises (the candidate as a module, isolated tests with time budgets,
+the soft deadline, probes and canonical observations, the report lines) is described in docs/assessment.md.
+The call depth from the top level down to the candidate's code is part of the behaviour (a deeply recursive
+candidate meets the recursion limit at a given depth), so ``main`` calls the per-test functions directly and
+each of them adds exactly one frame.
 """
 
 from __future__ import annotations
@@ -53,6 +51,7 @@ if TYPE_CHECKING:  # ``typing`` is not loaded in the sandbox, and importing it c
         probe_budget: float
         deadline: float
         alias: str
+        untested_from: int  # probes from here have no test behind them: observations reported (typed_inputs)
 
 
 INPUT_FILE = "input.json"  # {"marker": str, "code": str, "spec": Spec}
@@ -346,6 +345,7 @@ def main(started: float, spec: Spec, code: str, report: Reporter) -> None:
     ns[PROBE_FUNCTION] = observations.probe
     signal.signal(signal.SIGALRM, _on_alarm)
     deadline = started + spec["deadline"]
+    untested, stalled = spec.get("untested_from", len(spec["probes"])), False  # stalled: one untested timed out
     skipped = 0
     sys.stdout = sys.stderr = _Sink()
     try:
@@ -360,12 +360,13 @@ def main(started: float, spec: Spec, code: str, report: Reporter) -> None:
             report.test(index, problem is None, (problem or "")[: test["cap"]], error, limit)
         for index, source in enumerate(spec["probes"]):
             if observations.values[index] is None:
-                left = deadline - time.monotonic()
-                budget = min(spec["probe_budget"], left)
-                observations.values[index] = run_probe(source, ns, budget) if left > 0 else TIMEOUT_OBSERVATION
+                left = 0.0 if stalled and index >= untested else deadline - time.monotonic()
+                got = run_probe(source, ns, min(spec["probe_budget"], left)) if left > 0 else TIMEOUT_OBSERVATION
+                observations.values[index], stalled = got, stalled or (index >= untested and got == TIMEOUT_OBSERVATION)
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    report.emit({"kind": "done", "behaviour": observations.digest(), "skipped": skipped})
+    extra = {"observations": observations.values} if untested < len(spec["probes"]) else {}
+    report.emit({"kind": "done", "behaviour": observations.digest(), "skipped": skipped, **extra})
 
 
 def peak_rss_kb() -> int:

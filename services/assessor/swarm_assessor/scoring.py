@@ -52,6 +52,28 @@ def has_placeholders(code: str, tree: ast.Module) -> bool:
     return any(all(_is_placeholder_stmt(s) for s in fn.body) for fn in _functions(tree))
 
 
+def _stub_body(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    return all(_is_placeholder_stmt(s) for s in fn.body) or (
+        _raises_not_implemented(fn) and all(_is_placeholder_stmt(s) or isinstance(s, ast.Raise) for s in fn.body)
+    )
+
+
+def is_stub(code: str, task: str) -> bool:
+    """Whether a function the task asks for is left unwritten: its body is only ``pass``, ``...``,
+    a docstring or ``raise NotImplementedError`` (any top-level function when the task names none).
+
+    Such a program "runs cleanly" on every input while doing nothing, so with no test it must not
+    count as running (``correctness``): the prompt with ``pass`` is not an answer.
+    """
+    tree = parse(code)
+    if tree is None:
+        return False
+    wanted = set(entry_points(task))
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    chosen = [fn for fn in functions if fn.name in wanted] if wanted else functions
+    return any(_stub_body(fn) for fn in chosen)
+
+
 def _defined_top_level(tree: ast.Module) -> set[str]:
     names: set[str] = set()
     for node in tree.body:

@@ -35,8 +35,9 @@ from .generated_tests import attached_tests, clean_generated, name_generated, ru
 from .harness import Plan, Report, TestOutcome, build_execution, build_spec, parse_report
 from .limits import to_proto
 from .probes import collect_probes, mutate_probes
-from .runner import DEADLINE
+from .runner import DEADLINE, Observations
 from .tests_from_task import TaskTest, call_the_entry_point, tests_from_task
+from .typed_inputs import code_blocks, informative, untested_inputs
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class _Verdict:
     duration_ms: float = 0.0
     ran_cleanly: bool = False
     behaviour: str = ""
+    observations: tuple[str | None, ...] = ()
     cpu_ms: float = 0.0
     peak_rss_kb: int = 0
 
@@ -132,6 +134,18 @@ def _with_mutants(probes: list[str], limit: int) -> list[str]:
     return probes + mutate_probes(probes, limit)
 
 
+def _informative_behaviour(verdicts: list[_Verdict], untested_from: int) -> None:
+    """Each signature digested again over the probes that count (``typed_inputs.informative``):
+    inputs without a test behind them on which most programs raise are dropped."""
+    rows = [v.observations for v in verdicts if v.observations]
+    keep = informative(rows, untested_from)
+    for verdict in verdicts:
+        if verdict.observations and len(verdict.observations) == len(keep):
+            counted = Observations(0)  # the runner's own digest, over the probes that count
+            counted.values = [o for o, k in zip(verdict.observations, keep, strict=True) if k]
+            verdict.behaviour = counted.digest()
+
+
 async def _all_or_nothing(jobs: Iterable[Coroutine[Any, Any, _Verdict]]) -> list[_Verdict]:
     """Run the jobs together; the first failure cancels the rest and is raised as itself.
 
@@ -169,7 +183,9 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         visible = task_tests + attached_tests(request.attached_tests, task_tests)
         generated = clean_generated(request.generated_tests, wanted, visible, self._config.max_generated_tests)
         tests = visible + generated
-        plan = self._plan(tests, wanted, len(visible), timeout)
+        # The programs, and the raw replies' code blocks (a model's usage example may sit in a block of its own).
+        codes = [c.code for c in request.candidates] + [b for c in request.candidates for b in code_blocks(c.text)]
+        plan = self._plan(tests, wanted, len(visible), timeout, request.task, codes)
         shared = build_spec(plan)
         log.info(
             "run %s: assessing %d candidates, %d visible tests, %d of %d generated tests after cleaning, %d probes",
@@ -187,6 +203,8 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         with self._admission.admit(len(request.candidates)):
             jobs = (self._verdict(c, tests, shared, timeout, pace, context) for c in request.candidates)
             verdicts = await _all_or_nothing(jobs)
+        if plan.has_untested and plan.untested_from is not None:
+            _informative_behaviour(verdicts, plan.untested_from)
         kept = _kept_generated(list(verdicts), len(visible), len(generated))
         selection = _Selection(visible, name_generated([generated[g] for g in kept]))
         for verdict in verdicts:
@@ -223,12 +241,21 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             wait_s = min(wait_s, remaining)
         return asyncio.get_running_loop().time() + wait_s
 
-    def _plan(self, tests: list[TaskTest], wanted: list[str], visible: int, timeout: float) -> Plan:
+    def _plan(
+        self, tests: list[TaskTest], wanted: list[str], visible: int, timeout: float, task: str, codes: list[str]
+    ) -> Plan:
         cfg = self._config
         small = min(cfg.probe_timeout_s, cfg.test_timeout_s)
+        probes = _with_mutants(collect_probes((t.source for t in tests), wanted), cfg.mutated_probes)
+        untested_from = len(probes)
+        if not probes:
+            # No test calls the entry point: inputs without expected outputs (docs/selection.md,
+            # "Evidence without tests") still let programs agree or part.
+            probes = untested_inputs(task, codes, wanted, cfg.untested_probes)
         return Plan(
             tests=tests,
-            probes=_with_mutants(collect_probes((t.source for t in tests), wanted), cfg.mutated_probes),
+            probes=probes,
+            untested_from=untested_from,
             entry_points=wanted,
             alias=wanted[0] if len(wanted) == 1 else "",
             budget_s=min(cfg.test_timeout_s, max(_MIN_TEST_BUDGET_S, timeout / (visible + 1))),
@@ -284,6 +311,7 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
         verdict.ran_cleanly = bool(report.loaded) and report.finished and not verdict.error
         if report.loaded and report.finished:
             verdict.behaviour = report.behaviour
+            verdict.observations = report.observations
         return verdict
 
     def _assessment(
@@ -298,7 +326,8 @@ class AssessorServicer(assessor_pb2_grpc.AssessorServiceServicer):
             scores = common_pb2.Scores(tests_total=len(visible), generated_total=len(generated))
         else:
             passed = sum(t.passed for t in visible)
-            correct = scoring.correctness(passed, len(visible), verdict.ran_cleanly)
+            ran = verdict.ran_cleanly and not scoring.is_stub(code, task)
+            correct = scoring.correctness(passed, len(visible), ran)
             complete = scoring.completeness(code, task)
             styled = scoring.style(code)
             scores = common_pb2.Scores(

@@ -201,6 +201,7 @@ def summary_lines(lines: Sequence[Line]) -> list[str]:
             answers = [p for line in done.values() for p in line.swarm_passed]
             out.append(f"  one sampled instance (each answer of the swarm of 3): {rate(answers)}")
         out += gain_lines(done, greedy_lines, "unrefined_passed")
+        out += oracle_lines(done, greedy_lines)
         with_refinement = refined.get(arm, {})
         if with_refinement:
             kept = sum(1 for x in with_refinement.values() if x.refinement == "kept")
@@ -217,6 +218,22 @@ def summary_lines(lines: Sequence[Line]) -> list[str]:
 def timing(done: Mapping[str, Line]) -> str:
     walls = [line.wall_s for line in done.values()]
     return f"time per problem median {statistics.median(walls):.1f}s, mean {statistics.mean(walls):.1f}s"
+
+
+def oracle_lines(done: Mapping[str, Line], greedy_lines: Mapping[str, Line]) -> list[str]:
+    """What no selection can beat: a problem where none of the swarm's answers passes is lost whatever
+    is picked, so (problems with a passing answer) / (greedy's passes) bounds the gain."""
+    missed = sum(any(line.swarm_passed) and not line.unrefined_passed for line in done.values())
+    both = sorted(set(done) & set(greedy_lines))
+    base = sum(greedy_lines[t].passed for t in both)
+    bound = sum(any(done[t].swarm_passed) for t in both)
+    lines = [
+        f"  oracle (some answer passes): {rate(any(x.swarm_passed) for x in done.values())}; picked a failing answer "
+        f"where one passed: {missed}"
+    ]
+    if base:
+        lines.append(f"  the most any selection could gain on those {len(both)} problems: {bound / base:.2f} x greedy")
+    return lines
 
 
 def gain_lines(done: Mapping[str, Line], greedy_lines: Mapping[str, Line], pick: str) -> list[str]:

@@ -38,7 +38,8 @@ def answer(slot: int) -> pb.Candidate:
 
 
 async def test_an_expired_lease_ends_the_run_interrupted_with_what_had_arrived(database_url: str) -> None:
-    gone = await RunStore.open(database_url, lease=LeaseTerms("gone:1:aaaa", ttl_s=0.3))
+    # The lease must outlive the writes below on a loaded machine, and then run out.
+    gone = await RunStore.open(database_url, lease=LeaseTerms("gone:1:aaaa", ttl_s=1.5))
     alive = await RunStore.open(database_url, lease=LeaseTerms("alive:2:bbbb", ttl_s=30))
     try:
         run = new_run()
@@ -48,7 +49,7 @@ async def test_an_expired_lease_ends_the_run_interrupted_with_what_had_arrived(d
         failure = pb.InstanceFailure(slot=0, instance="fake-1", kind=pb.FAILURE_KIND_TIMEOUT, reason="too slow")
         await gone.add_failure(run.id, failure)
         assert await alive.reclaim_expired() == [], "a lease that has not run out is left alone"
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.6)
         assert await alive.reclaim_expired() == [run.id]
         assert await alive.reclaim_expired() == []
 

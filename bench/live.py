@@ -22,7 +22,9 @@ alone, after the run, in the project's sandbox. One JSON line per (arm, refineme
 a second start with the same ``--out`` skips what is there, so an interrupted bench resumes
 (``--summary`` only prints the figures of the file). Progress, with an estimate of the time left,
 goes to stderr. A new problem starts only while the time used plus the mean time of a problem
-fits in ``--budget-min``; SIGINT/SIGTERM stop at once and print the summary.
+fits in ``--budget-min``; SIGINT/SIGTERM stop at once and print the summary. ``--retry-errors``
+runs again, for every arm alike, what ended without an answer (a starved host's timeouts); the
+later line replaces the earlier one in the summary.
 
 The summary gives each arm's pass rate with its sample size, the swarm's gain over greedy on the
 problems both answered (ratio of pass rates; the seed asks > 1.20, issue 14 >= 1.25) and the
@@ -177,9 +179,10 @@ def summary_lines(lines: Sequence[Line]) -> list[str]:
     A swarm arm's "without refinement" is every run's selection before refinement (a run with
     refinement off, else the first one with it on); "with refinement" counts the runs that had it on.
     """
+    latest = {line.key: line for line in lines}  # a retried line replaces the one before it
     plain: dict[str, dict[str, Line]] = {}
     refined: dict[str, dict[str, Line]] = {}
-    for line in lines:
+    for line in sorted(latest.values(), key=lambda x: x.refined):  # a run without refinement first
         plain.setdefault(line.arm, {}).setdefault(line.task_id, line)
         if line.refined:
             refined.setdefault(line.arm, {})[line.task_id] = line
@@ -276,7 +279,8 @@ async def run_arms(
 ) -> None:
     """Start the stack, then every (problem, arm) not yet in the file, in task order."""
     started = time.perf_counter()
-    done = {line.key for line in read_lines(args.out)}
+    latest = {line.key: line for line in read_lines(args.out)}
+    done = {key for key, line in latest.items() if not (args.retry_errors and line.error)}
     todo = [
         (p, arm) for p in problems for arm in args.arms if (arm, args.refine and arm != "greedy", p.task_id) not in done
     ]
@@ -335,6 +339,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="at most N problems")
     parser.add_argument("--threads", type=int, default=0, help="model server threads (default: every core)")
     parser.add_argument("--summary", action="store_true", help="only print the summary of --out")
+    parser.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="run again, for every arm alike, what ended without an answer (the later line counts)",
+    )
     args = parser.parse_args()
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     args.refine = args.refine == "on"

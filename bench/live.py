@@ -42,7 +42,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,13 +51,12 @@ import grpc
 import httpx
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from swarm_bench.humaneval import HUMANEVAL_SIZE, Problem, free_ports, load_problems
+from swarm_bench.humaneval import HUMANEVAL_SIZE, Problem, load_problems, model_stack
 from swarm_bench.quality_scoring import Scorer
 from swarm_cli.localstack import LocalStack, StackSettings, instances_document
 from swarm_orchestrator.prompts import solve_messages
 from swarmlib import ChatClient, Endpoint, LLMError, bearer_interceptors, extract_code
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "qwen2.5-coder-0.5b-instruct"
 INSTANCES = 5
 ARMS = ("greedy", "swarm3", "swarm5")
@@ -363,20 +361,8 @@ async def main() -> int:
         print("\n".join(summary_lines(read_lines(args.out))))
         return 0
     problems = load_problems(args.start, args.limit)
-    ports = free_ports(5)
     loop = asyncio.get_running_loop()
-    with tempfile.TemporaryDirectory(prefix="swarm-live-") as tmp:
-        home = Path(tmp)
-        (home / "models").symlink_to(ROOT / ".swarm" / "models", target_is_directory=True)
-        settings = StackSettings(
-            home=home,
-            instances=INSTANCES,
-            model=MODEL,
-            first_instance_port=ports[0],
-            threads=args.threads or os.cpu_count() or 1,
-        )
-        services = dict(zip(("orchestrator", "collator", "assessor", "refiner"), ports[1:], strict=True))
-        stack = LocalStack(settings, services)
+    with model_stack("swarm-live-", INSTANCES, MODEL, args.threads) as (stack, settings):
         work = asyncio.create_task(run_arms(stack, settings, args, problems))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, work.cancel)

@@ -44,7 +44,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -55,12 +54,11 @@ from typing import Any
 import grpc
 
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from swarm_bench.humaneval import HUMANEVAL_SIZE, Problem, free_ports, load_problems
+from swarm_bench.humaneval import HUMANEVAL_SIZE, Problem, load_problems, model_stack
 from swarm_bench.quality_scoring import Scorer
 from swarm_cli.localstack import LocalStack, StackSettings, instances_document
 from swarmlib import bearer_interceptors
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "qwen2.5-coder-0.5b-instruct"
 SWARM_SIZE = 3
 TEMPERATURE = 0.8
@@ -343,20 +341,8 @@ async def main() -> int:
         parser.error(f"--start must be in 0..{HUMANEVAL_SIZE - 1}")
     state = BenchState(started=time.perf_counter())
     problems = load_problems(args.start, args.limit)
-    ports = free_ports(5)
     loop = asyncio.get_running_loop()
-    with tempfile.TemporaryDirectory(prefix="swarm-refine-") as tmp:
-        home = Path(tmp)
-        (home / "models").symlink_to(ROOT / ".swarm" / "models", target_is_directory=True)
-        settings = StackSettings(
-            home=home,
-            instances=SWARM_SIZE,
-            model=MODEL,
-            first_instance_port=ports[0],
-            threads=args.threads or os.cpu_count() or 1,
-        )
-        services = dict(zip(("orchestrator", "collator", "assessor", "refiner"), ports[1:], strict=True))
-        stack = LocalStack(settings, services)
+    with model_stack("swarm-refine-", SWARM_SIZE, MODEL, args.threads) as (stack, settings):
         work = asyncio.create_task(bench(stack, settings, args, problems, state))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, work.cancel)

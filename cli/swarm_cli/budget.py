@@ -11,7 +11,12 @@ from swarm.v1 import orchestrator_pb2 as pb
 def estimate_request(run: pb.RunSwarmRequest) -> pb.EstimateRunRequest:
     """The fields of a run that decide its cost."""
     return pb.EstimateRunRequest(
-        task=run.task, swarm_size=run.swarm_size, instances=run.instances, skip_refine=run.skip_refine
+        task=run.task,
+        swarm_size=run.swarm_size,
+        instances=run.instances,
+        skip_refine=run.skip_refine,
+        tests=run.tests,
+        adaptive=run.adaptive,
     )
 
 
@@ -29,6 +34,12 @@ def render_estimate(reply: pb.EstimateRunResponse, out: TextIO) -> None:
             file=out,
         )
     print(f"expected cost: ${reply.expected_cost_usd:.6f} (answers, test writing, one refinement round)", file=out)
+    if reply.adaptive_start:
+        print(
+            f"adaptive:      ${reply.first_round_cost_usd:.6f} if the first {reply.adaptive_start} answers settle it; "
+            f"the lines above are for all {reply.swarm_size}",
+            file=out,
+        )
     print(f"upper bound:   ${reply.upper_bound_usd:.6f} (what a budget reserves for the run)", file=out)
     print(
         f"budget left:   today {_left(reply.remaining_daily_usd)}, this month {_left(reply.remaining_monthly_usd)}",

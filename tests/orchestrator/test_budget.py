@@ -1,8 +1,9 @@
 """Budgets over real channels with priced fake instances: 50 runs at once against a budget that
 fits five never spend more than it, the refused ones are refused before any instance is called,
 the ones that fit are answered; the same across two orchestrator processes sharing PostgreSQL; per-run
-limits refuse or shrink; EstimateRun counts with the instance's tokenizer; the run's usage counts
-test writing and settles the reservation."""
+limits refuse or shrink; EstimateRun counts with the instance's tokenizer and prices an adaptive
+run at its limit and its first round; the run's usage counts test writing and settles the
+reservation."""
 
 from __future__ import annotations
 
@@ -161,6 +162,25 @@ async def test_estimate_counts_with_the_tokenizer_and_learns_from_history(stages
             assert learned.expected_output_tokens < MAX_TOKENS / 2
 
 
+async def test_an_adaptive_estimate_prices_its_limit_and_its_first_round(stages: Stages, sqlite_url: str) -> None:
+    task = TASK.format(tag="adaptive estimate")
+    async with FakeLLMServer() as server:
+        instances = json.dumps([priced(server.base_url)])
+        async with orchestrator(stages, instances, sqlite_url, QUIET) as orch:
+            fixed = await orch.stub.EstimateRun(pb.EstimateRunRequest(task=task, swarm_size=5))
+            adaptive = await orch.stub.EstimateRun(pb.EstimateRunRequest(task=task, swarm_size=5, adaptive=True))
+            assert fixed.adaptive_start == 0 and fixed.first_round_cost_usd == 0
+            assert adaptive.swarm_size == 5 and adaptive.adaptive_start == 3
+            assert adaptive.upper_bound_usd == pytest.approx(fixed.upper_bound_usd)  # what the budget reserves
+            assert adaptive.expected_cost_usd == pytest.approx(fixed.expected_cost_usd)
+            assert 0 < adaptive.first_round_cost_usd < adaptive.expected_cost_usd
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await orch.stub.EstimateRun(pb.EstimateRunRequest(task=task, tests=["assert fib(3) == 2", "fib(3)"]))
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "tests[1]" in (bad.value.details() or "")
+            assert not server.chat_requests
+
+
 async def test_run_usage_counts_test_writing_and_settles_the_reservation(stages: Stages, sqlite_url: str) -> None:
     task = TASK.format(tag="writers")
     async with FakeLLMServer() as server:
@@ -186,6 +206,9 @@ async def test_cli_estimates_without_running_and_shows_the_budget(stages: Stages
             code, out, err = await swarm(orch.target, "run", "--estimate", "--size", "2", TASK, key=orch.api_key)
             assert code == 0, err
             assert "upper bound:" in out and "(tokenizer)" in out and "today $2.000000" in out
+            code, out, err = await swarm(orch.target, "run", "--estimate", "--adaptive", TASK, key=orch.api_key)
+            assert code == 0, err
+            assert "if the first 3 answers settle it; the lines above are for all 7" in out
             assert not server.chat_requests
             code, out, err = await swarm(orch.target, "budget", key=orch.api_key)
             assert code == 0, err

@@ -4,6 +4,7 @@ refused with a message that says which field and what is allowed."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from swarm.v1 import orchestrator_pb2 as pb
 from swarmlib import InvalidArgumentError, attached_test_error
@@ -38,17 +39,9 @@ def validate(
             f"swarm_size is {request.swarm_size}; use 1..{config.max_swarm_size}, "
             "or 0 to size the swarm by task complexity"
         )
+    _check_tests(request.tests)
     if isinstance(request, pb.EstimateRunRequest):
         return _allowed(request, known)
-    blank = [i for i, test in enumerate(request.tests) if not test.strip()]
-    if blank:
-        raise InvalidArgumentError(f"tests{blank} are empty: attach assert statements, or leave tests out")
-    for index, test in enumerate(request.tests):
-        check_text(f"tests[{index}]", test)
-        problem = attached_test_error(test)
-        if problem is not None:
-            # The index, not the text: the test is the user's and error details reach logs.
-            raise InvalidArgumentError(f"tests[{index}] {problem}: fix or remove that test")
     if not math.isfinite(request.max_cost_usd) or request.max_cost_usd < 0:
         raise InvalidArgumentError(
             f"max_cost_usd is {request.max_cost_usd}; use a cost in USD >= 0 (0: no per-run limit)"
@@ -59,6 +52,19 @@ def validate(
             f"instance_timeout_seconds is {timeout}; use 0..{MAX_INSTANCE_TIMEOUT_S:.0f} (0 uses the server default)"
         )
     return _allowed(request, known)
+
+
+def _check_tests(tests: Sequence[str]) -> None:
+    """The user's attached tests: each must be Python holding an assert (refused by index)."""
+    blank = [i for i, test in enumerate(tests) if not test.strip()]
+    if blank:
+        raise InvalidArgumentError(f"tests{blank} are empty: attach assert statements, or leave tests out")
+    for index, test in enumerate(tests):
+        check_text(f"tests[{index}]", test)
+        problem = attached_test_error(test)
+        if problem is not None:
+            # The index, not the text: the test is the user's and error details reach logs.
+            raise InvalidArgumentError(f"tests[{index}] {problem}: fix or remove that test")
 
 
 def _allowed(request: pb.RunSwarmRequest | pb.EstimateRunRequest, known: list[str]) -> list[str]:

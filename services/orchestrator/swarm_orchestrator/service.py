@@ -199,7 +199,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if error is not None:
             raise error
 
-    def _growth(self, request: pb.RunSwarmRequest) -> Growth | None:
+    def _growth(self, request: pb.RunSwarmRequest | pb.EstimateRunRequest) -> Growth | None:
         if not request.adaptive:
             return None
         config = self._config
@@ -209,8 +209,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: pb.EstimateRunRequest, context: grpc.aio.ServicerContext
     ) -> pb.EstimateRunResponse:
         allowed = validate(request, self._config, self._pool.names)
-        size = request.swarm_size or auto_swarm_size(request.task)
-        return await self._spending.estimate(identity.current(), request, allowed, size)
+        growth = self._growth(request)
+        if growth is None:
+            size = request.swarm_size or auto_swarm_size(request.task)
+            return await self._spending.estimate(identity.current(), request, allowed, size)
+        reply = await self._spending.estimate(identity.current(), request, allowed, growth.limit)
+        first = await self._spending.estimate(identity.current(), request, allowed, growth.start)
+        reply.adaptive_start = growth.start
+        reply.first_round_cost_usd = first.expected_cost_usd
+        return reply
 
     async def GetBudget(self, request: pb.GetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.GetBudgetResponse:
         return pb.GetBudgetResponse(budgets=await self._spending.uses(identity.current()))

@@ -62,6 +62,16 @@ def test_passing_every_visible_test_with_one_agreeing_answer_is_settled() -> Non
     assert verdict.settled and "1 other answer(s) agree" in verdict.reason
 
 
+def test_agreement_of_one_model_alone_does_not_settle_a_swarm_of_several() -> None:
+    best = answer(visible=(2, 2))
+    one_model = {"c1": "weak", "c2": "weak", "c3": "strong"}
+    verdict = settled(best, consensus(2 / 3, True), PAIR[:2], 3, one_model)
+    assert not verdict.settled and verdict.reason == "the 2 answers that agree with c1 are all from weak"
+    assert settled(best, consensus(2 / 3, True), PAIR[:2], 3, {"c1": "weak", "c2": "strong", "c3": "strong"}).settled
+    # A swarm of one model's instances (the local default) has no other agreement to wait for.
+    assert settled(best, consensus(2 / 3, True), PAIR[:2], 3, {"c1": "qwen", "c2": "qwen", "c3": "qwen"}).settled
+
+
 def test_what_is_not_settled_says_why() -> None:
     alone = settled(answer(visible=(2, 2)), consensus(1 / 3, False), ALONE, 3)
     assert not alone.settled and alone.reason == "best answer c1 passes the visible tests but no other answer agrees"

@@ -14,7 +14,7 @@ round, so the instances stay assigned round-robin as for a fixed swarm of the sa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from swarm.v1 import assessor_pb2, common_pb2, orchestrator_pb2 as pb
@@ -69,17 +69,28 @@ class Verdict:
 
 
 def settled(
-    best: pb.Candidate, collated: common_pb2.Consensus, clusters: Sequence[common_pb2.Cluster], answers: int
+    best: pb.Candidate,
+    collated: common_pb2.Consensus,
+    clusters: Sequence[common_pb2.Cluster],
+    answers: int,
+    models: Mapping[str, str] | None = None,
 ) -> Verdict:
     """The one rule: the best-ranked answer is settled when
 
     (a) the swarm's consensus stands for it as the run would claim it (``consensus.consensus_for``:
         it is in the collator's majority and executed evidence backs it: every visible test passes,
         or with none the generated tests' dual agreement over two thirds of the swarm), or
-    (b) it passes every visible test and at least one other answer agrees with it (same cluster).
+    (b) it passes every visible test and at least one other answer agrees with it (same cluster);
+
+    and, when the answers so far come from more than one model (``models``: answer id -> the model
+    that wrote it), the answers that agree with it are not all one model's: samples of one model
+    share its mistakes, so their agreement is the weakest kind and another round is worth asking.
 
     Anything else (no agreement, a visible test failing, agreement no test backs) is not settled.
     """
+    group = next((list(c.candidate_ids) for c in clusters if best.id in c.candidate_ids), [best.id])
+    if models and len(set(models.values())) > 1 and len({models.get(cid, "") for cid in group}) == 1 < len(group):
+        return Verdict(False, f"the {len(group)} answers that agree with {best.id} are all from {models.get(best.id)}")
     if consensus_for(collated, clusters, best, best).reached:
         return Verdict(True, "tested consensus")
     scores = best.scores
@@ -120,7 +131,8 @@ async def grow(
     sizes = growth.sizes()
     for round_number, (asked, size) in enumerate(itertools.pairwise(sizes), start=2):
         best = judged.ranking.best
-        verdict = settled(best, judged.collation.consensus, judged.collation.clusters, len(answers))
+        models = {answer.id: answer.model for answer in answers}
+        verdict = settled(best, judged.collation.consensus, judged.collation.clusters, len(answers), models)
         if verdict.settled:
             break
         event = pb.Grown(round=round_number, added=size - asked, size=size, reason=verdict.reason)

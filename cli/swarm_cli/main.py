@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a task through the swarm")
     run.add_argument("task", nargs="?", help="the coding task")
     run.add_argument("-f", "--file", help="read the task from FILE")
-    run.add_argument("--size", type=_size, default=0, help="instances to use, 1..16 (default: by task complexity)")
+    run.add_argument("--size", type=_size, default=0, help="instances to use, 1..16 (default: the server's sizing)")
     run.add_argument("--instance", action="append", help="restrict to this instance (repeatable)")
     run.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     run.add_argument("--timeout", type=float, default=0.0, help="per-instance deadline in seconds")
@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--adaptive",
         action="store_true",
-        help="start with 3 instances and add 2 a round while the answer is not settled, up to --size (default 7)",
+        help="start with 3 instances and add 2 a round while the answer is not settled, up to --size (default 7); "
+        "without --size the server does this by default",
     )
     shown = run.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="print the final run as JSON (no progress)")

@@ -120,6 +120,9 @@ async def bench_stack(
             # would learn as an instance is noise.
             "SWARM_REPUTATION": "true" if reputation else "false",
             "SWARM_REPUTATION_SCOPE": "model",
+            # A run of size 0 is the complexity rule here (the "auto" sizing of swarm_bench.adaptive);
+            # every other bench run names its size, and adaptive runs ask for it.
+            "SWARM_DEFAULT_SIZING": "complexity",
         }
         database_url = f"sqlite+aiosqlite:///{database}"
         async with (

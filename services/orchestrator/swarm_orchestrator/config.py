@@ -54,6 +54,17 @@ def _output_batch_ms(env: Mapping[str, str]) -> int:
 
 
 REPUTATION_SCOPES = ("instance", "model")
+DEFAULT_SIZINGS = ("adaptive", "complexity")
+
+
+def _default_sizing(env: Mapping[str, str]) -> str:
+    """``SWARM_DEFAULT_SIZING``: how a run that leaves ``swarm_size`` at 0 and does not ask for
+    ``adaptive`` is sized: "adaptive" (grow 3, 5, 7 while unsettled; measured best on every recorded
+    pool, docs/adaptive.md) or "complexity" (the 3-7 rule of Story 4, ``sizing.auto_swarm_size``)."""
+    sizing = env_str(env, "SWARM_DEFAULT_SIZING", "adaptive").strip().lower()
+    if sizing not in DEFAULT_SIZINGS:
+        raise ConfigError(f"SWARM_DEFAULT_SIZING={sizing!r} must be one of {', '.join(DEFAULT_SIZINGS)}")
+    return sizing
 
 
 def _reputation_scope(env: Mapping[str, str]) -> str:
@@ -96,6 +107,8 @@ class OrchestratorConfig:
     # An adaptive run's first round and its growth per round (docs/adaptive.md).
     adaptive_start: int = 3
     adaptive_step: int = 2
+    # How a request with swarm_size 0 is sized when it does not ask for adaptive itself.
+    default_sizing: str = "adaptive"
     # The API keys of the callers (docs/identity.md); re-read when it changes.
     api_keys_file: Path = Path(".swarm/api-keys.json")
     reputation: bool = True
@@ -181,6 +194,7 @@ class OrchestratorConfig:
             test_writers=env_int(env, "SWARM_TEST_WRITERS", 1, minimum=0),
             adaptive_start=env_int(env, "SWARM_ADAPTIVE_START", 3, minimum=1),
             adaptive_step=env_int(env, "SWARM_ADAPTIVE_STEP", 2, minimum=1),
+            default_sizing=_default_sizing(env),
             api_keys_file=default_keys_file(env),
             reputation=env_bool(env, "SWARM_REPUTATION", True),
             reputation_scope=_reputation_scope(env),

@@ -200,9 +200,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise error
 
     def _growth(self, request: pb.RunSwarmRequest | pb.EstimateRunRequest) -> Growth | None:
-        if not request.adaptive:
-            return None
+        """An adaptive run's growth: asked for, or the server's default for a run of size 0."""
         config = self._config
+        if not (request.adaptive or (not request.swarm_size and config.default_sizing == "adaptive")):
+            return None
         return plan(request.swarm_size, config.max_swarm_size, config.adaptive_start, config.adaptive_step)
 
     async def EstimateRun(

@@ -10,8 +10,9 @@ import pytest
 
 from swarm.v1 import orchestrator_pb2 as pb
 from swarm_bench.stack import Stages, orchestrator
-from swarm_orchestrator.config import ConfigError, OrchestratorConfig
+from swarm_orchestrator.config import OrchestratorConfig
 from swarm_orchestrator.sizing import auto_swarm_size
+from swarmlib import ConfigError
 from tests.fakes.openai_server import FakeLLMServer
 from tests.orchestrator.test_budget import QUIET, TASK, priced
 

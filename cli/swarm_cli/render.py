@@ -21,6 +21,11 @@ def progress_line(event: pb.RunSwarmResponse) -> str | None:
     which = event.WhichOneof("event")
     if which == "accepted":
         run = event.accepted
+        if run.adaptive_start:
+            return (
+                f"run {run.id}: adaptive, {run.adaptive_start} instances first, up to {run.swarm_size} while not "
+                f"settled (quorum {run.quorum})"
+            )
         return f"run {run.id}: {run.swarm_size} instances (quorum {run.quorum})"
     if which == "queued":
         q = event.queued

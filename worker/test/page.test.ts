@@ -34,6 +34,13 @@ describe("run view reducer", () => {
     assert.deepEqual(view.panes.map((p) => p.status), ["waiting", "waiting", "waiting"]);
   });
 
+  it("an adaptive run opens its first round's panes, and each grown round opens its own", () => {
+    const first = fold([{ runId: "r2", accepted: { swarmSize: 7, adaptiveStart: 3, status: "RUN_STATUS_RUNNING" } }]);
+    assert.equal(first.panes.length, 3);
+    const grown = reduce(first, { grown: { round: 2, added: 2, size: 5, reason: "no tested consensus (largest group 1 of 3)" } });
+    assert.deepEqual(grown.panes.map((p) => [p.slot, p.status]), [[0, "waiting"], [1, "waiting"], [2, "waiting"], [3, "waiting"], [4, "waiting"]]);
+  });
+
   it("a pane goes waiting -> generating with its text -> answered with latency and tokens", () => {
     const slot0: RunSwarmResponseJson[] = [
       { runId: "r1", accepted: { swarmSize: 2, status: "RUN_STATUS_RUNNING" } },

@@ -132,6 +132,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             swarm_size=size,
             quorum=quorum_for(growth.start if growth is not None else size, self._config.quorum_fraction),
             usage=common_pb2.Usage(),
+            adaptive_start=growth.start if growth is not None else 0,
         )
         run.created_at.FromDatetime(dt.datetime.now(dt.UTC))
         # The SRE's way from an alert or a report to this run's trace in Jaeger (docs/tracing.md).

@@ -115,6 +115,7 @@ class RunStore:
             status=run.status,
             swarm_size=run.swarm_size,
             quorum=run.quorum,
+            adaptive_start=run.adaptive_start,
             created_at=run.created_at.ToDatetime(tzinfo=dt.UTC),
             finished_at=None,
             final_overall=0.0,

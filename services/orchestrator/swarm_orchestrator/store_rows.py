@@ -50,6 +50,8 @@ class RunRow(Base):
     # Whose run it is: only callers of this tenant see it (docs/identity.md). Rows from before
     # tenants existed belong to ``default``.
     tenant: Mapped[str] = mapped_column(String(128), default=DEFAULT_TENANT, server_default=DEFAULT_TENANT)
+    # An adaptive run's first round (0: a fixed swarm); rows from before it existed are fixed.
+    adaptive_start: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_runs_created", "created_at", "id"),
@@ -114,7 +116,7 @@ class ReputationEventRow(Base):
 
 
 # Columns added after the first release of their table, in the order they were added.
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"runs": ("owner", "lease_expires", "tenant")}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"runs": ("owner", "lease_expires", "tenant", "adaptive_start")}
 
 
 def create_or_upgrade(connection: Connection) -> list[str]:
@@ -211,6 +213,7 @@ def run_from_rows(row: RunRow, candidates: list[CandidateRow], failures: list[Fa
         swarm_size=row.swarm_size,
         quorum=row.quorum,
         error=row.error,
+        adaptive_start=row.adaptive_start,
     )
     run.created_at.FromDatetime(as_utc(row.created_at))
     parsed = [parse_document(c.document, pb.Candidate()) for c in candidates]

@@ -112,6 +112,11 @@ function failed(pane: Pane, failure: InstanceFailureJson): Pane {
 }
 
 /** Panes that streamed no text (stream_output off, or a stored run) show the candidate's reply. */
+/** ``size`` panes: those there are, then waiting ones. */
+function withPanes(panes: readonly Pane[], size: number): Pane[] {
+  return Array.from({ length: size }, (_, slot) => panes[slot] ?? waitingPane(slot));
+}
+
 function fillFromRun(panes: readonly Pane[], run: RunJson): Pane[] {
   const byId = new Map((run.candidates ?? []).map((candidate) => [candidate.id ?? "", candidate]));
   return panes.map((pane) => {
@@ -144,9 +149,13 @@ export function reduce(view: RunView, event: RunSwarmResponseJson): RunView {
   const runId = event.runId ?? view.runId;
   const next = { ...view, runId };
   if (event.accepted !== undefined) {
-    const size = event.accepted.swarmSize ?? 0;
-    const panes = Array.from({ length: size }, (_, slot) => view.panes[slot] ?? waitingPane(slot));
+    // An adaptive run asks its first round only; a `grown` event opens the panes of the next.
+    const first = event.accepted.adaptiveStart ?? 0;
+    const panes = withPanes(view.panes, first > 0 ? first : (event.accepted.swarmSize ?? 0));
     return { ...next, status: event.accepted.status ?? "RUN_STATUS_RUNNING", panes };
+  }
+  if (event.grown !== undefined) {
+    return { ...next, panes: withPanes(next.panes, Math.max(next.panes.length, event.grown.size ?? 0)) };
   }
   if (event.queued !== undefined) {
     return { ...next, queued: event.queued };

@@ -37,7 +37,7 @@ def validate(
     if not 0 <= request.swarm_size <= config.max_swarm_size:
         raise InvalidArgumentError(
             f"swarm_size is {request.swarm_size}; use 1..{config.max_swarm_size}, "
-            "or 0 to size the swarm by task complexity"
+            "or 0 to leave the size to the server (adaptive, up to 7)"
         )
     _check_tests(request.tests)
     if isinstance(request, pb.EstimateRunRequest):

@@ -6,8 +6,8 @@ Each sizing runs on its own in-process stack (``quality.bench_stack``), every ta
 real ``RunSwarm``:
 
 - ``fixed K``: the first K picks (the run may use replay-0..K-1 only);
-- ``auto``: ``swarm_size`` 0 (the 3-7 complexity rule of Story 4, ``sizing.auto_swarm_size``),
-  every instance allowed;
+- ``auto``: ``swarm_size`` 0 (the 3-7 complexity rule of Story 4, ``sizing.auto_swarm_size``: the
+  bench stack runs with ``SWARM_DEFAULT_SIZING=complexity``), every instance allowed;
 - ``adaptive``: ``adaptive`` with ``swarm_size`` = the draw: it starts with the first picks and
   each round is served the next ones (a run of the size of the draw starts at slot 0 on a fresh
   stack and holds all of its slots, so slot k is replay-k).

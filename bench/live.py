@@ -213,7 +213,21 @@ def summary_lines(lines: Sequence[Line]) -> list[str]:
                 f"kept {kept}, dropped {dropped}, skipped {len(with_refinement) - kept - dropped}"
             )
             out += gain_lines(with_refinement, greedy_lines, "passed")
-    return out
+    return out + common_lines(plain)
+
+
+def common_lines(plain: Mapping[str, Mapping[str, Line]]) -> list[str]:
+    """Every arm on the problems all of them answered, when an arm covers fewer (the arms that
+    ran on as many problems as fitted compare with the others on the same problems)."""
+    arms = [arm for arm in ARMS if plain.get(arm)]
+    common = set.intersection(*(set(plain[arm]) for arm in arms)) if len(arms) > 1 else set()
+    if not common or all(len(plain[arm]) == len(common) for arm in arms):
+        return []
+    rates = ", ".join(f"{arm} {rate(plain[arm][t].unrefined_passed for t in sorted(common))}" for arm in arms)
+    oracles = ", ".join(
+        f"{arm} {rate(any(plain[arm][t].swarm_passed) for t in sorted(common))}" for arm in arms if arm != "greedy"
+    )
+    return [f"on the {len(common)} problems every arm answered: {rates}; oracles {oracles}"]
 
 
 def timing(done: Mapping[str, Line]) -> str:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from swarm.v1 import orchestrator_pb2 as pb
 from swarm_bench.stack import Stages, orchestrator
@@ -18,6 +16,7 @@ from swarm_orchestrator.sizing import auto_swarm_size
 from swarm_orchestrator.store import RunStore
 from swarmlib import ConfigError
 from tests.fakes.openai_server import FakeLLMServer
+from tests.orchestrator.older_schema import as_before
 from tests.orchestrator.test_budget import QUIET, TASK, priced
 
 
@@ -61,10 +60,7 @@ async def test_an_older_database_gets_the_adaptive_start_column_and_its_runs_rea
     old.created_at.GetCurrentTime()
     await store.create_run(old)
     await store.close()
-    engine = create_async_engine(database_url)
-    async with engine.begin() as connection:  # the runs table as it was before adaptive runs
-        await connection.execute(text("ALTER TABLE runs DROP COLUMN adaptive_start"))
-    await engine.dispose()
+    await as_before(database_url, "ALTER TABLE runs DROP COLUMN adaptive_start")  # before adaptive runs
     store = await RunStore.open(database_url)
     try:
         run = await store.get_run(old.id, "default")

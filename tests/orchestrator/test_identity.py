@@ -13,8 +13,6 @@ import pytest
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from swarm.v1 import orchestrator_pb2 as pb
 from swarm_bench.stack import Orchestrator, Stages, instances_json, orchestrator
@@ -27,6 +25,7 @@ from tests.fakes.openai_server import Behaviour
 from tests.fakes.replies import FIB_REPLY
 from tests.fuzz.rpc import invoke, rpcs
 from tests.orchestrator.keys import Metadata, bearer, keyless_channel, new_key
+from tests.orchestrator.older_schema import as_before
 from tests.orchestrator.test_quality import gated
 from tests.orchestrator.test_swarm import FIB_TASK, fakes, named
 
@@ -235,11 +234,8 @@ async def test_an_older_database_gets_the_tenant_column_and_its_runs_go_to_defau
     old.created_at.GetCurrentTime()
     await store.create_run(old)
     await store.close()
-    engine = create_async_engine(database_url)
-    async with engine.begin() as connection:  # the runs table as it was before tenants
-        await connection.execute(text("DROP INDEX ix_runs_tenant_created"))
-        await connection.execute(text("ALTER TABLE runs DROP COLUMN tenant"))
-    await engine.dispose()
+    # The runs table as it was before tenants.
+    await as_before(database_url, "DROP INDEX ix_runs_tenant_created", "ALTER TABLE runs DROP COLUMN tenant")
     store = await RunStore.open(database_url)
     try:
         assert (await store.get_run(old.id, "default")).id == old.id

@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from swarm.v1 import assessor_pb2, common_pb2, orchestrator_pb2 as pb
 from swarm_orchestrator.lease import Leases
 from swarm_orchestrator.store import RunStore
 from swarm_orchestrator.store_leases import LeaseTerms
 from tests.orchestrator.offline import Scripted, Verdict, fenced, offline
+from tests.orchestrator.older_schema import as_before
 
 TASK = "Write f(n) that returns n + 1."
 
@@ -145,12 +143,12 @@ async def test_a_database_from_before_leases_opens_and_its_orphans_are_closed(da
     await store.create_run(orphan)
     await store.add_candidate(orphan.id, answer(1))
     await store.close()
-    engine = create_async_engine(database_url)
-    async with engine.begin() as conn:  # the runs table as it was before leases
-        await conn.execute(sa.text("DROP INDEX ix_runs_lease"))
-        await conn.execute(sa.text("ALTER TABLE runs DROP COLUMN owner"))
-        await conn.execute(sa.text("ALTER TABLE runs DROP COLUMN lease_expires"))
-    await engine.dispose()
+    await as_before(  # the runs table as it was before leases
+        database_url,
+        "DROP INDEX ix_runs_lease",
+        "ALTER TABLE runs DROP COLUMN owner",
+        "ALTER TABLE runs DROP COLUMN lease_expires",
+    )
 
     store = await RunStore.open(database_url)
     try:

@@ -164,11 +164,14 @@ async def test_estimate_counts_with_the_tokenizer_and_learns_from_history(stages
 
 async def test_an_adaptive_estimate_prices_its_limit_and_its_first_round(stages: Stages, sqlite_url: str) -> None:
     task = TASK.format(tag="adaptive estimate")
-    async with FakeLLMServer() as server:
+    async with FakeLLMServer(tokenizer=True) as server:
         instances = json.dumps([priced(server.base_url)])
         async with orchestrator(stages, instances, sqlite_url, QUIET) as orch:
             fixed = await orch.stub.EstimateRun(pb.EstimateRunRequest(task=task, swarm_size=5))
+            counted = len([r for r in server.requests if r.path.endswith("/tokenize")])
             adaptive = await orch.stub.EstimateRun(pb.EstimateRunRequest(task=task, swarm_size=5, adaptive=True))
+            # Both sizes are priced from one count: the instance's tokenizer is asked once per estimate.
+            assert len([r for r in server.requests if r.path.endswith("/tokenize")]) == 2 * counted == 2
             assert fixed.adaptive_start == 0 and fixed.first_round_cost_usd == 0
             assert adaptive.swarm_size == 5 and adaptive.adaptive_start == 3
             assert adaptive.upper_bound_usd == pytest.approx(fixed.upper_bound_usd)  # what the budget reserves

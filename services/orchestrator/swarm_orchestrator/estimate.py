@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import httpx
 
@@ -40,6 +41,14 @@ def tokenize_url(base_url: str) -> str:
     return (root[: -len("/v1")] if root.endswith("/v1") else root) + "/tokenize"
 
 
+@dataclass(frozen=True)
+class _Input:
+    tokens: int
+    source: str
+    mean: float
+    seen: int
+
+
 class Estimator:
     """Prices a run from the pool's instances, their tokenizers and the store's history."""
 
@@ -64,49 +73,75 @@ class Estimator:
             log.debug("estimate: %s has no tokenizer (%s)", spec.name, exc)
         return approx_tokens(text), "chars/4"
 
-    async def estimate(self, task: str, size: int, allowed: Sequence[str], refine: bool) -> pb.EstimateRunResponse:
-        max_tokens = self._config.max_tokens
+    async def estimate(
+        self, task: str, size: int, allowed: Sequence[str], refine: bool, first_round: int = 0
+    ) -> pb.EstimateRunResponse:
+        """The run at ``size``; with ``first_round`` (an adaptive run's start) also that round's cost,
+        priced from the same tokenizer counts and history, so each instance is asked once."""
+        inputs = await self._inputs(task, allowed)
+        rows, total = self._priced(task, size, allowed, refine, inputs)
+        specs = [self._pool.spec(name) for name in allowed]
+        writers = self._writers(task, allowed)
+        rounds = self._config.refine_rounds if refine else 0
+        shape = RunShape(task, size, len(writers), rounds, self._config.max_tokens)
+        response = pb.EstimateRunResponse(
+            swarm_size=size, instances=rows, expected_cost_usd=total, upper_bound_usd=upper_bound_usd(shape, specs)
+        )
+        if first_round:
+            response.adaptive_start = first_round
+            response.first_round_cost_usd = self._priced(task, first_round, allowed, refine, inputs)[1]
+        return response
+
+    async def _inputs(self, task: str, allowed: Sequence[str]) -> dict[str, _Input]:
+        """Per instance: its prompt's tokens (and how they were counted) and its expected output."""
         history = await self._store.model_completion_tokens()
         prompt = "\n".join(m["content"] for m in solve_messages(task))
-        slots = Counter(self._pool.propose(size, allowed))
-        specs = [self._pool.spec(name) for name in allowed]
-        rows: list[pb.InstanceEstimate] = []
-        expected_out: dict[str, float] = {}
+        inputs: dict[str, _Input] = {}
         for name in allowed:
             spec = self._pool.spec(name)
             tokens, source = await self.count(spec, prompt)
-            mean, seen = history.get(spec.model, (max_tokens / 2, 0))
-            expected_out[name] = mean
+            mean, seen = history.get(spec.model, (self._config.max_tokens / 2, 0))
+            inputs[name] = _Input(tokens, source, mean, seen)
+        return inputs
+
+    def _writers(self, task: str, allowed: Sequence[str]) -> list[str]:
+        functions = entry_points(task)
+        return self._pool.writers_for(list(allowed), self._config.test_writers) if functions else []
+
+    def _priced(
+        self, task: str, size: int, allowed: Sequence[str], refine: bool, inputs: dict[str, _Input]
+    ) -> tuple[list[pb.InstanceEstimate], float]:
+        """The per-instance rows of a run of ``size`` and its expected cost with tests and refinement."""
+        slots = Counter(self._pool.propose(size, allowed))
+        rows: list[pb.InstanceEstimate] = []
+        for name in allowed:
+            spec, got = self._pool.spec(name), inputs[name]
             rows.append(
                 pb.InstanceEstimate(
                     instance=name,
                     model=spec.model,
                     slots=slots.get(name, 0),
-                    input_tokens=tokens,
-                    input_tokens_source=source,
-                    expected_output_tokens=mean,
-                    output_tokens_source=f"history ({seen} answers)" if seen else "prior (max_tokens/2)",
+                    input_tokens=got.tokens,
+                    input_tokens_source=got.source,
+                    expected_output_tokens=got.mean,
+                    output_tokens_source=f"history ({got.seen} answers)" if got.seen else "prior (max_tokens/2)",
                     price_input_per_mtok=spec.price_input_per_mtok,
                     price_output_per_mtok=spec.price_output_per_mtok,
-                    expected_cost_usd=slots.get(name, 0) * spec.cost_usd(tokens, round(mean)),
+                    expected_cost_usd=slots.get(name, 0) * spec.cost_usd(got.tokens, round(got.mean)),
                 )
             )
         total = sum(row.expected_cost_usd for row in rows)
         functions = entry_points(task)
-        writers = self._pool.writers_for(list(allowed), self._config.test_writers) if functions else []
-        for name in writers:
+        for name in self._writers(task, allowed):
             spec = self._pool.spec(name)
             text = "\n".join(m["content"] for m in writer_messages(task, functions))
-            total += spec.cost_usd(approx_tokens(text), min(TESTS_MAX_TOKENS, round(expected_out[name])))
-        rounds = self._config.refine_rounds if refine else 0
-        if rounds and rows:
+            total += spec.cost_usd(approx_tokens(text), min(TESTS_MAX_TOKENS, round(inputs[name].mean)))
+        if refine and self._config.refine_rounds and rows:
             # One round expected (most runs stop after it), its prompt the task and three answers.
-            out = max(expected_out.values())
+            out = max(got.mean for got in inputs.values())
             refine_in = approx_tokens(task) + 3 * round(out) + 500
             total += max(
-                token_cost_usd(refine_in, round(out), s.price_input_per_mtok, s.price_output_per_mtok) for s in specs
+                token_cost_usd(refine_in, round(out), s.price_input_per_mtok, s.price_output_per_mtok)
+                for s in (self._pool.spec(name) for name in allowed)
             )
-        shape = RunShape(task, size, len(writers), rounds, max_tokens)
-        return pb.EstimateRunResponse(
-            swarm_size=size, instances=rows, expected_cost_usd=total, upper_bound_usd=upper_bound_usd(shape, specs)
-        )
+        return rows, total

@@ -215,11 +215,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if growth is None:
             size = request.swarm_size or auto_swarm_size(request.task)
             return await self._spending.estimate(identity.current(), request, allowed, size)
-        reply = await self._spending.estimate(identity.current(), request, allowed, growth.limit)
-        first = await self._spending.estimate(identity.current(), request, allowed, growth.start)
-        reply.adaptive_start = growth.start
-        reply.first_round_cost_usd = first.expected_cost_usd
-        return reply
+        return await self._spending.estimate(identity.current(), request, allowed, growth.limit, growth.start)
 
     async def GetBudget(self, request: pb.GetBudgetRequest, context: grpc.aio.ServicerContext) -> pb.GetBudgetResponse:
         return pb.GetBudgetResponse(budgets=await self._spending.uses(identity.current()))

@@ -66,10 +66,12 @@ class Spending:
             log.warning("run %s: its budget reservation is settled later by the sweep: %s", run_id, exc)
 
     async def estimate(
-        self, caller: Principal, request: pb.EstimateRunRequest, allowed: list[str], size: int
+        self, caller: Principal, request: pb.EstimateRunRequest, allowed: list[str], size: int, first_round: int = 0
     ) -> pb.EstimateRunResponse:
+        """The estimate at ``size`` (and of an adaptive run's ``first_round``) with what the caller's
+        budgets have left."""
         refine = self._config.refine and not request.skip_refine
-        response = await self._estimator.estimate(request.task, size, allowed, refine)
+        response = await self._estimator.estimate(request.task, size, allowed, refine, first_round)
         uses = await self.uses(caller)
         for period, field in (("day", "remaining_daily_usd"), ("month", "remaining_monthly_usd")):
             left = [u.limit_usd - u.spent_usd - u.reserved_usd for u in uses if u.period == period and u.limit_usd > 0]

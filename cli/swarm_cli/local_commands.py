@@ -25,6 +25,12 @@ def add_commands(sub: Any) -> None:
     up = sub.add_parser("up", help="start the local stack (Qwen instances + services) until Ctrl-C")
     up.add_argument("--instances", type=int, default=3, help="local Qwen instances (default 3)")
     up.add_argument("--model", default=DEFAULT_MODEL, choices=_recipes())
+    up.add_argument(
+        "--refine-model",
+        choices=_recipes(),
+        help="a model server of its own for refinement (e.g. qwen2.5-coder-1.5b-instruct): its instance "
+        "qwen-refine writes every refinement and answers no task (default: the best answer's instance refines)",
+    )
     up.add_argument("--home", default=os.environ.get("SWARM_HOME", ".swarm"), help="state directory")
     up.add_argument("--instance-port", type=int, default=18081, help="port of the first instance")
     up.add_argument(
@@ -72,6 +78,7 @@ def run_up(args: argparse.Namespace) -> int:
         layout=args.layout,
         web=web,
         observe_port=args.prometheus_port if args.observe else None,
+        refine_model=args.refine_model,
     )
     return asyncio.run(run_stack(settings, dict(os.environ)))
 

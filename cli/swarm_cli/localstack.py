@@ -39,6 +39,11 @@ from .worker_dev import LOCAL_USER, fresh_vars, missing_toolchain, page_url, sta
 SERVICE_PORTS = {"orchestrator": 50051, "collator": 50052, "assessor": 50053, "refiner": 50054}
 # Distinct instances differ by seed and temperature (the brief asks for at least that).
 INSTANCE_TEMPERATURES = (0.2, 0.5, 0.8, 0.35, 0.65, 0.95, 0.1)
+# The refine-only instance of ``--refine-model``: a rewrite wants the model's likeliest text, and
+# two slots let two runs refine at once.
+REFINE_INSTANCE = "qwen-refine"
+REFINE_TEMPERATURE = 0.2
+REFINE_PARALLEL = 2
 
 
 @dataclass(frozen=True)
@@ -67,11 +72,19 @@ class StackSettings:
     web: WebSettings | None = None
     # ``--observe``: the port of a Prometheus scraping the services (None: no Prometheus).
     observe_port: int | None = None
+    # ``--refine-model``: a model server of its own for the refine-only instance (None: the best
+    # answer's instance refines), on ``refine_port`` (0: the port after the instances' servers).
+    refine_model: str | None = None
+    refine_port: int = 0
 
     @property
     def servers(self) -> int:
         """Model server processes: one shared by every instance, or one per instance."""
         return 1 if self.layout == "shared" else self.instances
+
+    @property
+    def refine_server_port(self) -> int:
+        return self.refine_port or self.first_instance_port + self.servers
 
 
 @dataclass(frozen=True)
@@ -135,7 +148,30 @@ def instances_document(settings: StackSettings, model_id: str) -> list[dict[str,
             "slots": instance_slots(settings, i),
         }
         for i in range(settings.instances)
+    ] + refine_entries(settings)
+
+
+def refine_entries(settings: StackSettings) -> list[dict[str, object]]:
+    """The refine-only instance of ``--refine-model`` (the orchestrator's SWARM_REFINE_INSTANCE)."""
+    if settings.refine_model is None:
+        return []
+    return [
+        {
+            "name": REFINE_INSTANCE,
+            "base_url": f"http://{settings.host}:{settings.refine_server_port}/v1",
+            "model": settings.refine_model,
+            "temperature": REFINE_TEMPERATURE,
+            "seed": 999,
+            "price_input_per_mtok": 0.0,
+            "price_output_per_mtok": 0.0,
+            "slots": REFINE_PARALLEL,
+        }
     ]
+
+
+def refine_env(settings: StackSettings) -> dict[str, str]:
+    """What the orchestrator is told of the refine-only instance, when there is one."""
+    return {} if settings.refine_model is None else {"SWARM_REFINE_INSTANCE": REFINE_INSTANCE}
 
 
 class LocalStack:
@@ -216,10 +252,22 @@ class LocalStack:
                  "--parallel", str(parallel)],
                 base_env,
             )  # fmt: skip
-            instance_children.append((child, f"http://{settings.host}:{port}/v1/models"))
-        for child, url in instance_children:
+            instance_children.append((child, f"http://{settings.host}:{port}/v1/models", recipe.name))
+        if settings.refine_model is not None:
+            refine_recipe = RECIPES[settings.refine_model]
+            refine_path = prepare_model(refine_recipe, settings.home / "models")
+            port = settings.refine_server_port
+            child = await self._spawn(
+                "qwen-refine",
+                [python, "-m", "swarm_cli.qwen_server", "--model", str(refine_path), "--alias", refine_recipe.name,
+                 "--host", settings.host, "--port", str(port), "--threads", str(settings.threads),
+                 "--parallel", str(REFINE_PARALLEL)],
+                base_env,
+            )  # fmt: skip
+            instance_children.append((child, f"http://{settings.host}:{port}/v1/models", refine_recipe.name))
+        for child, url, alias in instance_children:
             await self._wait_http(child, url, deadline)
-            await self._warm_up(url.removesuffix("/models"), recipe.name)
+            await self._warm_up(url.removesuffix("/models"), alias)
         keys_file, self.cli_key = stack_keys(settings.home, base_env)
         instances_file = settings.home / "instances.json"
         instances_file.write_text(json.dumps(instances_document(settings, recipe.name), indent=2))
@@ -237,6 +285,7 @@ class LocalStack:
             "SWARM_REFINER_TARGET": targets["refiner"],
             KEYS_FILE_VAR: str(keys_file),
             **transport_env(self._tls),
+            **refine_env(settings),
         }
         services = []
         for name in ("collator", "assessor", "refiner", "orchestrator"):
@@ -310,7 +359,8 @@ async def run_stack(settings: StackSettings, env: Mapping[str, str]) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         web = "" if settings.web is None else ", the gateway and the page"
-        print(f"starting {settings.instances} local Qwen instances, the four services{web} ...", flush=True)
+        refine = "" if settings.refine_model is None else f", {settings.refine_model} to refine"
+        print(f"starting {settings.instances} local Qwen instances{refine}, the four services{web} ...", flush=True)
         targets = await stack.start(env)
         print(f"swarm is up: orchestrator at {targets['orchestrator']} (logs in {settings.home / 'logs'})", flush=True)
         print(f"the swarm commands send the local approver key in {settings.home / CLI_KEY}", flush=True)

@@ -174,7 +174,8 @@ async def _instances(args: argparse.Namespace) -> int:
     for status in reply.instances:
         health = "healthy" if status.healthy else f"UNHEALTHY ({status.last_error})"
         ref = status.instance
-        print(f"{ref.name:<12} {ref.model:<32} {ref.base_url:<32} t={ref.temperature:.2f} {health}")
+        role = " refines only" if status.refine_only else ""
+        print(f"{ref.name:<12} {ref.model:<32} {ref.base_url:<32} t={ref.temperature:.2f} {health}{role}")
     return EXIT_OK
 
 

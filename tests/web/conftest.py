@@ -37,6 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 HOLD_WORD = "vowels"
+REFINE_INSTANCE = "qwen-refine"
 # Each instance answers the task about vowels differently: no two behave alike, so no consensus.
 VOWEL_REPLIES = [
     "```python\ndef count_vowels(s):\n    return sum(ch in 'aeiou' for ch in s.lower())\n```\n",
@@ -116,8 +117,13 @@ async def web_chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[W
             )
             for i in range(3)
         ]
+        # A refine-only instance beside them (SWARM_REFINE_INSTANCE): the page must not offer it.
+        refiner = await stack.enter_async_context(FakeLLMServer())
         named = [(f"qwen-{i + 1}", server.base_url) for i, server in enumerate(instances)]
+        named.append((REFINE_INSTANCE, refiner.base_url))
         chat = (instances[0].base_url, "qwen")
-        web, browser = await stack.enter_async_context(browser_on(tmp, named, chat, SWARM_INSTANCE_TIMEOUT_S="30"))
+        web, browser = await stack.enter_async_context(
+            browser_on(tmp, named, chat, SWARM_INSTANCE_TIMEOUT_S="30", SWARM_REFINE_INSTANCE=REFINE_INSTANCE)
+        )
         screenshots = DOCS if os.environ.get("SWARM_UPDATE_SCREENSHOT") == "1" else tmp
         yield WebChain(web.origin, web.worker_vars, browser, instances, screenshots, web.orchestrator)

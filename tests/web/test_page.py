@@ -12,7 +12,7 @@ from typing import Any
 from playwright.async_api import Page, expect
 
 from swarm.v1 import orchestrator_pb2 as pb
-from tests.web.conftest import WebChain
+from tests.web.conftest import REFINE_INSTANCE, WebChain
 
 FIB_TASK = "Write a Python function fib(n) that returns the n-th Fibonacci number.\n\n>>> fib(10)\n55\n"
 HELD_TASK = "Write a Python function count_vowels(s) that counts the vowels in s.\n\n>>> count_vowels('hello')\n2\n"
@@ -102,6 +102,10 @@ async def test_normal_mode_streams_one_instances_answer_driven_by_the_keyboard(w
 async def test_a_bad_option_is_shown_and_the_worker_refuses_it_too(web_chain: WebChain) -> None:
     page = await web_chain.page()
     await _swarm_mode(page, True)
+    # The instances a run may be sent to: the three that answer, not the refine-only one.
+    for name in ("qwen-1", "qwen-2", "qwen-3"):
+        await expect(page.get_by_test_id(f"opt-instance-{name}")).to_be_attached()
+    await expect(page.get_by_test_id(f"opt-instance-{REFINE_INSTANCE}")).to_have_count(0)
     await page.get_by_test_id("task").fill(FIB_TASK)
     await page.get_by_test_id("opt-timeout").fill("0")
     await page.get_by_test_id("submit").click()

@@ -53,6 +53,24 @@ def _output_batch_ms(env: Mapping[str, str]) -> int:
     return batch_ms
 
 
+def _refine_instance(env: Mapping[str, str], instances: tuple[InstanceSpec, ...], devboxes: int) -> str:
+    """``SWARM_REFINE_INSTANCE``: the configured instance that writes every refinement and answers
+    no task (a stronger model beside the swarm); empty, the default, refines on the best answer's
+    own instance."""
+    name = env_str(env, "SWARM_REFINE_INSTANCE", "").strip()
+    if not name:
+        return ""
+    names = [spec.name for spec in instances]
+    if name not in names:
+        raise ConfigError(f"SWARM_REFINE_INSTANCE={name!r} names no configured instance; configured: {names}")
+    if len(names) == 1 and not devboxes:
+        raise ConfigError(
+            f"SWARM_REFINE_INSTANCE={name!r} is the only instance, and it answers no task: configure an instance "
+            "to answer beside it, or unset SWARM_REFINE_INSTANCE"
+        )
+    return name
+
+
 REPUTATION_SCOPES = ("instance", "model")
 DEFAULT_SIZINGS = ("adaptive", "complexity")
 
@@ -99,6 +117,8 @@ class OrchestratorConfig:
     refine: bool = True
     refine_rounds: int = 2
     refine_budget_s: float = 120.0
+    # The instance that refines and never answers ("": the best answer's own instance refines).
+    refine_instance: str = ""
     llm_retry_attempts: int = 2
     llm_retry_base_delay_s: float = 0.25
     grace_s: float = 10.0
@@ -187,6 +207,7 @@ class OrchestratorConfig:
             refine=env_bool(env, "SWARM_REFINE", True),
             refine_rounds=_refine_rounds(env),
             refine_budget_s=env_float(env, "SWARM_REFINE_BUDGET_S", 120.0, minimum=1.0),
+            refine_instance=_refine_instance(env, instances, len(devboxes.names)),
             llm_retry_attempts=env_int(env, "SWARM_LLM_RETRY_ATTEMPTS", 2, minimum=1),
             llm_retry_base_delay_s=env_float(env, "SWARM_LLM_RETRY_BASE_DELAY_S", 0.25, minimum=0.0),
             grace_s=env_float(env, "SWARM_ORCHESTRATOR_GRACE_S", 10.0, minimum=0.0),

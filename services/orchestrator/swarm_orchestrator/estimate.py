@@ -35,6 +35,13 @@ def approx_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def priced_instances(allowed: Sequence[str], config: OrchestratorConfig, refine: bool) -> list[str]:
+    """The instances whose prices a run may pay: those it may answer on, and the refine instance
+    (SWARM_REFINE_INSTANCE) when it refines."""
+    extra = [config.refine_instance] if refine and config.refine_instance else []
+    return [*allowed, *(name for name in extra if name not in allowed)]
+
+
 def tokenize_url(base_url: str) -> str:
     """llama.cpp serves ``/tokenize`` at its root; the instance's base URL ends in ``/v1``."""
     root = base_url.rstrip("/")
@@ -80,7 +87,7 @@ class Estimator:
         priced from the same tokenizer counts and history, so each instance is asked once."""
         inputs = await self._inputs(task, allowed)
         rows, total = self._priced(task, size, allowed, refine, inputs)
-        specs = [self._pool.spec(name) for name in allowed]
+        specs = [self._pool.spec(name) for name in priced_instances(allowed, self._config, refine)]
         writers = self._writers(task, allowed)
         rounds = self._config.refine_rounds if refine else 0
         shape = RunShape(task, size, len(writers), rounds, self._config.max_tokens)
@@ -137,11 +144,13 @@ class Estimator:
             text = "\n".join(m["content"] for m in writer_messages(task, functions))
             total += spec.cost_usd(approx_tokens(text), min(TESTS_MAX_TOKENS, round(inputs[name].mean)))
         if refine and self._config.refine_rounds and rows:
-            # One round expected (most runs stop after it), its prompt the task and three answers.
+            # One round expected (most runs stop after it), its prompt the task and three answers,
+            # on the refine instance if there is one, else on the dearest the run may answer on.
             out = max(got.mean for got in inputs.values())
             refine_in = approx_tokens(task) + 3 * round(out) + 500
+            refiners = [self._config.refine_instance] if self._config.refine_instance else allowed
             total += max(
                 token_cost_usd(refine_in, round(out), s.price_input_per_mtok, s.price_output_per_mtok)
-                for s in (self._pool.spec(name) for name in allowed)
+                for s in (self._pool.spec(name) for name in refiners)
             )
         return rows, total

@@ -256,7 +256,11 @@ class Refinement:
         return decision.outcome == common_pb2.GATE_OUTCOME_PASS
 
     def _instance(self, best: pb.Candidate, allowed: Sequence[str]) -> str | None:
-        """The best candidate's instance, else another healthy one the run may use."""
+        """The refine instance (SWARM_REFINE_INSTANCE) while it is healthy; else the best candidate's
+        instance, else another healthy one the run may use."""
+        chosen = self._config.refine_instance
+        if chosen and self._pool.is_healthy(chosen):
+            return chosen
         if best.instance in allowed and self._pool.is_healthy(best.instance):
             return best.instance
         healthy = [n for n in allowed if self._pool.is_healthy(n)]

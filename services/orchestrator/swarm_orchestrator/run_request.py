@@ -25,7 +25,8 @@ def check_text(name: str, value: str) -> None:
 def validate(
     request: pb.RunSwarmRequest | pb.EstimateRunRequest, config: OrchestratorConfig, known: list[str]
 ) -> list[str]:
-    """Reject bad input before anything is stored; returns the instances the run may use."""
+    """Reject bad input before anything is stored; returns the instances the run may use to answer
+    (never the refine-only instance)."""
     if not request.task.strip():
         raise InvalidArgumentError("task is empty: send the coding task in the `task` field")
     check_text("task", request.task)
@@ -40,6 +41,12 @@ def validate(
             "or 0 to leave the size to the server (adaptive, up to 7)"
         )
     _check_tests(request.tests)
+    if config.refine_instance and config.refine_instance in request.instances:
+        raise InvalidArgumentError(
+            f"instances: {config.refine_instance!r} only refines (SWARM_REFINE_INSTANCE) and answers no task; "
+            f"answering instances: {[name for name in known if name != config.refine_instance]}"
+        )
+    known = [name for name in known if name != config.refine_instance]
     if isinstance(request, pb.EstimateRunRequest):
         return _allowed(request, known)
     if not math.isfinite(request.max_cost_usd) or request.max_cost_usd < 0:

@@ -376,6 +376,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     healthy=state.healthy,
                     consecutive_failures=state.consecutive_failures,
                     last_error=state.last_error,
+                    refine_only=state.spec.name == self._config.refine_instance,
                 )
             )
         return pb.ListInstancesResponse(instances=statuses)

@@ -15,7 +15,7 @@ from swarmlib import StoreUnavailableError
 from .budget import Reservation, budget_uses, remaining_ratios
 from .config import OrchestratorConfig
 from .cost import RunShape
-from .estimate import Estimator
+from .estimate import Estimator, priced_instances
 from .identity import Principal
 from .pool import InstancePool
 from .store import RunStore
@@ -46,7 +46,7 @@ class Spending:
         refine = self._config.refine and not request.skip_refine
         reservation = Reservation(
             self.shape(request.task, size, allowed, refine),
-            [self._pool.spec(name) for name in allowed],
+            [self._pool.spec(name) for name in priced_instances(allowed, self._config, refine)],
             caller=f"{caller.tenant}/{caller.user}",
             tenant=caller.tenant,
             budgets=self._config.budgets,

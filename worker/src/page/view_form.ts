@@ -112,7 +112,9 @@ export function createForm(root: ParentNode = document): Form {
   };
 
   const setInstances = (response: ListInstancesResponseJson): void => {
-    const boxes = (response.instances ?? []).map((status) => {
+    // A refine-only instance answers no task, so a run may not be sent to it.
+    const answering = (response.instances ?? []).filter((status) => status.refineOnly !== true);
+    const boxes = answering.map((status) => {
       const name = status.instance?.name ?? "";
       const id = `opt-instance-${name}`;
       return h(

@@ -1,7 +1,7 @@
 """The live gain over one Qwen: HumanEval with the real local Qwen2.5-Coder-0.5B, greedy against the swarm.
 
 Usage: .venv/bin/python bench/live.py [--arms greedy,swarm3] [--refine on|off] [--out /tmp/swarm-bench/live.jsonl]
-       [--budget-min 600] [--start K] [--limit N] [--threads 0] [--summary]
+       [--refine-model M] [--budget-min 600] [--start K] [--limit N] [--threads 0] [--summary]
 
 Starts ``swarm up``'s stack (one llama.cpp server with the GGUF from .swarm/models, the four
 services as child processes) with five instances as ``swarm up`` makes them (temperatures 0.2,
@@ -14,7 +14,10 @@ services as child processes) with five instances as ``swarm up`` makes them (tem
   product's defaults, refinement on or off (``--refine``). A run with refinement on gives both its
   selection before refinement and its final answer; one with it off, the selection alone (a
   refinement round costs one to two more generations, so ``--refine off`` covers more problems in
-  the same time). Every answer of the swarm of 3 is scored too: their mean is the pass rate of
+  the same time). ``--refine-model qwen2.5-coder-1.5b-instruct`` refines on that model instead
+  (``swarm up --refine-model``: a server of its own, the orchestrator's SWARM_REFINE_INSTANCE);
+  its lines are kept apart from those refined by the best answer's own instance. Every answer
+  of the swarm of 3 is scored too: their mean is the pass rate of
   **one sampled instance** (the swarm's own temperatures).
 
 Only the prompt is sent; the hidden test (``test`` + ``check(entry_point)``) is run by this bench
@@ -53,7 +56,8 @@ import httpx
 from swarm.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
 from swarm_bench.humaneval import HUMANEVAL_SIZE, Problem, load_problems, model_stack
 from swarm_bench.quality_scoring import Scorer
-from swarm_cli.localstack import LocalStack, StackSettings, instances_document
+from swarm_cli.localstack import LocalStack, StackSettings, instances_document, refine_env
+from swarm_cli.models import RECIPES
 from swarm_orchestrator.prompts import solve_messages
 from swarmlib import ChatClient, Endpoint, LLMError, bearer_interceptors, extract_code
 
@@ -72,6 +76,7 @@ class Line:
     arm: str
     task_id: str
     refined: bool = False  # refinement was on for this run (a swarm arm)
+    refiner: str = ""  # the refine-only instance's model (--refine-model); "": the best answer's instance
     passed: bool = False  # the answer the user gets (for a swarm arm: after refinement)
     unrefined_passed: bool = False  # a swarm arm's selection before refinement (greedy: = passed)
     swarm_passed: list[bool] = field(default_factory=list)  # a swarm arm's answers, in rank order
@@ -83,9 +88,9 @@ class Line:
     error: str = ""
 
     @property
-    def key(self) -> tuple[str, bool, str]:
-        """What a resumed bench skips: this arm, with refinement on or off, on this problem."""
-        return self.arm, self.refined, self.task_id
+    def key(self) -> tuple[str, bool, str, str]:
+        """What a resumed bench skips: this arm, with refinement on or off and by whom, on this problem."""
+        return self.arm, self.refined, self.refiner, self.task_id
 
 
 # -- the arms ------------------------------------------------------------------------------------
@@ -111,10 +116,15 @@ async def greedy(client: ChatClient, endpoint: Endpoint, scorer: Scorer, problem
 
 
 async def swarm(
-    stub: orchestrator_pb2_grpc.OrchestratorServiceStub, scorer: Scorer, problem: Problem, size: int, refine: bool
+    stub: orchestrator_pb2_grpc.OrchestratorServiceStub,
+    scorer: Scorer,
+    problem: Problem,
+    size: int,
+    refine: bool,
+    refiner: str = "",
 ) -> Line:
     """One RunSwarm of ``size``; its selection before refinement and its final answer scored with the hidden test."""
-    line = Line(f"swarm{size}", problem.task_id, refined=refine)
+    line = Line(f"swarm{size}", problem.task_id, refined=refine, refiner=refiner if refine else "")
     request = pb.RunSwarmRequest(
         task=problem.prompt, swarm_size=size, instances=[f"qwen-{i + 1}" for i in range(size)], skip_refine=not refine
     )
@@ -179,11 +189,11 @@ def summary_lines(lines: Sequence[Line]) -> list[str]:
     """
     latest = {line.key: line for line in lines}  # a retried line replaces the one before it
     plain: dict[str, dict[str, Line]] = {}
-    refined: dict[str, dict[str, Line]] = {}
-    for line in sorted(latest.values(), key=lambda x: x.refined):  # a run without refinement first
+    refined: dict[tuple[str, str], dict[str, Line]] = {}  # by (arm, refiner)
+    for line in sorted(latest.values(), key=lambda x: (x.refined, x.refiner)):  # without refinement first
         plain.setdefault(line.arm, {}).setdefault(line.task_id, line)
         if line.refined:
-            refined.setdefault(line.arm, {})[line.task_id] = line
+            refined.setdefault((line.arm, line.refiner), {})[line.task_id] = line
     greedy_lines = plain.get("greedy", {})
     out = [f"HumanEval, {MODEL} (local llama.cpp, Q4_K_M); hidden tests scored by the bench only"]
     for arm in ARMS:
@@ -203,12 +213,14 @@ def summary_lines(lines: Sequence[Line]) -> list[str]:
             out.append(f"  one sampled instance (each answer of the swarm of 3): {rate(answers)}")
         out += gain_lines(done, greedy_lines, "unrefined_passed")
         out += oracle_lines(done, greedy_lines)
-        with_refinement = refined.get(arm, {})
-        if with_refinement:
+        for (refined_arm, refiner), with_refinement in sorted(refined.items()):
+            if refined_arm != arm:
+                continue
             kept = sum(1 for x in with_refinement.values() if x.refinement == "kept")
             dropped = sum(1 for x in with_refinement.values() if x.refinement == "dropped")
+            by = f" by {refiner}" if refiner else ""
             out.append(
-                f"{arm} with refinement: before {rate(x.unrefined_passed for x in with_refinement.values())}, "
+                f"{arm} with refinement{by}: before {rate(x.unrefined_passed for x in with_refinement.values())}, "
                 f"after {rate(x.passed for x in with_refinement.values())}; {timing(with_refinement)}; "
                 f"kept {kept}, dropped {dropped}, skipped {len(with_refinement) - kept - dropped}"
             )
@@ -301,9 +313,7 @@ async def run_arms(
     started = time.perf_counter()
     latest = {line.key: line for line in read_lines(args.out)}
     done = {key for key, line in latest.items() if not (args.retry_errors and line.error)}
-    todo = [
-        (p, arm) for p in problems for arm in args.arms if (arm, args.refine and arm != "greedy", p.task_id) not in done
-    ]
+    todo = [(p, arm) for p in problems for arm in args.arms if key_of(args, arm, p.task_id) not in done]
     if not todo:
         return
     scorer = await Scorer.create()
@@ -330,16 +340,24 @@ async def run_arms(
                 if arm == "greedy":
                     line = await greedy(client, endpoint, scorer, problem)
                 else:
-                    line = await swarm(stub, scorer, problem, int(arm.removeprefix("swarm")), args.refine)
+                    size = int(arm.removeprefix("swarm"))
+                    line = await swarm(stub, scorer, problem, size, args.refine, args.refine_model or "")
                 handle.write(json.dumps(asdict(line)) + "\n")
                 handle.flush()
                 print(progress.line(line), file=sys.stderr, flush=True)
+
+
+def key_of(args: argparse.Namespace, arm: str, task_id: str) -> tuple[str, bool, str, str]:
+    """The ``Line.key`` this start writes for ``arm`` on ``task_id``."""
+    refined = args.refine and arm != "greedy"
+    return arm, refined, (args.refine_model or "") if refined else "", task_id
 
 
 def stack_env(settings: StackSettings) -> dict[str, str]:
     """The caller's environment without its ``SWARM_*`` settings (sandbox ones kept), plus this bench's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_") or k.startswith("SWARM_SANDBOX")}
     env["SWARM_INSTANCES"] = json.dumps(instances_document(settings, MODEL))
+    env.update(refine_env(settings))
     env["SWARM_REFINE"] = "true"
     env["SWARM_REPUTATION"] = "false"
     env["SWARM_INSTANCE_TIMEOUT_S"] = "300"
@@ -357,6 +375,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--budget-min", type=float, default=600.0, help="time budget in minutes (default 600)")
     parser.add_argument("--start", type=int, default=0, help="first problem's index, 0-163 (default 0)")
     parser.add_argument("--limit", type=int, help="at most N problems")
+    parser.add_argument(
+        "--refine-model",
+        choices=sorted(name for name in RECIPES if name != MODEL),
+        help="refine on a model server of its own (SWARM_REFINE_INSTANCE) instead of the best answer's instance",
+    )
     parser.add_argument("--threads", type=int, default=0, help="model server threads (default: every core)")
     parser.add_argument("--summary", action="store_true", help="only print the summary of --out")
     parser.add_argument(
@@ -370,6 +393,8 @@ def parse_args() -> argparse.Namespace:
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown or not args.arms:
         parser.error(f"--arms: unknown {', '.join(unknown) or '(none given)'}; use some of {', '.join(ARMS)}")
+    if args.refine_model and not args.refine:
+        parser.error("--refine-model needs --refine on")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be >= 1")
     if not 0 <= args.start < HUMANEVAL_SIZE:
@@ -384,7 +409,7 @@ async def main() -> int:
         return 0
     problems = load_problems(args.start, args.limit)
     loop = asyncio.get_running_loop()
-    with model_stack("swarm-live-", INSTANCES, MODEL, args.threads) as (stack, settings):
+    with model_stack("swarm-live-", INSTANCES, MODEL, args.threads, args.refine_model) as (stack, settings):
         work = asyncio.create_task(run_arms(stack, settings, args, problems))
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, work.cancel)

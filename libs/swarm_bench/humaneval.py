@@ -57,10 +57,13 @@ def free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def model_stack(prefix: str, instances: int, model: str, threads: int) -> Iterator[tuple[LocalStack, StackSettings]]:
+def model_stack(
+    prefix: str, instances: int, model: str, threads: int, refine_model: str | None = None
+) -> Iterator[tuple[LocalStack, StackSettings]]:
     """``swarm up``'s stack (not started) on free ports, in a throwaway home that links the
-    project's verified models (.swarm/models), so a bench never touches the user's own home."""
-    ports = free_ports(1 + len(SERVICES))
+    project's verified models (.swarm/models), so a bench never touches the user's own home;
+    with ``refine_model``, ``swarm up --refine-model``'s refine-only instance too."""
+    ports = free_ports(2 + len(SERVICES))
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         home = Path(tmp)
         (home / "models").symlink_to(ROOT / ".swarm" / "models", target_is_directory=True)
@@ -70,5 +73,7 @@ def model_stack(prefix: str, instances: int, model: str, threads: int) -> Iterat
             model=model,
             first_instance_port=ports[0],
             threads=threads or os.cpu_count() or 1,
+            refine_model=refine_model,
+            refine_port=ports[-1],
         )
-        yield LocalStack(settings, dict(zip(SERVICES, ports[1:], strict=True))), settings
+        yield LocalStack(settings, dict(zip(SERVICES, ports[1:-1], strict=True))), settings

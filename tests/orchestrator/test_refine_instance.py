@@ -48,6 +48,8 @@ async def test_the_refine_instance_refines_and_never_answers(stages: Stages, sql
                 "small-2": False,
                 "strong": True,
             }
+            capacity = await orch.stub.GetCapacity(pb.GetCapacityRequest())
+            assert sorted(i.instance for i in capacity.instances) == ["small-1", "small-2"]  # answer slots only
             code, out, err = await swarm(orch.target, "instances", key=orch.api_key)
             assert code == 0, err
             assert [line.split()[0] for line in out.splitlines() if line.endswith("refines only")] == ["strong"]

@@ -219,10 +219,13 @@ def summary_lines(lines: Sequence[Line]) -> list[str]:
             kept = sum(1 for x in with_refinement.values() if x.refinement == "kept")
             dropped = sum(1 for x in with_refinement.values() if x.refinement == "dropped")
             by = f" by {refiner}" if refiner else ""
+            helped = sum(x.passed and not x.unrefined_passed for x in with_refinement.values())
+            hurt = sum(x.unrefined_passed and not x.passed for x in with_refinement.values())
             out.append(
                 f"{arm} with refinement{by}: before {rate(x.unrefined_passed for x in with_refinement.values())}, "
                 f"after {rate(x.passed for x in with_refinement.values())}; {timing(with_refinement)}; "
-                f"kept {kept}, dropped {dropped}, skipped {len(with_refinement) - kept - dropped}"
+                f"kept {kept}, dropped {dropped}, skipped {len(with_refinement) - kept - dropped}; "
+                f"helped {helped}, hurt {hurt}"
             )
             out += gain_lines(with_refinement, greedy_lines, "passed")
     return out + common_lines(plain)

@@ -237,34 +237,27 @@ class LocalStack:
             prometheus_binary()
         metrics = {name: f"{settings.host}:{DEFAULT_METRICS_PORTS[name]}" for name in self._service_ports}
         recipe = RECIPES[settings.model]
-        model_path = prepare_model(recipe, settings.home / "models")
-        python = sys.executable
-        instance_children = []
+        servers = []
         # A shared server decodes every instance's request in one batch (n_parallel slots, plus one
         # for fallbacks); separate servers isolate failures but split the cores between processes.
         parallel = settings.instances + 1 if settings.layout == "shared" else 2
         for i in range(settings.servers):
-            port = settings.first_instance_port + i
-            child = await self._spawn(
-                "qwen-server" if settings.layout == "shared" else f"qwen-{i + 1}",
-                [python, "-m", "swarm_cli.qwen_server", "--model", str(model_path), "--alias", recipe.name,
-                 "--host", settings.host, "--port", str(port), "--threads", str(settings.threads),
-                 "--parallel", str(parallel)],
-                base_env,
-            )  # fmt: skip
-            instance_children.append((child, f"http://{settings.host}:{port}/v1/models", recipe.name))
+            name = "qwen-server" if settings.layout == "shared" else f"qwen-{i + 1}"
+            servers.append((name, settings.model, settings.first_instance_port + i, parallel))
         if settings.refine_model is not None:
-            refine_recipe = RECIPES[settings.refine_model]
-            refine_path = prepare_model(refine_recipe, settings.home / "models")
-            port = settings.refine_server_port
+            servers.append(("qwen-refine", settings.refine_model, settings.refine_server_port, REFINE_PARALLEL))
+        instance_children = []
+        for name, model, port, slots in servers:
+            alias = RECIPES[model].name
+            path = prepare_model(RECIPES[model], settings.home / "models")
             child = await self._spawn(
-                "qwen-refine",
-                [python, "-m", "swarm_cli.qwen_server", "--model", str(refine_path), "--alias", refine_recipe.name,
+                name,
+                [sys.executable, "-m", "swarm_cli.qwen_server", "--model", str(path), "--alias", alias,
                  "--host", settings.host, "--port", str(port), "--threads", str(settings.threads),
-                 "--parallel", str(REFINE_PARALLEL)],
+                 "--parallel", str(slots)],
                 base_env,
             )  # fmt: skip
-            instance_children.append((child, f"http://{settings.host}:{port}/v1/models", refine_recipe.name))
+            instance_children.append((child, f"http://{settings.host}:{port}/v1/models", alias))
         for child, url, alias in instance_children:
             await self._wait_http(child, url, deadline)
             await self._warm_up(url.removesuffix("/models"), alias)
@@ -294,7 +287,7 @@ class LocalStack:
                 "OTEL_SERVICE_NAME": env.get("OTEL_SERVICE_NAME", f"swarm-{name}"),
                 METRICS_ADDR_VAR: metrics[name],
             }
-            child = await self._spawn(name, [python, "-m", f"swarm_{name}"], env_for)
+            child = await self._spawn(name, [sys.executable, "-m", f"swarm_{name}"], env_for)
             services.append((child, targets[name]))
         for child, target in services:
             await self._wait_grpc(child, target, deadline)

@@ -46,12 +46,6 @@ class WebStack:
         return page_url(int(self.origin.rsplit(":", 1)[1]), self.worker_vars.api_key)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @asynccontextmanager
 async def web_stack(
     workdir: Path,
@@ -75,11 +69,18 @@ async def web_stack(
         orch = await stack.enter_async_context(
             orchestrator(stages, instances_json(list(instances), model=model), database, **settings)
         )
-        web_port = free_port()
+        # The page's port stays bound until the Worker starts: the gateway binds port 0, and the
+        # kernel could otherwise hand it the port just probed, leaving the page's origin to Envoy.
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        web_port = int(held.getsockname()[1])
         origin = f"http://127.0.0.1:{web_port}"
         host, _, port = orch.target.rpartition(":")
         gateway_settings = GatewaySettings("127.0.0.1", 0, host, int(port), (origin,))
-        gateway = await stack.enter_async_context(running_gateway(gateway_settings, workdir / "gateway"))
+        try:
+            gateway = await stack.enter_async_context(running_gateway(gateway_settings, workdir / "gateway"))
+        finally:
+            held.close()
         service_key, _ = add_key(orch.keys_file, LOCAL_TENANT, "worker", "service")
         worker_vars = fresh_vars(gateway.url, *chat, gateway_token=service_key)
         deadline = time.monotonic() + WORKER_START_S

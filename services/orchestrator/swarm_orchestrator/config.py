@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,6 +159,10 @@ class OrchestratorConfig:
     budgets: Budgets = field(default_factory=Budgets)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     telemetry_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def answering(self, names: Iterable[str]) -> list[str]:
+        """``names`` without the refine-only instance: those a run's answers may go to."""
+        return [name for name in names if name != self.refine_instance]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OrchestratorConfig:

@@ -84,19 +84,28 @@ class Estimator:
         self, task: str, size: int, allowed: Sequence[str], refine: bool, first_round: int = 0
     ) -> pb.EstimateRunResponse:
         """The run at ``size``; with ``first_round`` (an adaptive run's start) also that round's cost,
-        priced from the same tokenizer counts and history, so each instance is asked once."""
+        priced from the same tokenizer counts and history, so each instance is asked once. Test
+        writing and refinement cost the same whatever the size; only the answer slots differ."""
         inputs = await self._inputs(task, allowed)
-        rows, total = self._priced(task, size, allowed, refine, inputs)
-        specs = [self._pool.spec(name) for name in priced_instances(allowed, self._config, refine)]
-        writers = self._writers(task, allowed)
+        functions = entry_points(task)
+        writers = self._pool.writers_for(list(allowed), self._config.test_writers) if functions else []
         rounds = self._config.refine_rounds if refine else 0
+        rows = self._answer_rows(size, allowed, inputs)
+        # Test writing and refinement, the same at any size.
+        fixed = self._writing_cost(task, functions, writers, inputs)
+        fixed += self._refining_cost(task, rounds, allowed, inputs)
+        specs = [self._pool.spec(name) for name in priced_instances(allowed, self._config, refine)]
         shape = RunShape(task, size, len(writers), rounds, self._config.max_tokens)
         response = pb.EstimateRunResponse(
-            swarm_size=size, instances=rows, expected_cost_usd=total, upper_bound_usd=upper_bound_usd(shape, specs)
+            swarm_size=size,
+            instances=rows,
+            expected_cost_usd=sum(row.expected_cost_usd for row in rows) + fixed,
+            upper_bound_usd=upper_bound_usd(shape, specs),
         )
         if first_round:
+            first = self._answer_rows(first_round, allowed, inputs)
             response.adaptive_start = first_round
-            response.first_round_cost_usd = self._priced(task, first_round, allowed, refine, inputs)[1]
+            response.first_round_cost_usd = sum(row.expected_cost_usd for row in first) + fixed
         return response
 
     async def _inputs(self, task: str, allowed: Sequence[str]) -> dict[str, _Input]:
@@ -111,14 +120,8 @@ class Estimator:
             inputs[name] = _Input(tokens, source, mean, seen)
         return inputs
 
-    def _writers(self, task: str, allowed: Sequence[str]) -> list[str]:
-        functions = entry_points(task)
-        return self._pool.writers_for(list(allowed), self._config.test_writers) if functions else []
-
-    def _priced(
-        self, task: str, size: int, allowed: Sequence[str], refine: bool, inputs: dict[str, _Input]
-    ) -> tuple[list[pb.InstanceEstimate], float]:
-        """The per-instance rows of a run of ``size`` and its expected cost with tests and refinement."""
+    def _answer_rows(self, size: int, allowed: Sequence[str], inputs: dict[str, _Input]) -> list[pb.InstanceEstimate]:
+        """Per instance: the slots a run of ``size`` would give it and what they are expected to cost."""
         slots = Counter(self._pool.propose(size, allowed))
         rows: list[pb.InstanceEstimate] = []
         for name in allowed:
@@ -137,20 +140,27 @@ class Estimator:
                     expected_cost_usd=slots.get(name, 0) * spec.cost_usd(got.tokens, round(got.mean)),
                 )
             )
-        total = sum(row.expected_cost_usd for row in rows)
-        functions = entry_points(task)
-        for name in self._writers(task, allowed):
-            spec = self._pool.spec(name)
-            text = "\n".join(m["content"] for m in writer_messages(task, functions))
-            total += spec.cost_usd(approx_tokens(text), min(TESTS_MAX_TOKENS, round(inputs[name].mean)))
-        if refine and self._config.refine_rounds and rows:
-            # One round expected (most runs stop after it), its prompt the task and three answers,
-            # on the refine instance if there is one, else on the dearest the run may answer on.
-            out = max(got.mean for got in inputs.values())
-            refine_in = approx_tokens(task) + 3 * round(out) + 500
-            refiners = [self._config.refine_instance] if self._config.refine_instance else allowed
-            total += max(
-                token_cost_usd(refine_in, round(out), s.price_input_per_mtok, s.price_output_per_mtok)
-                for s in (self._pool.spec(name) for name in refiners)
-            )
-        return rows, total
+        return rows
+
+    def _writing_cost(
+        self, task: str, functions: list[str], writers: Sequence[str], inputs: dict[str, _Input]
+    ) -> float:
+        """The test writers' calls, their prompt the task and the functions to test."""
+        text = "\n".join(m["content"] for m in writer_messages(task, functions)) if writers else ""
+        return sum(
+            self._pool.spec(name).cost_usd(approx_tokens(text), min(TESTS_MAX_TOKENS, round(inputs[name].mean)))
+            for name in writers
+        )
+
+    def _refining_cost(self, task: str, rounds: int, allowed: Sequence[str], inputs: dict[str, _Input]) -> float:
+        """One round expected (most runs stop after it), its prompt the task and three answers, on
+        the refine instance if there is one, else on the dearest the run may answer on."""
+        if not rounds or not inputs:
+            return 0.0
+        out = max(got.mean for got in inputs.values())
+        refine_in = approx_tokens(task) + 3 * round(out) + 500
+        refiners = [self._config.refine_instance] if self._config.refine_instance else allowed
+        return max(
+            token_cost_usd(refine_in, round(out), s.price_input_per_mtok, s.price_output_per_mtok)
+            for s in (self._pool.spec(name) for name in refiners)
+        )

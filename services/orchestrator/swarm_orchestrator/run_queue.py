@@ -57,18 +57,15 @@ class RunQueue:
         """This replica's runs in the queue (their leases must be renewed like running ones)."""
         return set(self._waiters)
 
-    def _answering(self) -> list[str]:
-        """The instances a run's answers may take: those in service, but the refine-only one."""
-        return [name for name in self._pool.serving if name != self._config.refine_instance]
-
     def capacity(self) -> Capacity:
-        specs = (self._pool.spec(n) for n in self._answering())  # a parked instance has no room
+        # A parked instance has no room, and the refine-only one takes no answer.
+        specs = (self._pool.spec(n) for n in self._config.answering(self._pool.serving))
         slots = {s.name: s.slots or self._config.instance_slots for s in specs}
         return Capacity(slots, self._config.max_active_runs)
 
     def _room(self) -> QueueRoom:
         def propose(run: Waiting, offset: int) -> tuple[str, ...]:
-            serving = self._answering()
+            serving = self._config.answering(self._pool.serving)
             known = [name for name in run.allowed if name in serving] or serving
             answers = self._pool.propose(run.size, known, offset)
             return (*answers, *self._pool.writers_for(known, self._config.test_writers))

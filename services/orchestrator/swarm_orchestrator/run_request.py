@@ -41,12 +41,12 @@ def validate(
             "or 0 to leave the size to the server (adaptive, up to 7)"
         )
     _check_tests(request.tests)
+    known = config.answering(known)
     if config.refine_instance and config.refine_instance in request.instances:
         raise InvalidArgumentError(
             f"instances: {config.refine_instance!r} only refines (SWARM_REFINE_INSTANCE) and answers no task; "
-            f"answering instances: {[name for name in known if name != config.refine_instance]}"
+            f"answering instances: {known}"
         )
-    known = [name for name in known if name != config.refine_instance]
     if isinstance(request, pb.EstimateRunRequest):
         return _allowed(request, known)
     if not math.isfinite(request.max_cost_usd) or request.max_cost_usd < 0:

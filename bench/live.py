@@ -121,10 +121,10 @@ async def swarm(
     problem: Problem,
     size: int,
     refine: bool,
-    refiner: str = "",
+    refiner: str,
 ) -> Line:
     """One RunSwarm of ``size``; its selection before refinement and its final answer scored with the hidden test."""
-    line = Line(f"swarm{size}", problem.task_id, refined=refine, refiner=refiner if refine else "")
+    line = Line(f"swarm{size}", problem.task_id, refined=refine, refiner=refiner)
     request = pb.RunSwarmRequest(
         task=problem.prompt, swarm_size=size, instances=[f"qwen-{i + 1}" for i in range(size)], skip_refine=not refine
     )
@@ -343,8 +343,8 @@ async def run_arms(
                 if arm == "greedy":
                     line = await greedy(client, endpoint, scorer, problem)
                 else:
-                    size = int(arm.removeprefix("swarm"))
-                    line = await swarm(stub, scorer, problem, size, args.refine, args.refine_model or "")
+                    _, refined, refiner, _ = key_of(args, arm, problem.task_id)
+                    line = await swarm(stub, scorer, problem, int(arm.removeprefix("swarm")), refined, refiner)
                 handle.write(json.dumps(asdict(line)) + "\n")
                 handle.flush()
                 print(progress.line(line), file=sys.stderr, flush=True)

@@ -245,7 +245,7 @@ class LocalStack:
             name = "qwen-server" if settings.layout == "shared" else f"qwen-{i + 1}"
             servers.append((name, settings.model, settings.first_instance_port + i, parallel))
         if settings.refine_model is not None:
-            servers.append(("qwen-refine", settings.refine_model, settings.refine_server_port, REFINE_PARALLEL))
+            servers.append((REFINE_INSTANCE, settings.refine_model, settings.refine_server_port, REFINE_PARALLEL))
         instance_children = []
         for name, model, port, slots in servers:
             alias = RECIPES[model].name

@@ -69,18 +69,15 @@ async def web_stack(
         orch = await stack.enter_async_context(
             orchestrator(stages, instances_json(list(instances), model=model), database, **settings)
         )
-        # The page's port stays bound until the Worker starts: the gateway binds port 0, and the
-        # kernel could otherwise hand it the port just probed, leaving the page's origin to Envoy.
-        held = socket.socket()
-        held.bind(("127.0.0.1", 0))
-        web_port = int(held.getsockname()[1])
-        origin = f"http://127.0.0.1:{web_port}"
-        host, _, port = orch.target.rpartition(":")
-        gateway_settings = GatewaySettings("127.0.0.1", 0, host, int(port), (origin,))
-        try:
+        # The page's port stays bound until the gateway is up: Envoy binds port 0, and the kernel
+        # could otherwise hand it the port just probed, leaving the page's origin to Envoy.
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            web_port = int(held.getsockname()[1])
+            origin = f"http://127.0.0.1:{web_port}"
+            host, _, port = orch.target.rpartition(":")
+            gateway_settings = GatewaySettings("127.0.0.1", 0, host, int(port), (origin,))
             gateway = await stack.enter_async_context(running_gateway(gateway_settings, workdir / "gateway"))
-        finally:
-            held.close()
         service_key, _ = add_key(orch.keys_file, LOCAL_TENANT, "worker", "service")
         worker_vars = fresh_vars(gateway.url, *chat, gateway_token=service_key)
         deadline = time.monotonic() + WORKER_START_S

@@ -91,6 +91,25 @@ async def test_renewals_keep_only_the_owners_listed_runs(database_url: str) -> N
         await other.close()
 
 
+async def test_a_replica_spares_the_runs_it_drives_when_their_lease_ran_out(database_url: str) -> None:
+    # A stall or a failed renewal let the leases run out while this process still drives one run:
+    # its own sweep leaves that run (it will store the end), not the one it no longer drives;
+    # another replica, which cannot tell a stall from a death, closes it.
+    stalled = await RunStore.open(database_url, lease=LeaseTerms("stalled:1:aaaa", ttl_s=0.1))
+    other = await RunStore.open(database_url)
+    try:
+        driven, abandoned = new_run(), new_run()
+        await stalled.create_run(driven)
+        await stalled.create_run(abandoned)
+        await asyncio.sleep(0.2)
+        assert await Leases(stalled, lambda: {driven.id}).sweep() == [abandoned.id]
+        assert (await stalled.get_run(driven.id)).status == pb.RUN_STATUS_RUNNING
+        assert await other.reclaim_expired() == [driven.id]
+    finally:
+        await stalled.close()
+        await other.close()
+
+
 async def test_of_replicas_sweeping_at_once_exactly_one_ends_each_run(database_url: str) -> None:
     gone = await RunStore.open(database_url, lease=LeaseTerms("gone:1:aaaa", ttl_s=0.1))
     replicas = [await RunStore.open(database_url) for _ in range(3)]

@@ -38,10 +38,16 @@ class Leases:
         return await self._store.renew_leases(sorted(self._driving()))
 
     async def sweep(self) -> list[str]:
-        """End every run whose lease ran out (in batches); returns their ids."""
+        """End every run whose lease ran out (in batches); returns their ids.
+
+        The runs this process drives are spared even when their lease ran out (a renewal that
+        failed, or a stall longer than the lease): this process is alive and will store their
+        end, so closing them as interrupted would lose answers for nothing. Another replica,
+        which cannot tell a stall from a death, still closes them.
+        """
         reclaimed: list[str] = []
         while True:
-            batch = await self._store.reclaim_expired(SWEEP_BATCH)
+            batch = await self._store.reclaim_expired(SWEEP_BATCH, spare=self._driving())
             for run_id in batch:
                 log.warning("run %s: its orchestrator stopped renewing its lease; stored as interrupted", run_id)
             reclaimed += batch

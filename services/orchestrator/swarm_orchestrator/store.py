@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
 from sqlalchemy import Select, delete, select, text, update
@@ -154,10 +154,11 @@ class RunStore:
         """Extend the leases of the runs this orchestrator drives; returns how many were renewed."""
         return await store_leases.renew_all(self._db, self._lease, run_ids)
 
-    async def reclaim_expired(self, limit: int = 100) -> list[str]:
+    async def reclaim_expired(self, limit: int = 100, spare: Collection[str] = ()) -> list[str]:
         """End FAILED "interrupted" (from their rows) the RUNNING runs whose lease ran out, the
-        oldest first, at most ``limit``; returns their ids."""
-        return await store_leases.reclaim_expired(self._db, limit)
+        oldest first, at most ``limit``, except ``spare`` (the runs the caller itself still
+        drives); returns their ids."""
+        return await store_leases.reclaim_expired(self._db, limit, spare)
 
     async def model_completion_tokens(self, limit: int = 500) -> dict[str, tuple[float, int]]:
         """Mean completion tokens per model over the newest ``limit`` stored swarm answers, with how

@@ -12,7 +12,7 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -55,12 +55,12 @@ async def renew_all(db: Database, terms: LeaseTerms, run_ids: Sequence[str]) -> 
     return await db.write(lambda session: renew(session, terms, ids, utc_now()))
 
 
-async def reclaim_expired(db: Database, limit: int) -> list[str]:
+async def reclaim_expired(db: Database, limit: int, spare: Collection[str] = ()) -> list[str]:
     """End FAILED "interrupted" the RUNNING runs whose lease ran out, oldest first, at most
-    ``limit``, each in a transaction of its own; returns the ids this call ended."""
+    ``limit``, each in a transaction of its own, except ``spare``; returns the ids this call ended."""
     now = utc_now()
     reclaimed = []
-    for run_id in await db.read(lambda session: expired_ids(session, now, limit)):
+    for run_id in await db.read(lambda session: expired_ids(session, now, limit, spare)):
 
         async def work(session: AsyncSession, run_id: str = run_id) -> bool:
             return await reclaim(session, run_id, now)
@@ -87,8 +87,11 @@ async def renew(session: AsyncSession, terms: LeaseTerms, run_ids: Sequence[str]
     return renewed
 
 
-async def expired_ids(session: AsyncSession, now: dt.datetime, limit: int) -> list[str]:
-    rows = await session.scalars(select(RunRow.id).where(expired(now)).order_by(RunRow.created_at).limit(limit))
+async def expired_ids(session: AsyncSession, now: dt.datetime, limit: int, spare: Collection[str] = ()) -> list[str]:
+    query = select(RunRow.id).where(expired(now))
+    if spare:
+        query = query.where(RunRow.id.not_in(list(spare)))
+    rows = await session.scalars(query.order_by(RunRow.created_at).limit(limit))
     return list(rows)
 
 

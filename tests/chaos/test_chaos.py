@@ -28,6 +28,7 @@ from swarm_bench.faulty import Fault, FaultRates
 from tests.chaos.harness import (
     FIB_TASK,
     LEASE_S,
+    STAGE_TIMEOUT_S,
     Attempt,
     RunStream,
     Swarm,
@@ -40,6 +41,9 @@ from tests.chaos.harness import (
 TERMINAL = (pb.RUN_STATUS_SUCCEEDED, pb.RUN_STATUS_NEEDS_APPROVAL, pb.RUN_STATUS_FAILED)
 QUORUM = "quorum not reached"
 INTERRUPTED = "run interrupted"
+# How long the assessor may stay paused for the orchestrator's kill: every run waiting on it must
+# still be within its stage deadline when it comes back.
+PAUSE_LIMIT_S = STAGE_TIMEOUT_S / 2
 # What the faults become in the store (HTTP errors are retried once by the client first).
 FAULT_KINDS = {
     pb.FAILURE_KIND_HTTP_ERROR,
@@ -92,11 +96,15 @@ async def chaos(swarm: Swarm, stream: RunStream, scenario: Scenario, killed: lis
         service = getattr(swarm, name)
         if name == "orchestrator":
             # Its kill must catch a run whose answer is stored and that is not finished yet: with
-            # the assessor paused, a run that has answers waits for it (however slow the machine,
-            # the run cannot end between the check and the kill).
+            # the assessor paused, a run that has answers waits for it, at its assessment or later
+            # at a refinement's assessment or its gates (however slow the machine, the run cannot
+            # end between the check and the kill). Any such run will do: were it only one waiting
+            # for its first assessment, every run holding the queue's slots could be past it and
+            # blocked, none would start, and the pause would outlast the stage deadline of a run
+            # whose client hung up. The wait stays well within that deadline.
             with swarm.assessor.paused():
-                ready = stream.waiting_for("assessor")
-                assert await wait_for(ready, 60.0), "no run with answers reached the assessor to kill under"
+                ready = stream.in_flight_with_an_answer
+                assert await wait_for(ready, PAUSE_LIMIT_S), "no run with answers in flight to kill under"
                 in_flight = {a.run_id for a in stream.attempts if a.in_flight}
                 service.kill()
         else:  # a stage's kill: a run about to call it

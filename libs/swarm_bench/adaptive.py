@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
@@ -60,6 +60,7 @@ class Row:
     consensus: bool
     wall_s: float
     error: str = ""
+    grown: list[str] = field(default_factory=list)  # why each later round was asked (``Grown.reason``)
 
 
 def request_for(sizing: str, record: Record, draw_size: int, tests: Sequence[str] = ()) -> pb.RunSwarmRequest:
@@ -91,12 +92,13 @@ async def run_task(
     stack.replay.register(record.prompt, texts, record.generated_tests, models)
     before = Counter(calls)
     run: pb.Run | None = None
-    rounds, error = 1, ""
+    rounds, error, grown = 1, "", []
     started = time.perf_counter()
     try:
         async for event in stack.stub.RunSwarm(request_for(sizing, record, len(picks), tests), timeout=900):
             if event.HasField("grown"):
                 rounds = event.grown.round
+                grown.append(event.grown.reason)
             if event.HasField("done"):
                 run = event.done
     except grpc.aio.AioRpcError as exc:
@@ -116,6 +118,7 @@ async def run_task(
         consensus=run is not None and run.consensus.reached,
         wall_s=round(wall, 3),
         error=error or (run.error if run is not None and run.status != pb.RUN_STATUS_SUCCEEDED else ""),
+        grown=grown,
     )
 
 

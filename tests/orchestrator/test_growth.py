@@ -29,6 +29,14 @@ def answer(
     return best
 
 
+def swarm(best: pb.Candidate, size: int, models: str = "") -> list[pb.Candidate]:
+    """``best`` (c1) and the other answers c2..c<size>, answer k written by ``models.split()[k-1]``."""
+    answers = [best] + [answer(f"c{k}") for k in range(2, size + 1)]
+    for each, model in zip(answers, models.split(), strict=False):
+        each.model = model
+    return answers
+
+
 def consensus(share: float, reached: bool) -> common_pb2.Consensus:
     return common_pb2.Consensus(reached=reached, share=share, majority_cluster_id=0, confidence=share)
 
@@ -51,35 +59,52 @@ def test_the_limit_is_the_request_or_seven_within_the_server_limit_and_the_budge
 
 def test_a_tested_consensus_is_settled() -> None:
     best = answer(visible=(2, 2))
-    assert settled(best, consensus(0.75, True), MAJORITY, 4).settled
+    assert settled(best, consensus(0.75, True), MAJORITY, swarm(best, 4)).settled
     # Without visible tests: the generated tests' dual agreement over two thirds of the swarm.
-    assert settled(answer(generated=(8, 10), dual=1.0), consensus(0.75, True), MAJORITY, 4).settled
-    assert not settled(answer(generated=(8, 10), dual=1.0), consensus(0.6, True), MAJORITY, 5).settled
+    generated = answer(generated=(8, 10), dual=1.0)
+    assert settled(generated, consensus(0.75, True), MAJORITY, swarm(generated, 4)).settled
+    assert not settled(generated, consensus(0.6, True), MAJORITY, swarm(generated, 5)).settled
 
 
 def test_passing_every_visible_test_with_one_agreeing_answer_is_settled() -> None:
-    verdict = settled(answer(visible=(1, 1)), consensus(0.5, False), PAIR, 4)
+    best = answer(visible=(1, 1))
+    verdict = settled(best, consensus(0.5, False), PAIR, swarm(best, 4))
     assert verdict.settled and "1 other answer(s) agree" in verdict.reason
 
 
 def test_agreement_of_one_model_alone_does_not_settle_a_swarm_of_several() -> None:
     best = answer(visible=(2, 2))
-    one_model = {"c1": "weak", "c2": "weak", "c3": "strong"}
-    verdict = settled(best, consensus(2 / 3, True), PAIR[:2], 3, one_model)
-    assert not verdict.settled and verdict.reason == "the 2 answers that agree with c1 are all from weak"
-    assert settled(best, consensus(2 / 3, True), PAIR[:2], 3, {"c1": "weak", "c2": "strong", "c3": "strong"}).settled
+    one_model = swarm(best, 3, "weak weak strong")
+    one_model[2].scores.tests_passed, one_model[2].scores.tests_total = 2, 2  # the rival passes as many
+    verdict = settled(best, consensus(2 / 3, True), PAIR[:2], one_model)
+    assert not verdict.settled
+    rival = "and c3 of strong passes as many visible tests"
+    assert verdict.reason == f"the 2 answers that agree with c1 are all from weak, {rival}"
+    assert settled(best, consensus(2 / 3, True), PAIR[:2], swarm(best, 3, "weak strong strong")).settled
     # A swarm of one model's instances (the local default) has no other agreement to wait for.
-    assert settled(best, consensus(2 / 3, True), PAIR[:2], 3, {"c1": "qwen", "c2": "qwen", "c3": "qwen"}).settled
+    assert settled(best, consensus(2 / 3, True), PAIR[:2], swarm(best, 3, "qwen qwen qwen")).settled
+
+
+def test_agreement_of_one_model_settles_when_the_other_models_fail_a_visible_test_it_passes() -> None:
+    best = answer(visible=(2, 2))
+    answers = swarm(best, 3, "weak weak strong")
+    answers[2].scores.tests_passed, answers[2].scores.tests_total = 1, 2
+    assert settled(best, consensus(2 / 3, True), PAIR[:2], answers).settled
+    # With no visible test the tests cannot tell them apart: any other model's answer is a rival.
+    untested = answer(generated=(8, 10), dual=1.0)
+    verdict = settled(untested, consensus(2 / 3, True), PAIR[:2], swarm(untested, 3, "weak weak strong"))
+    assert not verdict.settled and verdict.reason.endswith("c3 of strong passes as many visible tests")
 
 
 def test_what_is_not_settled_says_why() -> None:
-    alone = settled(answer(visible=(2, 2)), consensus(1 / 3, False), ALONE, 3)
+    best = answer(visible=(2, 2))
+    alone = settled(best, consensus(1 / 3, False), ALONE, swarm(best, 3))
     assert not alone.settled and alone.reason == "best answer c1 passes the visible tests but no other answer agrees"
-    failing = settled(answer(visible=(1, 2)), consensus(0.75, True), MAJORITY, 4)
+    failing = settled(answer(visible=(1, 2)), consensus(0.75, True), MAJORITY, swarm(answer(visible=(1, 2)), 4))
     assert not failing.settled and failing.reason == "best answer c1 fails 1 of 2 visible test(s)"
-    untested = settled(answer(), consensus(0.75, True), MAJORITY, 4)
+    untested = settled(answer(), consensus(0.75, True), MAJORITY, swarm(answer(), 4))
     assert not untested.settled and untested.reason == "agreement (3 of 4) that no executed test backs"
-    split = settled(answer(), consensus(1 / 3, False), ALONE, 3)
+    split = settled(answer(), consensus(1 / 3, False), ALONE, swarm(answer(), 3))
     assert not split.settled and split.reason == "no tested consensus (largest group 1 of 3)"
 
 

@@ -14,7 +14,7 @@ round, so the instances stay assigned round-robin as for a fixed swarm of the sa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from swarm.v1 import assessor_pb2, common_pb2, orchestrator_pb2 as pb
@@ -72,25 +72,30 @@ def settled(
     best: pb.Candidate,
     collated: common_pb2.Consensus,
     clusters: Sequence[common_pb2.Cluster],
-    answers: int,
-    models: Mapping[str, str] | None = None,
+    answers: Sequence[pb.Candidate],
 ) -> Verdict:
-    """The one rule: the best-ranked answer is settled when
+    """The one rule: the best-ranked of ``answers`` (every answer so far, assessed) is settled when
 
     (a) the swarm's consensus stands for it as the run would claim it (``consensus.consensus_for``:
         it is in the collator's majority and executed evidence backs it: every visible test passes,
         or with none the generated tests' dual agreement over two thirds of the swarm), or
     (b) it passes every visible test and at least one other answer agrees with it (same cluster);
 
-    and, when the answers so far come from more than one model (``models``: answer id -> the model
-    that wrote it), the answers that agree with it are not all one model's: samples of one model
-    share its mistakes, so their agreement is the weakest kind and another round is worth asking.
+    and, when the answers that agree with it are all one model's while other models answered too,
+    no answer of another model outside its group passes as many visible tests (``_rival``):
+    samples of one model share its mistakes, so against a rival that the tests cannot tell apart
+    their agreement is the weakest kind and another round is worth asking.
 
     Anything else (no agreement, a visible test failing, agreement no test backs) is not settled.
     """
     group = next((list(c.candidate_ids) for c in clusters if best.id in c.candidate_ids), [best.id])
-    if models and len(set(models.values())) > 1 and len({models.get(cid, "") for cid in group}) == 1 < len(group):
-        return Verdict(False, f"the {len(group)} answers that agree with {best.id} are all from {models.get(best.id)}")
+    rival = _rival(best, group, answers)
+    if rival is not None:
+        return Verdict(
+            False,
+            f"the {len(group)} answers that agree with {best.id} are all from {best.model}, "
+            f"and {rival.id} of {rival.model} passes as many visible tests",
+        )
     if consensus_for(collated, clusters, best, best).reached:
         return Verdict(True, "tested consensus")
     scores = best.scores
@@ -103,9 +108,26 @@ def settled(
     if scores.tests_total:
         return Verdict(False, f"best answer {best.id} passes the visible tests but no other answer agrees")
     largest = max((len(c.candidate_ids) for c in clusters), default=1)
+    count = max(len(answers), 1)
     if collated.reached:
-        return Verdict(False, f"agreement ({largest} of {answers}) that no executed test backs")
-    return Verdict(False, f"no tested consensus (largest group {largest} of {answers})")
+        return Verdict(False, f"agreement ({largest} of {count}) that no executed test backs")
+    return Verdict(False, f"no tested consensus (largest group {largest} of {count})")
+
+
+def _rival(best: pb.Candidate, group: Sequence[str], answers: Sequence[pb.Candidate]) -> pb.Candidate | None:
+    """When ``group`` (``best`` and the answers that agree with it) is several answers of one model,
+    the first answer of another model outside it that passes as many visible tests as ``best``.
+
+    Such a rival is what the weakest model's agreeing pair outvoted on HumanEval/65 and 149
+    (docs/adaptive.md). Where every other model's answers fail a visible test the group passes, the
+    tests have already told them apart and more answers would only be paid for. With no visible
+    test every answer passes as many, so any other model's answer is a rival.
+    """
+    model_of = {a.id: a.model for a in answers}
+    if len(group) < 2 or len(set(model_of.values())) < 2 or len({model_of.get(i, "") for i in group}) > 1:
+        return None
+    outside = (a for a in answers if a.id not in group and a.model != best.model)
+    return next((a for a in outside if a.scores.tests_passed >= best.scores.tests_passed), None)
 
 
 @dataclass(frozen=True)
@@ -130,9 +152,8 @@ async def grow(
     answers = list(answers)
     sizes = growth.sizes()
     for round_number, (asked, size) in enumerate(itertools.pairwise(sizes), start=2):
-        best = judged.ranking.best
-        models = {answer.id: answer.model for answer in answers}
-        verdict = settled(best, judged.collation.consensus, judged.collation.clusters, len(answers), models)
+        collation, ranking = judged.collation, judged.ranking
+        verdict = settled(ranking.best, collation.consensus, collation.clusters, ranking.candidates)
         if verdict.settled:
             break
         event = pb.Grown(round=round_number, added=size - asked, size=size, reason=verdict.reason)

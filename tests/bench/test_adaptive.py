@@ -16,6 +16,7 @@ from swarm_bench.replay import ReplayRequest
 from tests.bench import data
 
 WRONG = ["    return a - b\n", "    return a * b\n", "    return a - b - 1\n"]
+RIVAL = "    return a * 2\n"  # passes the prompt's add(1, 1) == 2, wrong beyond it
 RIGHT = ["    return a + b\n", "    return b + a\n", "    return a + b + 0\n", "    return sum((a, b))\n"]
 
 
@@ -32,8 +33,9 @@ async def test_an_adaptive_run_grows_while_it_disagrees_and_stops_once_settled(t
         calls[request.purpose] += 1
 
     async with bench_stack(7, False, tmp_path / "bench.db", count) as stack:
-        # Two wrong answers and a right one that no other answer backs yet: round 2 brings two more.
-        stack.replay.register(data.ADD_PROMPT, [WRONG[0], WRONG[1], *RIGHT], None)
+        # A wrong answer, a rival that passes the prompt's example too, and a right one that no other
+        # answer backs yet: the tests cannot tell the two apart, so round 2 brings two more.
+        stack.replay.register(data.ADD_PROMPT, [WRONG[0], RIVAL, *RIGHT], None)
         events = await _run(stack.stub, pb.RunSwarmRequest(task=data.ADD_PROMPT, adaptive=True, skip_refine=True))
         stack.replay.unregister(data.ADD_PROMPT)
         accepted, done = events[0].accepted, events[-1].done
@@ -46,6 +48,14 @@ async def test_an_adaptive_run_grows_while_it_disagrees_and_stops_once_settled(t
         assert done.status == pb.RUN_STATUS_SUCCEEDED and done.final.candidate_id in ("c3", "c4", "c5")
         assert sorted(c.id for c in done.candidates) == ["c1", "c2", "c3", "c4", "c5"]
         assert [e.WhichOneof("event") for e in events].count("assessed") == 2, "each round judges all answers"
+
+        # The right answer alone passes the prompt's example, the others fail it: settled at once.
+        calls.clear()
+        stack.replay.register(data.ADD_PROMPT, [WRONG[0], WRONG[1], RIGHT[0]], None)
+        events = await _run(stack.stub, pb.RunSwarmRequest(task=data.ADD_PROMPT, adaptive=True, skip_refine=True))
+        stack.replay.unregister(data.ADD_PROMPT)
+        assert not [e for e in events if e.HasField("grown")] and calls == {"solve": 3, "tests": 1}
+        assert events[-1].done.final.candidate_id == "c3"
 
         # Nothing agrees and every answer fails the visible test: it grows to its limit (5), then stops.
         calls.clear()

@@ -85,6 +85,14 @@ def test_agreement_of_one_model_alone_does_not_settle_a_swarm_of_several() -> No
     assert settled(best, consensus(2 / 3, True), PAIR[:2], swarm(best, 3, "qwen qwen qwen")).settled
 
 
+def test_the_only_answer_that_passes_every_visible_test_is_settled() -> None:
+    best = answer(visible=(2, 2))
+    answers = swarm(best, 3)
+    answers[1].scores.tests_passed, answers[1].scores.tests_total = 1, 2
+    verdict = settled(best, consensus(1 / 3, False), ALONE, answers)
+    assert verdict.settled and verdict.reason == "c1 passes every visible test and every other answer fails one"
+
+
 def test_agreement_of_one_model_settles_when_the_other_models_fail_a_visible_test_it_passes() -> None:
     best = answer(visible=(2, 2))
     answers = swarm(best, 3, "weak weak strong")
@@ -98,7 +106,9 @@ def test_agreement_of_one_model_settles_when_the_other_models_fail_a_visible_tes
 
 def test_what_is_not_settled_says_why() -> None:
     best = answer(visible=(2, 2))
-    alone = settled(best, consensus(1 / 3, False), ALONE, swarm(best, 3))
+    answers = swarm(best, 3)
+    answers[1].scores.tests_passed, answers[1].scores.tests_total = 2, 2  # c2 passes them too, and behaves otherwise
+    alone = settled(best, consensus(1 / 3, False), ALONE, answers)
     assert not alone.settled and alone.reason == "best answer c1 passes the visible tests but no other answer agrees"
     failing = settled(answer(visible=(1, 2)), consensus(0.75, True), MAJORITY, swarm(answer(visible=(1, 2)), 4))
     assert not failing.settled and failing.reason == "best answer c1 fails 1 of 2 visible test(s)"
@@ -108,9 +118,9 @@ def test_what_is_not_settled_says_why() -> None:
     assert not split.settled and split.reason == "no tested consensus (largest group 1 of 3)"
 
 
-def _judged(best: pb.Candidate, clusters: list[common_pb2.Cluster], reached: bool) -> Judged:
+def _judged(best: pb.Candidate, clusters: list[common_pb2.Cluster], reached: bool, *others: pb.Candidate) -> Judged:
     collation = Collation(consensus=consensus(0.6, reached), clusters=tuple(clusters))
-    return Judged(assessor_pb2.AssessResponse(), collation, Ranking((best,), {}))
+    return Judged(assessor_pb2.AssessResponse(), collation, Ranking((best, *others), {}))
 
 
 async def test_grow_asks_the_next_slots_until_settled() -> None:
@@ -129,7 +139,7 @@ async def test_grow_asks_the_next_slots_until_settled() -> None:
     async def emit(event: pb.RunSwarmResponse) -> None:
         events.append(event)
 
-    first = _judged(answer(visible=(1, 1)), ALONE, False)
+    first = _judged(answer(visible=(1, 1)), ALONE, False, answer("c2", visible=(1, 1)))  # c2 passes as many
     start = [answer(f"c{k}") for k in (1, 2, 3)]
     result = await grow(Growth(3, 2, 7), start, first, more, judge, emit)
     assert asked == [(3, 2)] and result.collation.clusters == tuple(PAIR)
@@ -162,16 +172,18 @@ RIGHT = "def f(n):\n    return n + 1\n"
 RIGHT_TOO = "def f(n):\n    return 1 + n\n"
 WRONG = "def f(n):\n    return n\n"
 WRONG_TOO = "def f(n):\n    return n * 2\n"
+RIVAL = "def f(n):\n    return n + 1 if n < 10 else n\n"  # passes the visible tests, wrong beyond them
 VERDICTS = {
     WRONG: Verdict(1, behaviour="W"),
     WRONG_TOO: Verdict(0, behaviour="W2"),
+    RIVAL: Verdict(2, behaviour="X"),
     RIGHT: Verdict(2, behaviour="R"),
     RIGHT_TOO: Verdict(2, behaviour="R"),
 }
 
 
 async def test_an_offline_run_grows_while_it_disagrees_and_stops_once_settled(sqlite_url: str) -> None:
-    replies = dict(zip("abcdefg", map(fenced, [WRONG, WRONG_TOO, RIGHT, RIGHT_TOO, RIGHT, RIGHT, RIGHT]), strict=True))
+    replies = dict(zip("abcdefg", map(fenced, [WRONG, RIVAL, RIGHT, RIGHT_TOO, RIGHT, RIGHT, RIGHT]), strict=True))
     scripted = Scripted(dict(VERDICTS))
     async with offline(sqlite_url, replies, scripted) as swarm:
         run, error = await swarm.run(refine=False, growth=Growth(3, 2, 7))

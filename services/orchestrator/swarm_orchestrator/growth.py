@@ -14,7 +14,7 @@ round, so the instances stay assigned round-robin as for a fixed swarm of the sa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from swarm.v1 import assessor_pb2, common_pb2, orchestrator_pb2 as pb
@@ -79,7 +79,8 @@ def settled(
     (a) the swarm's consensus stands for it as the run would claim it (``consensus.consensus_for``:
         it is in the collator's majority and executed evidence backs it: every visible test passes,
         or with none the generated tests' dual agreement over two thirds of the swarm), or
-    (b) it passes every visible test and at least one other answer agrees with it (same cluster);
+    (b) it passes every visible test and at least one other answer agrees with it (same cluster),
+        or no other answer passes as many visible tests (the tests already told it apart);
 
     and, when the answers that agree with it are all one model's while other models answered too,
     no answer of another model outside its group passes as many visible tests (``_rival``):
@@ -100,8 +101,11 @@ def settled(
         return Verdict(True, "tested consensus")
     scores = best.scores
     mates = next((len(c.candidate_ids) - 1 for c in clusters if best.id in c.candidate_ids), 0)
-    if scores.tests_total and scores.tests_passed == scores.tests_total and mates >= 1:
-        return Verdict(True, f"{best.id} passes every visible test and {mates} other answer(s) agree")
+    if scores.tests_total and scores.tests_passed == scores.tests_total:
+        if mates >= 1:
+            return Verdict(True, f"{best.id} passes every visible test and {mates} other answer(s) agree")
+        if _as_good(best, (a for a in answers if a.id != best.id)) is None:
+            return Verdict(True, f"{best.id} passes every visible test and every other answer fails one")
     if scores.tests_total and scores.tests_passed < scores.tests_total:
         failing = scores.tests_total - scores.tests_passed
         return Verdict(False, f"best answer {best.id} fails {failing} of {scores.tests_total} visible test(s)")
@@ -126,8 +130,13 @@ def _rival(best: pb.Candidate, group: Sequence[str], answers: Sequence[pb.Candid
     model_of = {a.id: a.model for a in answers}
     if len(group) < 2 or len(set(model_of.values())) < 2 or len({model_of.get(i, "") for i in group}) > 1:
         return None
-    outside = (a for a in answers if a.id not in group and a.model != best.model)
-    return next((a for a in outside if a.scores.tests_passed >= best.scores.tests_passed), None)
+    return _as_good(best, (a for a in answers if a.id not in group and a.model != best.model))
+
+
+def _as_good(best: pb.Candidate, others: Iterable[pb.Candidate]) -> pb.Candidate | None:
+    """The first of ``others`` that passes as many visible tests as ``best``: an answer the tests
+    cannot tell apart from it."""
+    return next((a for a in others if a.scores.tests_passed >= best.scores.tests_passed), None)
 
 
 @dataclass(frozen=True)

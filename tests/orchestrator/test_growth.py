@@ -91,6 +91,8 @@ def test_the_only_answer_that_passes_every_visible_test_is_settled() -> None:
     answers[1].scores.tests_passed, answers[1].scores.tests_total = 1, 2
     verdict = settled(best, consensus(1 / 3, False), ALONE, answers)
     assert verdict.settled and verdict.reason == "c1 passes every visible test and every other answer fails one"
+    only = settled(best, consensus(1.0, False), ALONE[:1], [best])
+    assert not only.settled, "with no other answer, nothing has told it apart"
 
 
 def test_agreement_of_one_model_settles_when_the_other_models_fail_a_visible_test_it_passes() -> None:

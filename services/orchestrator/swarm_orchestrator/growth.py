@@ -80,7 +80,8 @@ def settled(
         it is in the collator's majority and executed evidence backs it: every visible test passes,
         or with none the generated tests' dual agreement over two thirds of the swarm), or
     (b) it passes every visible test and at least one other answer agrees with it (same cluster),
-        or no other answer passes as many visible tests (the tests already told it apart);
+        or there are other answers and none passes as many visible tests (the tests already told
+        it apart);
 
     and, when the answers that agree with it are all one model's while other models answered too,
     no answer of another model outside its group passes as many visible tests (``_rival``):
@@ -104,7 +105,8 @@ def settled(
     if scores.tests_total and scores.tests_passed == scores.tests_total:
         if mates >= 1:
             return Verdict(True, f"{best.id} passes every visible test and {mates} other answer(s) agree")
-        if _as_good(best, (a for a in answers if a.id != best.id)) is None:
+        others = [a for a in answers if a.id != best.id]
+        if others and _as_good(best, others) is None:  # one answer alone has been told apart from nothing
             return Verdict(True, f"{best.id} passes every visible test and every other answer fails one")
     if scores.tests_total and scores.tests_passed < scores.tests_total:
         failing = scores.tests_total - scores.tests_passed

@@ -101,7 +101,7 @@ def settled(
     if consensus_for(collated, clusters, best, best).reached:
         return Verdict(True, "tested consensus")
     scores = best.scores
-    mates = next((len(c.candidate_ids) - 1 for c in clusters if best.id in c.candidate_ids), 0)
+    mates = len(group) - 1
     if scores.tests_total and scores.tests_passed == scores.tests_total:
         if mates >= 1:
             return Verdict(True, f"{best.id} passes every visible test and {mates} other answer(s) agree")

@@ -11,14 +11,18 @@ services as child processes) with five instances as ``swarm up`` makes them (tem
   (``prompts.solve_messages``) and extraction (``swarmlib.extract_code``): the user asking one
   Qwen directly;
 * ``swarm3`` / ``swarm5``: one ``RunSwarm`` of size 3 (instances qwen-1..3) or 5 with the
-  product's defaults, refinement on or off (``--refine``). A run with refinement on gives both its
-  selection before refinement and its final answer; one with it off, the selection alone (a
-  refinement round costs one to two more generations, so ``--refine off`` covers more problems in
-  the same time). ``--refine-model qwen2.5-coder-1.5b-instruct`` refines on that model instead
-  (``swarm up --refine-model``: a server of its own, the orchestrator's SWARM_REFINE_INSTANCE);
-  its lines are kept apart from those refined by the best answer's own instance. Every answer
-  of the swarm of 3 is scored too: their mean is the pass rate of
-  **one sampled instance** (the swarm's own temperatures).
+  product's defaults, refinement on or off (``--refine``);
+* ``adaptive``: one ``RunSwarm`` that leaves the size to the server, the product's default (the
+  adaptive swarm, docs/adaptive.md: 3 answers, 2 more a round while not settled, up to 7, over
+  the five instances round-robin); the summary adds its answers and rounds a problem.
+
+A run with refinement on gives both its selection before refinement and its final answer; one
+with it off, the selection alone (a refinement round costs one to two more generations, so
+``--refine off`` covers more problems in the same time). ``--refine-model
+qwen2.5-coder-1.5b-instruct`` refines on that model instead (``swarm up --refine-model``: a server
+of its own, the orchestrator's SWARM_REFINE_INSTANCE); its lines are kept apart from those refined
+by the best answer's own instance. Every answer of the swarm of 3 is scored too: their mean is the
+pass rate of **one sampled instance** (the swarm's own temperatures).
 
 Only the prompt is sent; the hidden test (``test`` + ``check(entry_point)``) is run by this bench
 alone, after the run, in the project's sandbox. One JSON line per (arm, refinement, problem) goes to ``--out``;
@@ -63,7 +67,7 @@ from swarmlib import ChatClient, Endpoint, LLMError, bearer_interceptors, extrac
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
 INSTANCES = 5
-ARMS = ("greedy", "swarm3", "swarm5")
+ARMS = ("greedy", "swarm3", "swarm5", "adaptive")
 MAX_TOKENS = 1024  # the orchestrator's default SWARM_MAX_TOKENS
 RUN_TIMEOUT_S = 3600.0  # a backstop only: the instance and stage timeouts bound a run
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -82,6 +86,7 @@ class Line:
     swarm_passed: list[bool] = field(default_factory=list)  # a swarm arm's answers, in rank order
     refinement: str = ""  # kept / dropped / skipped
     consensus: bool = False
+    rounds: int = 0  # a swarm arm's answer rounds (the adaptive arm grows while not settled)
     wall_s: float = 0.0
     completion_tokens: int = 0
     run_id: str = ""
@@ -115,23 +120,34 @@ async def greedy(client: ChatClient, endpoint: Endpoint, scorer: Scorer, problem
     return line
 
 
+def swarm_request(arm: str, problem: Problem, refine: bool) -> pb.RunSwarmRequest:
+    """``swarmN``: a fixed swarm on instances qwen-1..N; ``adaptive``: the size left to the server, every
+    instance (the product's default: 3 answers, then 2 more a round while not settled, up to 7)."""
+    if arm == "adaptive":
+        return pb.RunSwarmRequest(task=problem.prompt, skip_refine=not refine)
+    size = int(arm.removeprefix("swarm"))
+    return pb.RunSwarmRequest(
+        task=problem.prompt, swarm_size=size, instances=[f"qwen-{i + 1}" for i in range(size)], skip_refine=not refine
+    )
+
+
 async def swarm(
     stub: orchestrator_pb2_grpc.OrchestratorServiceStub,
     scorer: Scorer,
     problem: Problem,
-    size: int,
+    arm: str,
     refine: bool,
     refiner: str,
 ) -> Line:
-    """One RunSwarm of ``size``; its selection before refinement and its final answer scored with the hidden test."""
-    line = Line(f"swarm{size}", problem.task_id, refined=refine, refiner=refiner)
-    request = pb.RunSwarmRequest(
-        task=problem.prompt, swarm_size=size, instances=[f"qwen-{i + 1}" for i in range(size)], skip_refine=not refine
-    )
+    """One RunSwarm; its selection before refinement and its final answer scored with the hidden test."""
+    line = Line(arm, problem.task_id, refined=refine, refiner=refiner, rounds=1)
+    request = swarm_request(arm, problem, refine)
     run: pb.Run | None = None
     started = time.perf_counter()
     try:
         async for event in stub.RunSwarm(request, timeout=RUN_TIMEOUT_S):
+            if event.HasField("grown"):
+                line.rounds = event.grown.round
             if event.HasField("done"):
                 run = event.done
     except grpc.aio.AioRpcError as exc:
@@ -211,6 +227,8 @@ def summary_lines(lines: Sequence[Line]) -> list[str]:
         if arm == "swarm3":
             answers = [p for line in done.values() for p in line.swarm_passed]
             out.append(f"  one sampled instance (each answer of the swarm of 3): {rate(answers)}")
+        if arm == "adaptive":
+            out.append(f"  {growth(done)}")
         out += gain_lines(done, greedy_lines, "unrefined_passed")
         out += oracle_lines(done, greedy_lines)
         for (refined_arm, refiner), with_refinement in sorted(refined.items()):
@@ -245,6 +263,20 @@ def common_lines(plain: Mapping[str, Mapping[str, Line]]) -> list[str]:
     return [f"on the {len(common)} problems every arm answered: {rates}; oracles {oracles}"]
 
 
+def growth(done: Mapping[str, Line]) -> str:
+    """The adaptive arm's cost: answers and rounds a problem, against the 7 answers of its limit."""
+    answered = [line for line in done.values() if line.swarm_passed]
+    if not answered:
+        return "no run answered"
+    answers = statistics.mean(len(line.swarm_passed) for line in answered)
+    rounds = statistics.mean(line.rounds for line in answered)
+    settled_first = sum(line.rounds == 1 for line in answered)
+    return (
+        f"answers a problem {answers:.2f} ({answers / 7:.0%} of a fixed 7's), rounds {rounds:.2f}; "
+        f"settled in the first round {settled_first} of {len(answered)}"
+    )
+
+
 def timing(done: Mapping[str, Line]) -> str:
     walls = [line.wall_s for line in done.values()]
     return f"time per problem median {statistics.median(walls):.1f}s, mean {statistics.mean(walls):.1f}s"
@@ -265,7 +297,10 @@ def oracle_lines(done: Mapping[str, Line], greedy_lines: Mapping[str, Line]) -> 
         lines.append(f"  the most any selection could gain on those {len(both)} problems: {bound / base:.2f} x greedy")
         # A swarm whose first member runs at temperature 0 holds greedy's answer: its oracle, with the
         # answers of the other members as recorded, bounds what that lever could give.
-        size = max(len(done[t].swarm_passed) for t in both)
+        sizes = {len(done[t].swarm_passed) for t in both}
+        if len(sizes) != 1:  # the adaptive arm: its runs have as many answers as their rounds asked
+            return lines
+        size = sizes.pop()
         with_greedy = [greedy_lines[t].passed or any(done[t].swarm_passed[: size - 1]) for t in both]
         lines.append(
             f"  with greedy's answer as one of the {size} (greedy + the first {size - 1} answers): oracle "
@@ -344,7 +379,7 @@ async def run_arms(
                     line = await greedy(client, endpoint, scorer, problem)
                 else:
                     _, refined, refiner, _ = key_of(args, arm, problem.task_id)
-                    line = await swarm(stub, scorer, problem, int(arm.removeprefix("swarm")), refined, refiner)
+                    line = await swarm(stub, scorer, problem, arm, refined, refiner)
                 handle.write(json.dumps(asdict(line)) + "\n")
                 handle.flush()
                 print(progress.line(line), file=sys.stderr, flush=True)

@@ -38,8 +38,15 @@ def test_without_visible_tests_a_claim_needs_two_thirds_of_the_swarm() -> None:
     assert not _claimed(0.6)  # 3 of 5, backed only by the swarm's own tests
     assert _claimed(2 / 3) and _claimed(0.8)
     assert not _claimed(0.8, generated=(4, 10))  # the generated tests mostly disagree
-    assert _claimed(0.6, visible=(2, 2))  # the user's own tests all pass: a majority is enough
+
+
+def test_with_visible_tests_a_claim_needs_them_all_and_two_thirds_of_the_swarm() -> None:
+    assert _claimed(2 / 3, visible=(2, 2)) and _claimed(0.8, visible=(1, 1))
     assert not _claimed(0.8, visible=(1, 2))
+    # A bare majority is not enough even when every example passes: 3 of 5, or 17 of 30 where the
+    # other 13 pass the same examples and behave otherwise.
+    assert not _claimed(0.6, visible=(2, 2))
+    assert not _claimed(17 / 30, visible=(5, 5))
 
 
 def test_an_answer_outside_the_majority_claims_nothing() -> None:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from swarm.v1 import common_pb2, orchestrator_pb2 as pb
 
-# Without a test the user stated, agreement must be this broad (of the collator's clusters) for a claim.
-UNTESTED_CONSENSUS_SHARE = 2 / 3
+# A claim on code needs agreement this broad (of the collator's clusters), with tests or without.
+CONSENSUS_SHARE = 2 / 3
 
 
 def consensus_for(
@@ -30,24 +30,23 @@ def consensus_for(
     majority = next((c for c in clusters if c.id == consensus.majority_cluster_id), None)
     member = best.id if final.origin == pb.CANDIDATE_ORIGIN_REFINED else final.id
     in_majority = majority is not None and member in majority.candidate_ids
-    supported = independently_supported(final if final.scores.tests_total else best, consensus.share)
-    if not (in_majority and supported):
+    if not (in_majority and supported(final if final.scores.tests_total else best, consensus.share)):
         consensus.reached = False
     return consensus
 
 
-def independently_supported(candidate: pb.Candidate, share: float) -> bool:
-    """Executed evidence beyond agreement itself: every visible test passes; with none, the best
-    dual agreement, at least half of the generated tests and a cluster of at least two thirds of
-    the swarm (``share``, the collator's). Code with no test at all has none; prose keeps the
+def supported(candidate: pb.Candidate, share: float) -> bool:
+    """Whether agreement over ``share`` of the swarm (the collator's) and executed evidence back
+    ``candidate``. Code needs two thirds of the swarm, not a bare majority: the visible tests are
+    often one or two examples that a wrong program passes too, and answers of a few models share
+    their mistakes. Then every visible test passes, or with none the best dual agreement and at
+    least half of the generated tests. Code with no test at all has no support; prose keeps the
     collator's verdict."""
     scores = candidate.scores
+    if candidate.code.strip() and share < CONSENSUS_SHARE - 1e-9:
+        return False
     if scores.tests_total:
         return scores.tests_passed == scores.tests_total
     if scores.generated_total:
-        return (
-            scores.dual_agreement >= 1.0
-            and 2 * scores.generated_passed >= scores.generated_total
-            and share >= UNTESTED_CONSENSUS_SHARE - 1e-9
-        )
+        return scores.dual_agreement >= 1.0 and 2 * scores.generated_passed >= scores.generated_total
     return not candidate.code.strip()

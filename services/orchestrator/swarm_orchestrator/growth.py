@@ -77,8 +77,8 @@ def settled(
     """The one rule: the best-ranked of ``answers`` (every answer so far, assessed) is settled when
 
     (a) the swarm's consensus stands for it as the run would claim it (``consensus.consensus_for``:
-        it is in the collator's majority and executed evidence backs it: every visible test passes,
-        or with none the generated tests' dual agreement over two thirds of the swarm), or
+        it is in a cluster of two thirds of the answers and executed evidence backs it: every
+        visible test passes, or with none the generated tests' dual agreement), or
     (b) it passes every visible test and at least one other answer agrees with it (same cluster),
         or there are other answers and none passes as many visible tests (the tests already told
         it apart);

@@ -63,6 +63,7 @@ from swarm_bench.quality_scoring import Scorer
 from swarm_cli.localstack import LocalStack, StackSettings, instances_document, refine_env
 from swarm_cli.models import RECIPES
 from swarm_orchestrator.prompts import solve_messages
+from swarm_orchestrator.sizing import MAX_AUTO_SIZE
 from swarmlib import ChatClient, Endpoint, LLMError, bearer_interceptors, extract_code
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -264,7 +265,8 @@ def common_lines(plain: Mapping[str, Mapping[str, Line]]) -> list[str]:
 
 
 def growth(done: Mapping[str, Line]) -> str:
-    """The adaptive arm's cost: answers and rounds a problem, against the 7 answers of its limit."""
+    """The adaptive arm's cost: answers and rounds a problem, against the answers of its limit
+    (``sizing.MAX_AUTO_SIZE``, the size a request that leaves it to the server may grow to)."""
     answered = [line for line in done.values() if line.swarm_passed]
     if not answered:
         return "no run answered"
@@ -272,7 +274,8 @@ def growth(done: Mapping[str, Line]) -> str:
     rounds = statistics.mean(line.rounds for line in answered)
     settled_first = sum(line.rounds == 1 for line in answered)
     return (
-        f"answers a problem {answers:.2f} ({answers / 7:.0%} of a fixed 7's), rounds {rounds:.2f}; "
+        f"answers a problem {answers:.2f} ({answers / MAX_AUTO_SIZE:.0%} of a fixed {MAX_AUTO_SIZE}'s), "
+        f"rounds {rounds:.2f}; "
         f"settled in the first round {settled_first} of {len(answered)}"
     )
 

@@ -1,8 +1,8 @@
 """The consensus claim: whether the swarm's agreement supports the answer the run returns.
 
 The collator says whether most responses agree; the claim stands only for an answer in that
-majority that executed evidence backs. Pure functions; the rule and why it is this strict are in
-docs/selection.md ("Consensus").
+majority, when the majority holds two thirds of the swarm and executed evidence backs it. Pure
+functions; the rule and why it is this strict are in docs/selection.md ("Consensus").
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ def supported(candidate: pb.Candidate, share: float) -> bool:
     least half of the generated tests. Code with no test at all has no support; prose keeps the
     collator's verdict."""
     scores = candidate.scores
-    if candidate.code.strip() and share < CONSENSUS_SHARE - 1e-9:
+    is_code = bool(candidate.code.strip())
+    if is_code and share < CONSENSUS_SHARE - 1e-9:
         return False
     if scores.tests_total:
         return scores.tests_passed == scores.tests_total
     if scores.generated_total:
         return scores.dual_agreement >= 1.0 and 2 * scores.generated_passed >= scores.generated_total
-    return not candidate.code.strip()
+    return not is_code

@@ -301,21 +301,17 @@ def oracle_lines(done: Mapping[str, Line], greedy_lines: Mapping[str, Line]) -> 
         # A swarm whose first member runs at temperature 0 holds greedy's answer: its oracle, with the
         # answers of the other members as recorded, bounds what that lever could give.
         sizes = {len(done[t].swarm_passed) for t in both}
-        if len(sizes) != 1:
-            # The adaptive arm: its runs have as many answers as their rounds asked. Greedy's answer
-            # beside every answer a run got bounds such a swarm from above (it would have replaced one).
-            with_greedy = [greedy_lines[t].passed or any(done[t].swarm_passed) for t in both]
-            lines.append(
-                f"  greedy's answer beside every answer of the run: oracle {rate(with_greedy)}, "
-                f"at most {sum(with_greedy) / base:.2f} x greedy"
-            )
-            return lines
-        size = sizes.pop()
-        with_greedy = [greedy_lines[t].passed or any(done[t].swarm_passed[: size - 1]) for t in both]
-        lines.append(
-            f"  with greedy's answer as one of the {size} (greedy + the first {size - 1} answers): oracle "
-            f"{rate(with_greedy)}, at most {sum(with_greedy) / base:.2f} x greedy"
+        # The adaptive arm's runs have as many answers as their rounds asked: greedy's answer beside
+        # every answer a run got bounds such a swarm from above (it would have replaced one).
+        size = sizes.pop() if len(sizes) == 1 else None
+        kept = size - 1 if size else None
+        with_greedy = [greedy_lines[t].passed or any(done[t].swarm_passed[:kept]) for t in both]
+        label = (
+            f"with greedy's answer as one of the {size} (greedy + the first {kept} answers)"
+            if size
+            else "greedy's answer beside every answer of the run"
         )
+        lines.append(f"  {label}: oracle {rate(with_greedy)}, at most {sum(with_greedy) / base:.2f} x greedy")
     return lines
 
 
